@@ -1,0 +1,1 @@
+"""Protocol presets (subject splits, input/target views, resolutions) as data; installed as ``gmnerf_ns.configs``."""

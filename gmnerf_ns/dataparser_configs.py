@@ -1,0 +1,30 @@
+"""nerfstudio dataparser registrations (entry points ``nerfstudio.dataparser_configs``), one per dataset."""
+
+from nerfstudio.plugins.registry_dataparser import DataParserSpecification
+
+from gmnerf_ns.dataparsers.genebody import GeneBodyDataParserConfig
+from gmnerf_ns.dataparsers.multigarment import MultiGarmentDataParserConfig
+from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
+from gmnerf_ns.dataparsers.thuman2 import THuman2DataParserConfig
+from gmnerf_ns.dataparsers.zju_mocap import ZJUMocapDataParserConfig
+
+synthetic_dataparser = DataParserSpecification(
+    config=SyntheticDataParserConfig(),
+    description="gmnerf-ns built-in synthetic humans (gmnerf-synth), ZJU-MoCap layout with ground-truth meshes.",
+)
+zju_mocap_dataparser = DataParserSpecification(
+    config=ZJUMocapDataParserConfig(),
+    description="ZJU-MoCap (CoreView_<id>): --data zju/313 or a path; NHP generalizable protocol by default.",
+)
+genebody_dataparser = DataParserSpecification(
+    config=GeneBodyDataParserConfig(),
+    description="GeneBody (48 views, SMPL-X proxy); Test10 protocol, 4 source views [01,13,25,37].",
+)
+thuman2_dataparser = DataParserSpecification(
+    config=THuman2DataParserConfig(),
+    description="THuman2.0 scans rendered by gmnerf-render-scans (perspective ring), SMPL-X proxy.",
+)
+multigarment_dataparser = DataParserSpecification(
+    config=MultiGarmentDataParserConfig(),
+    description="Multi-garment (MGN) scans rendered by gmnerf-render-scans, SMPL proxy from registration.pkl.",
+)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Idempotent setup: a venv (unless one is active), pinned torch first, then gmnerf-ns in editable mode with dev extras.
+# Re-running when nothing changed takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+  if [ ! -x .venv/bin/python ]; then
+    echo "[setup] creating .venv"
+    python3 -m venv .venv
+  fi
+  # shellcheck disable=SC1091
+  . .venv/bin/activate
+fi
+PY=python
+STAMP="$VIRTUAL_ENV/.gmnerf_setup_stamp"
+HASH=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] && $PY -c "import gmnerf_ns, nerfstudio" 2>/dev/null; then
+  echo "[setup] up to date ($VIRTUAL_ENV)"
+  exit 0
+fi
+
+# torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build from the registry.
+if ! $PY -c "import torch, torchvision, sys; sys.exit(0 if (torch.__version__.startswith('2.14.1') and torchvision.__version__.startswith('0.29.1')) else 1)" 2>/dev/null; then
+  echo "[setup] installing torch==2.14.1 torchvision==0.29.1"
+  $PY -m pip install -q --upgrade pip
+  $PY -m pip install -q torch==2.14.1 torchvision==0.29.1
+fi
+echo "[setup] installing gmnerf-ns (editable, with dev extras) and nerfstudio==1.1.5"
+$PY -m pip install -q -e ".[dev]" torch==2.14.1 torchvision==0.29.1
+echo "$HASH" > "$STAMP"
+echo "[setup] done: $(python -c 'import nerfstudio, torch; print("torch", torch.__version__, "| nerfstudio", nerfstudio.__version__ if hasattr(nerfstudio, "__version__") else "1.1.5")') in $VIRTUAL_ENV"
+echo "[setup] activate with: source $ROOT/.venv/bin/activate"
