@@ -1,0 +1,268 @@
+"""The shared nerfstudio dataparser for multi-view human datasets.
+
+A dataset module in ``gmnerf_ns.dataparsers`` only says where its subjects are and how one subject's files map onto
+:class:`SubjectRecord`; this base class applies the protocol (subject split, frame sampling, views) and turns the
+records into nerfstudio's :class:`DataparserOutputs`:
+
+* ``image_filenames``/``cameras``: every view of every sampled frame of the training subjects (``train``), or the
+  protocol's *target* views of the held-out subjects (``val``/``test``); source views are not targets at evaluation.
+* ``cameras.metadata``: per camera ``subject_index`` (into ``metadata["subject_names"]``, the same list for every split),
+  ``frame_id`` and ``camera_index``, so any nerfstudio tool that only passes a camera (ns-eval, ns-render, viewer) still
+  tells the model which subject-frame to condition on.
+* ``metadata["human"]``: the split's :class:`HumanCollection`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Type
+
+import numpy as np
+import torch
+from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from gmnerf_ns.data.human_record import (
+    FrameRecord,
+    HumanCollection,
+    HumanDataError,
+    SubjectRecord,
+    ViewRecord,
+    load_vertices,
+    proxy_bbox,
+)
+from gmnerf_ns.data.protocol import FrameSampling, Protocol, load_protocol
+
+DATA_ROOT_ENV = "GMNERF_DATA"
+"""Environment variable naming the folder that short dataset names (``zju/313``, ``synthetic``) resolve against."""
+
+
+def data_root() -> Path:
+    """The data root: ``$GMNERF_DATA`` or ``./data``."""
+    return Path(os.environ.get(DATA_ROOT_ENV, "data"))
+
+
+@dataclass
+class HumanDataParserConfig(DataParserConfig):
+    """Options shared by every human dataset; each dataset's config subclasses this."""
+
+    _target: Type = field(default_factory=lambda: HumanDataParser)
+    data: Path = Path("synthetic")
+    """Dataset folder, a single subject's folder, or a short name resolved against $GMNERF_DATA (default ./data)."""
+    protocol: str = "synthetic"
+    """Protocol preset name (see configs/protocols/) or a path to a protocol YAML file."""
+    train_subjects: Optional[Tuple[str, ...]] = None
+    """Override the protocol's training subjects."""
+    test_subjects: Optional[Tuple[str, ...]] = None
+    """Override the protocol's held-out (evaluation) subjects."""
+    resolution: Optional[int] = None
+    """Override the protocol's output image height in pixels."""
+    num_input_views: Optional[int] = None
+    """Override the protocol's number of source views m."""
+    max_eval_frames_per_subject: Optional[int] = None
+    """Keep at most this many evenly spaced evaluation frames per held-out subject (None = all the protocol samples)."""
+
+
+class HumanDataParser(DataParser):
+    """Base class: subclasses implement :meth:`find_subjects` and :meth:`parse_subject`."""
+
+    config: HumanDataParserConfig
+
+    def __init__(self, config: HumanDataParserConfig):
+        super().__init__(config=config)
+        self._protocol: Optional[Protocol] = None
+
+    # ------------------------------------------------------------------ to implement per dataset
+    def find_subjects(self, root: Path) -> Dict[str, Path]:
+        """Maps subject name -> folder for every subject found under ``root`` (or ``root`` itself if it is one)."""
+        raise NotImplementedError
+
+    def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
+        """Reads one subject's annotations into a :class:`SubjectRecord` with the sampled frames."""
+        raise NotImplementedError
+
+    def dataset_split(self, root: Path) -> Optional[Tuple[List[str], List[str]]]:
+        """The dataset's own (train, test) subject split, if it ships one; used when the protocol lists none."""
+        return None
+
+    # ------------------------------------------------------------------ shared logic
+    @property
+    def protocol(self) -> Protocol:
+        """The protocol preset with this config's overrides applied."""
+        if self._protocol is None:
+            protocol = load_protocol(self.config.protocol)
+            overrides = {}
+            if self.config.resolution is not None:
+                overrides["resolution"] = self.config.resolution
+            if self.config.num_input_views is not None:
+                overrides["num_input_views"] = self.config.num_input_views
+            if overrides:
+                protocol = Protocol(**{**protocol.__dict__, **overrides})
+            self._protocol = protocol
+        return self._protocol
+
+    def resolve_root(self) -> Path:
+        """The dataset folder: ``config.data`` if it exists, else ``config.data`` under the data root."""
+        path = Path(self.config.data)
+        if path.exists():
+            return path
+        candidate = data_root() / path
+        if candidate.exists():
+            return candidate
+        for parent in (path.parent, candidate.parent):  # a subject that is not there: list the ones that are
+            if str(path.parent) not in ("", ".") and parent.is_dir():
+                try:
+                    found = self.find_subjects(parent)
+                except HumanDataError:
+                    found = {}
+                if found:
+                    raise HumanDataError(
+                        f"subject {path.name!r} not found in {parent}; available subjects: {', '.join(sorted(found))}"
+                    )
+        raise HumanDataError(
+            f"dataset folder {path} not found (also looked in {candidate}; set ${DATA_ROOT_ENV} to your data root)"
+        )
+
+    def split_subjects(self, subjects: Dict[str, Path], root: Path) -> Tuple[List[str], List[str]]:
+        """(train, test) subject names after protocol, dataset split file and CLI overrides."""
+        train = self.config.train_subjects or self.protocol.train_subjects
+        test = self.config.test_subjects or self.protocol.test_subjects
+        if train is None or test is None:
+            own = self.dataset_split(root)
+            if own is not None:
+                train = train if train is not None else own[0]
+                test = test if test is not None else own[1]
+        names = sorted(subjects)
+        if len(subjects) == 1:  # a single subject folder: train and evaluate on it (per-subject protocols, fine-tuning)
+            train = test = names
+        if train is None or test is None:
+            raise HumanDataError(f"{root}: the protocol {self.protocol.name!r} lists no subject split and the dataset "
+                                 "has no split file; pass --train-subjects and --test-subjects")
+        # Short subject ids (ZJU "313") match folder names like "CoreView_313".
+        train, test = [self._match(s, subjects, root) for s in train], [self._match(s, subjects, root) for s in test]
+        return [t for t in train if t is not None], [t for t in test if t is not None]
+
+    def _match(self, wanted: str, subjects: Dict[str, Path], root: Path) -> Optional[str]:
+        if wanted in subjects:
+            return wanted
+        hits = [n for n in subjects if n.endswith(f"_{wanted}") or n.split("_")[-1] == wanted]
+        if len(hits) == 1:
+            return hits[0]
+        if len(subjects) == 1:
+            return None  # a single-subject folder ignores the protocol's subject list
+        raise HumanDataError(
+            f"{root}: subject {wanted!r} not found; available subjects: {', '.join(sorted(subjects)) or '(none)'}"
+        )
+
+    def all_subject_names(self) -> List[str]:
+        """Every subject of both splits, sorted: ``subject_index`` in camera metadata indexes this list."""
+        root = self.resolve_root()
+        train, test = self.split_subjects(self.find_subjects(root), root)
+        return sorted(set(train) | set(test))
+
+    def collect(self, split: str) -> HumanCollection:
+        """The :class:`HumanCollection` of a split (``train``, ``val`` or ``test``)."""
+        root = self.resolve_root()
+        subjects = self.find_subjects(root)
+        if not subjects:
+            raise HumanDataError(f"{root}: no subjects found (is this a {type(self).__name__} dataset folder?)")
+        train, test = self.split_subjects(subjects, root)
+        names = train if split == "train" else test
+        if not names:
+            raise HumanDataError(f"{root}: the {split} split has no subjects")
+        protocol = self.protocol
+        records = []
+        for name in names:
+            record = self.parse_subject(name, subjects[name], protocol.frames_for(split, name), protocol.resolution)
+            if split != "train" and self.config.max_eval_frames_per_subject:
+                keep = _evenly(len(record.frames), self.config.max_eval_frames_per_subject)
+                record = SubjectRecord(**{**record.__dict__, "frames": tuple(record.frames[i] for i in keep)})
+            if not record.frames:
+                raise HumanDataError(f"{subjects[name]}: no frames left for subject {name} after frame sampling")
+            records.append(record)
+        return HumanCollection(
+            subjects=records,
+            input_views=protocol.input_views,
+            target_views=protocol.target_views,
+            target_views_per_subject={
+                self._match(k, subjects, root) or k: v for k, v in protocol.target_views_per_subject.items()
+                if k in subjects or any(n.split("_")[-1] == k for n in subjects)
+            },
+            bbox_padding=protocol.bbox_padding,
+        )
+
+    def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
+        collection = self.collect(split)
+        all_names = self.all_subject_names()
+        views: List[Tuple[int, FrameRecord, int, ViewRecord]] = []
+        for subject in collection.subjects:
+            subject_index = all_names.index(subject.name)
+            if split == "train":
+                cams = range(len(subject.camera_names))
+            else:
+                cams = collection.targets_for(subject, self.protocol.num_input_views)
+            for frame in subject.frames:
+                for cam in cams:
+                    views.append((subject_index, frame, cam, frame.views[cam]))
+        if not views:
+            raise HumanDataError(f"{self.config.data}: the {split} split has no views")
+        cameras = cameras_from_views([v for *_, v in views])
+        cameras.metadata = {
+            "subject_index": torch.tensor([[s] for s, *_ in views], dtype=torch.long),
+            "frame_id": torch.tensor([[f.frame_id] for _, f, _, _ in views], dtype=torch.long),
+            "camera_index": torch.tensor([[c] for _, _, c, _ in views], dtype=torch.long),
+        }
+        CONSOLE.log(
+            f"[{split}] {len(collection.subjects)} subjects, "
+            f"{sum(len(s.frames) for s in collection.subjects)} frames, {len(views)} target views "
+            f"(protocol {self.protocol.name}, m={self.protocol.num_input_views}, {self.protocol.resolution}px)"
+        )
+        return DataparserOutputs(
+            image_filenames=[v.image_path for *_, v in views],
+            cameras=cameras,
+            scene_box=SceneBox(aabb=torch.from_numpy(self._scene_aabb(collection))),
+            metadata={"human": collection, "subject_names": all_names, "protocol": self.protocol},
+        )
+
+    def _scene_aabb(self, collection: HumanCollection) -> np.ndarray:
+        """Union of the first frame's proxy box of each subject, padded by 1 m (only used by the viewer)."""
+        boxes = [proxy_bbox(load_vertices(s.frames[0]), 1.0) for s in collection.subjects]
+        return np.stack([np.min([b[0] for b in boxes], 0), np.max([b[1] for b in boxes], 0)]).astype(np.float32)
+
+
+def opencv_w2c_to_nerfstudio_c2w(R: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """(3, 4) nerfstudio (OpenGL: x right, y up, z back) camera-to-world from an OpenCV world-to-camera R, T."""
+    c2w = np.eye(4)
+    c2w[:3, :3] = np.asarray(R).T
+    c2w[:3, 3] = -np.asarray(R).T @ np.asarray(T).reshape(3)
+    c2w[:3, 1:3] *= -1.0
+    return c2w[:3]
+
+
+def cameras_from_views(views: List[ViewRecord]) -> Cameras:
+    """nerfstudio :class:`Cameras` (model-ready intrinsics, OpenGL poses) for a list of views."""
+    Ks = np.stack([v.output_intrinsics for v in views])
+    # OpenCV puts pixel (i, j)'s centre at integer coordinates; nerfstudio casts rays through i + 0.5 (as COLMAP), so
+    # the principal point moves by half a pixel for a ray to pass through the same pixel centre.
+    Ks[:, :2, 2] += 0.5
+    c2w = np.stack([opencv_w2c_to_nerfstudio_c2w(v.R, v.T) for v in views])
+    return Cameras(
+        camera_to_worlds=torch.from_numpy(c2w).float(),
+        fx=torch.from_numpy(Ks[:, 0, 0:1]).float(),
+        fy=torch.from_numpy(Ks[:, 1, 1:2]).float(),
+        cx=torch.from_numpy(Ks[:, 0, 2:3]).float(),
+        cy=torch.from_numpy(Ks[:, 1, 2:3]).float(),
+        width=torch.tensor([[v.out_size[0]] for v in views], dtype=torch.long),
+        height=torch.tensor([[v.out_size[1]] for v in views], dtype=torch.long),
+        camera_type=CameraType.PERSPECTIVE,
+    )
+
+
+def _evenly(n: int, k: int) -> List[int]:
+    if k >= n:
+        return list(range(n))
+    return sorted({int(round(i * (n - 1) / max(k - 1, 1))) for i in range(k)})

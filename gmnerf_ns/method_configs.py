@@ -1,0 +1,102 @@
+"""GM-NeRF method registrations (entry points ``nerfstudio.method_configs``).
+
+* ``gm-nerf``: paper scale, for a GPU (ResNet-18 encoder, 64 samples, 256-px patches of 512-px images).
+* ``gm-nerf-small``: fits 2 CPU cores; trains on the built-in data in minutes (256-px images, 64-px patches).
+* ``gm-nerf-finetune``: per-subject fine-tuning from a cross-subject checkpoint (the paper's "Ft" rows).
+"""
+
+from __future__ import annotations
+
+from nerfstudio.configs.base_config import ViewerConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+from gmnerf_ns.data.datamanager import GMNeRFDataManagerConfig
+from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
+from gmnerf_ns.model.encoder import ImageEncoderConfig
+from gmnerf_ns.model.gmnerf_model import GMNeRFModelConfig
+from gmnerf_ns.pipeline import GMNeRFPipelineConfig
+
+
+def _optimizers(lr: float, max_steps: int, final_ratio: float = 0.1) -> dict:
+    """Adam with exponential decay (NeuralBody/NHP style) for the encoder, fields and 2D renderer."""
+    group = lambda scale: {  # noqa: E731
+        "optimizer": AdamOptimizerConfig(lr=lr * scale, eps=1e-15),
+        "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr * scale * final_ratio, max_steps=max_steps),
+    }
+    return {"encoder": group(1.0), "fields": group(1.0), "renderer": group(1.0)}
+
+
+def _trainer(name: str, steps: int, lr: float, datamanager: GMNeRFDataManagerConfig, model: GMNeRFModelConfig,
+             **kwargs) -> TrainerConfig:
+    return TrainerConfig(
+        method_name=name,
+        max_num_iterations=steps,
+        mixed_precision=False,
+        pipeline=GMNeRFPipelineConfig(datamanager=datamanager, model=model),
+        optimizers=_optimizers(lr, steps),
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 13),
+        vis="viewer",
+        **kwargs,
+    )
+
+
+gm_nerf = MethodSpecification(
+    config=_trainer(
+        "gm-nerf",
+        steps=200_000,
+        lr=5e-4,
+        steps_per_eval_batch=500,
+        steps_per_eval_image=1000,
+        steps_per_eval_all_images=50_000,
+        steps_per_save=5000,
+        datamanager=GMNeRFDataManagerConfig(dataparser=SyntheticDataParserConfig(resolution=512), patch_size=256),
+        model=GMNeRFModelConfig(
+            encoder=ImageEncoderConfig(backbone="resnet18", out_channels=64),
+            vertex_code_dim=64,
+            volume_resolution=96,
+            volume_channels=(32, 64, 96, 128),
+            num_samples=64,
+            appearance_dim=128,
+            hidden_dim=128,
+            feature_dim=32,
+            renderer_width=64,
+            grad_ray_fraction=0.25,
+            visibility_resolution=256,
+            eval_num_rays_per_chunk=1 << 15,
+        ),
+    ),
+    description="GM-NeRF (CVPR 2023) at paper scale: generalizable human radiance field from m views + body proxy.",
+)
+
+gm_nerf_small = MethodSpecification(
+    config=_trainer(
+        "gm-nerf-small",
+        steps=1500,
+        lr=1e-3,
+        steps_per_eval_batch=100,
+        steps_per_eval_image=250,
+        steps_per_eval_all_images=1_000_000,
+        steps_per_save=250,
+        datamanager=GMNeRFDataManagerConfig(patch_size=64),
+        model=GMNeRFModelConfig(),
+    ),
+    description="GM-NeRF sized for 2 CPU cores: trains on the built-in synthetic humans in minutes.",
+)
+
+gm_nerf_finetune = MethodSpecification(
+    config=_trainer(
+        "gm-nerf-finetune",
+        steps=5000,
+        lr=5e-5,
+        steps_per_eval_batch=500,
+        steps_per_eval_image=500,
+        steps_per_eval_all_images=1_000_000,
+        steps_per_save=1000,
+        datamanager=GMNeRFDataManagerConfig(patch_size=128, train_source_views="protocol"),
+        model=GMNeRFModelConfig(),
+    ),
+    description="Per-subject fine-tuning of a cross-subject GM-NeRF (--pipeline.pretrained-checkpoint; one subject).",
+)

@@ -1,0 +1,105 @@
+"""2D image encoder: per-view multi-scale feature maps of the m source images.
+
+The paper trains a CNN encoder end to end; the backbone is not stated [UNVERIFIED]. We follow pixelNeRF/NHP: a ResNet
+(torchvision resnet18/34, ImageNet weights loaded from a *local* file when present) or a small from-scratch CNN for CPU
+runs, with features from several strides upsampled to half the input resolution and fused by a 1x1 convolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Literal, Optional, Type
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from nerfstudio.configs.base_config import InstantiateConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor, nn
+
+RESNET_WEIGHT_FILES = {"resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth"}
+
+
+@dataclass
+class ImageEncoderConfig(InstantiateConfig):
+    """Configuration of the source-image encoder."""
+
+    _target: Type = field(default_factory=lambda: ImageEncoder)
+    backbone: Literal["small", "resnet18", "resnet34"] = "small"
+    """'small': a 3-stage CNN trained from scratch (fast on CPU); 'resnet18'/'resnet34': torchvision ResNets."""
+    pretrained_weights: Optional[Path] = None
+    """ImageNet weights for the ResNet; default: torch hub's cache ($TORCH_HOME/hub/checkpoints/<name>.pth)."""
+    channels: int = 32
+    """Width of the small CNN's first stage (doubled at each later stage)."""
+    out_channels: int = 32
+    """Channels of the fused feature map."""
+
+
+class ImageEncoder(nn.Module):
+    """Maps (m, 3, H, W) images to (m, C, H/2, W/2) features."""
+
+    def __init__(self, config: ImageEncoderConfig):
+        super().__init__()
+        self.config = config
+        if config.backbone == "small":
+            c = config.channels
+            self.stages = nn.ModuleList(
+                [
+                    _conv_block(3, c, stride=2),  # H/2
+                    _conv_block(c, 2 * c, stride=2),  # H/4
+                    _conv_block(2 * c, 4 * c, stride=2),  # H/8
+                ]
+            )
+            stage_channels = [c, 2 * c, 4 * c]
+            self.weights_source = "trained from scratch (small CNN)"
+        else:
+            self.stages, stage_channels, self.weights_source = _resnet_stages(config)
+        self.fuse = nn.Conv2d(sum(stage_channels), config.out_channels, kernel_size=1)
+        CONSOLE.log(f"image encoder: {config.backbone}, {self.weights_source}")
+
+    @property
+    def out_channels(self) -> int:
+        return self.config.out_channels
+
+    def forward(self, images: Float[Tensor, "m 3 H W"]) -> Float[Tensor, "m C h w"]:
+        x = (images - 0.45) / 0.225  # roughly ImageNet-normalised
+        feats: List[Tensor] = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        size = feats[0].shape[-2:]
+        up = [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]]
+        return self.fuse(torch.cat(up, dim=1))
+
+
+def _conv_block(cin: int, cout: int, stride: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1),
+        nn.GroupNorm(min(8, cout), cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.GroupNorm(min(8, cout), cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _resnet_stages(config: ImageEncoderConfig):
+    import torchvision
+
+    net = getattr(torchvision.models, config.backbone)(weights=None)
+    path = config.pretrained_weights or Path(torch.hub.get_dir()) / "checkpoints" / RESNET_WEIGHT_FILES[config.backbone]
+    if Path(path).exists():
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        source = f"ImageNet weights from {path}"
+    else:
+        source = f"trained from scratch (no ImageNet weights at {path})"
+    stages = nn.ModuleList(
+        [
+            nn.Sequential(net.conv1, net.bn1, net.relu),  # H/2, 64
+            nn.Sequential(net.maxpool, net.layer1),  # H/4, 64
+            net.layer2,  # H/8, 128
+            net.layer3,  # H/16, 256
+        ]
+    )
+    return stages, [64, 64, 128, 256], source

@@ -1,0 +1,400 @@
+"""GM-NeRF model: generalizable model-based radiance field for humans (Chen et al., CVPR 2023).
+
+Call graph of one render::
+
+    encode(sources)                                 once per subject-frame
+      encoder -> per-view feature maps
+      proxy vertices -> projection + visibility -> per-view vertex features
+      geometry-guided attention (VertexRegistration) -> one code per vertex
+      splat into a grid over the padded proxy box -> ProxyVolume (Conv3d) -> multi-scale volumes
+    render_rays(rays, encoded)                      per half-resolution ray
+      ray/box intersection -> stratified samples -> skip empty space (dilated proxy occupancy)
+      field (geometry code + view attention) -> density, colour, feature -> volume rendering
+    neural renderer                                 half-resolution feature image -> full-resolution RGB + mask
+
+Training renders a random patch that overlaps the person; CIPS-3D partial gradient backpropagation renders only a
+random ``grad_ray_fraction`` of the feature-image rays with autograd and the rest under ``no_grad``, scattered into
+one image so the 2D renderer and the perceptual loss see the full patch [PAPER, "Efficient Training"].
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Literal, Optional, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.data.scene_box import OrientedBox
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils.external import TCNN_EXISTS
+from torch import Tensor, nn
+from torch.nn import Parameter
+
+from gmnerf_ns.model.attention import VertexRegistration
+from gmnerf_ns.model.encoder import ImageEncoderConfig
+from gmnerf_ns.model.field import EncodedSources, GMNeRFField
+from gmnerf_ns.model.losses import PerceptualLossConfig, mask_loss
+from gmnerf_ns.model.neural_renderer import NeuralRenderer
+from gmnerf_ns.model.sources import SourceViews, project_to_views, sample_maps, vertex_visibility
+from gmnerf_ns.model.volume import ProxyVolume, grid_shape, normalize_points, splat_to_grid
+
+SourceProvider = Callable[[int, int], SourceViews]
+"""(subject_index, frame_id) -> the protocol's source views of that subject-frame."""
+
+
+@dataclass
+class GMNeRFModelConfig(ModelConfig):
+    """GM-NeRF model configuration. Defaults are the CPU-sized model; ``gm-nerf`` widens them for a GPU."""
+
+    _target: Type = field(default_factory=lambda: GMNeRFModel)
+    enable_collider: bool = False
+    """Unused: rays are bounded by the proxy's box, not by near/far planes."""
+    encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    """Source-image encoder."""
+    registration: Literal["geometry-guided", "mean"] = "geometry-guided"
+    """How per-view vertex features become one code: the paper's attention, or a plain mean over visible views
+    (ablation)."""
+    vertex_code_dim: int = 32
+    """Channels of the registered vertex codes."""
+    volume_resolution: int = 48
+    """Cells of the proxy feature volume along the proxy box's longest side."""
+    volume_channels: Tuple[int, ...] = (32, 32, 48, 48)
+    """Channels of the Conv3d stages (each after the first halves the resolution)."""
+    occupancy_margin: float = 0.10
+    """Samples farther than about this (metres) from the proxy are empty space and skip the field."""
+    num_samples: int = 32
+    """Samples per ray inside the proxy box."""
+    appearance_dim: int = 64
+    hidden_dim: int = 64
+    feature_dim: int = 16
+    """Channels of the volume-rendered feature image (besides RGB and opacity)."""
+    pe_frequencies: int = 6
+    use_silhouette_hull: bool = True
+    """Feed source-mask agreement at a sample's projections to the density head (a visual-hull cue)."""
+    neural_renderer: bool = True
+    """Volume-render at half resolution and upsample with the 2D renderer (paper); False = full-resolution volume
+    rendering of RGB (ablation)."""
+    renderer_width: int = 32
+    grad_ray_fraction: float = 0.25
+    """Fraction of feature-image rays rendered with gradient during training (CIPS-3D); 1.0 = full gradient."""
+    visibility_resolution: int = 128
+    visibility_tolerance: float = 0.03
+    rgb_loss_mult: float = 1.0
+    perceptual_loss_mult: float = 0.1
+    mask_loss_mult: float = 0.1
+    lowres_rgb_loss_mult: float = 0.5
+    opacity_loss_mult: float = 0.1
+    perceptual_loss: PerceptualLossConfig = field(default_factory=PerceptualLossConfig)
+    implementation: Literal["auto", "tcnn", "torch"] = "auto"
+    """MLP backend: tiny-cuda-nn when importable and on CUDA ('auto'), else pure torch."""
+    eval_num_rays_per_chunk: int = 8192
+
+
+class GMNeRFModel(Model):
+    """Renders a person from m source views and a posed body proxy."""
+
+    config: GMNeRFModelConfig
+
+    def populate_modules(self):
+        super().populate_modules()
+        cfg = self.config
+        implementation = cfg.implementation
+        if implementation == "auto":
+            device = str(self.kwargs.get("device", "cpu"))
+            implementation = "tcnn" if TCNN_EXISTS and device.startswith("cuda") else "torch"
+        self.encoder = cfg.encoder.setup()
+        feat = self.encoder.out_channels
+        self.registration = VertexRegistration(feat + 3, cfg.vertex_code_dim) if cfg.registration == "geometry-guided" else None
+        self.mean_projection = nn.Linear(feat + 3, cfg.vertex_code_dim) if self.registration is None else None
+        self.volume = ProxyVolume(cfg.vertex_code_dim, cfg.volume_channels)
+        self.field = GMNeRFField(
+            geometry_dim=self.volume.out_dim,
+            image_feature_dim=feat,
+            appearance_dim=cfg.appearance_dim,
+            hidden_dim=cfg.hidden_dim,
+            feature_dim=cfg.feature_dim,
+            pe_frequencies=cfg.pe_frequencies,
+            use_silhouette_hull=cfg.use_silhouette_hull,
+            implementation=implementation,
+        )
+        self.renderer = NeuralRenderer(3 + cfg.feature_dim + 1, cfg.renderer_width) if cfg.neural_renderer else None
+        self.perceptual = cfg.perceptual_loss.setup() if cfg.perceptual_loss_mult > 0 else None
+        self.source_provider: Optional[SourceProvider] = None
+        """Set by the datamanager: finds source views for cameras that only carry subject/frame metadata."""
+        self.default_source_key: Optional[Tuple[int, int]] = None
+        """(subject_index, frame_id) used for cameras without metadata (the viewer)."""
+        self._encoding_cache: Optional[Tuple[Tuple[int, int], EncodedSources]] = None
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        fields = [p for m in (self.registration, self.mean_projection, self.volume, self.field) if m is not None
+                  for p in m.parameters()]
+        groups = {"encoder": list(self.encoder.parameters()), "fields": fields}
+        groups["renderer"] = list(self.renderer.parameters()) if self.renderer is not None else []
+        return groups
+
+    # ------------------------------------------------------------------ conditioning
+    def encode(self, sources: SourceViews) -> EncodedSources:
+        """Encodes the source views and registers their appearance onto the proxy volume."""
+        sources = sources.to(self.device)
+        height, width = sources.image_size
+        feature_maps = self.encoder(sources.images * sources.masks)  # (m, C, H/2, W/2)
+        verts = sources.vertices
+        uv, _ = project_to_views(verts, sources.intrinsics, sources.rotations, sources.translations)  # (m, V, 2)
+        visible = vertex_visibility(sources, self.config.visibility_tolerance, self.config.visibility_resolution)
+        vfeat = torch.cat(
+            [sample_maps(feature_maps, uv, height, width), sample_maps(sources.images, uv, height, width)], dim=-1
+        ).transpose(0, 1)  # (V, m, C+3)
+        visible = visible.T  # (V, m)
+        box = normalize_points(verts, sources.bbox)
+        if self.registration is not None:
+            to_cam = sources.camera_centers[None] - verts[:, None]  # (V, m, 3)
+            to_cam = to_cam / to_cam.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+            codes = self.registration(box, vfeat, to_cam, visible)
+        else:
+            w = visible.float()[..., None]
+            codes = self.mean_projection((vfeat * w).sum(1) / w.sum(1).clamp(min=1.0))
+        shape = grid_shape(sources.bbox, self.config.volume_resolution)
+        grid = splat_to_grid(codes, box, shape)  # (C+1, Z, Y, X)
+        volumes = self.volume(grid)
+        voxel = float((sources.bbox[1] - sources.bbox[0]).max()) / self.config.volume_resolution
+        radius = max(1, math.ceil(self.config.occupancy_margin / voxel))
+        occupancy = F.max_pool3d((grid[-1:] > 0).float()[None], 2 * radius + 1, stride=1, padding=radius)
+        return EncodedSources(sources=sources, feature_maps=feature_maps, volumes=volumes, occupancy=occupancy)
+
+    def _sources_for_camera(self, camera: Cameras) -> Tuple[Tuple[int, int], SourceViews]:
+        meta = camera.metadata or {}
+        if "subject_index" in meta and "frame_id" in meta:
+            key = (int(meta["subject_index"].reshape(-1)[0]), int(meta["frame_id"].reshape(-1)[0]))
+        elif self.default_source_key is not None:
+            key = self.default_source_key
+        else:
+            raise RuntimeError(
+                "gm-nerf renders a person from source views: the camera carries no subject/frame metadata and no "
+                "default subject is set (the datamanager sets one; pass --pipeline.datamanager... or pick one in the "
+                "viewer)"
+            )
+        if self.source_provider is None:
+            raise RuntimeError("gm-nerf has no source-view provider: build it through GMNeRFPipeline")
+        return key, self.source_provider(*key)
+
+    # ------------------------------------------------------------------ rendering
+    def render_rays(
+        self,
+        origins: Float[Tensor, "R 3"],
+        directions: Float[Tensor, "R 3"],
+        encoded: EncodedSources,
+        perturb: bool,
+    ) -> Dict[str, Tensor]:
+        """Volume-renders rays against the proxy box: rgb (R,3), features (R,C), accumulation (R,1), depth (R,1)."""
+        bbox = encoded.sources.bbox
+        near, far, hit = ray_box_intersection(origins, directions, bbox)
+        num_rays, num_samples = origins.shape[0], self.config.num_samples
+        steps = torch.linspace(0.0, 1.0, num_samples + 1, device=origins.device)[:-1]
+        offsets = torch.rand(num_rays, num_samples, device=origins.device) if perturb else torch.full(
+            (num_rays, num_samples), 0.5, device=origins.device)
+        span = (far - near).clamp(min=0.0)  # (R,)
+        t = near[:, None] + (steps[None] + offsets / num_samples) * span[:, None]  # (R, S)
+        delta = (span / num_samples)[:, None].expand_as(t)
+        points = origins[:, None] + t[..., None] * directions[:, None]  # (R, S, 3)
+
+        flat = points.reshape(-1, 3)
+        box = normalize_points(flat, bbox)
+        occ = F.grid_sample(encoded.occupancy, box[None, :, None, None, :], mode="bilinear", align_corners=True)
+        active = (occ.reshape(-1) > 1e-3) & hit[:, None].expand(-1, num_samples).reshape(-1)
+        idx = active.nonzero(as_tuple=True)[0]
+        channels = self.config.feature_dim
+        density = flat.new_zeros(flat.shape[0], 1)
+        rgb = flat.new_zeros(flat.shape[0], 3)
+        feats = flat.new_zeros(flat.shape[0], channels)
+        if idx.numel() > 0:
+            dirs = directions[:, None].expand(-1, num_samples, -1).reshape(-1, 3)
+            out = self.field(flat[idx], dirs[idx], encoded)
+            density = density.index_copy(0, idx, out["density"])
+            rgb = rgb.index_copy(0, idx, out["rgb"])
+            feats = feats.index_copy(0, idx, out["features"])
+        density, rgb, feats = (x.view(num_rays, num_samples, -1) for x in (density, rgb, feats))
+        alpha = 1.0 - torch.exp(-density[..., 0] * delta)  # (R, S)
+        trans = torch.cumprod(torch.cat([alpha.new_ones(num_rays, 1), 1.0 - alpha + 1e-10], dim=1), dim=1)[:, :-1]
+        weights = (alpha * trans)[..., None]  # (R, S, 1)
+        acc = weights.sum(1)
+        return {
+            "rgb": (weights * rgb).sum(1),
+            "features": (weights * feats).sum(1),
+            "accumulation": acc,
+            "depth": (weights[..., 0] * t).sum(1, keepdim=True) / acc.clamp(min=1e-6),
+        }
+
+    def _render_chunks(self, origins: Tensor, directions: Tensor, encoded: EncodedSources, perturb: bool):
+        chunk = self.config.eval_num_rays_per_chunk
+        parts = [self.render_rays(origins[i : i + chunk], directions[i : i + chunk], encoded, perturb)
+                 for i in range(0, origins.shape[0], chunk)]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def forward(  # type: ignore[override]
+        self,
+        camera: Cameras,
+        sources: Optional[SourceViews] = None,
+        patch: Optional[Tuple[int, int, int, int]] = None,
+    ) -> Dict[str, Tensor]:
+        return self.get_outputs(camera, sources=sources, patch=patch)
+
+    def get_outputs(  # type: ignore[override]
+        self,
+        camera: Cameras,
+        sources: Optional[SourceViews] = None,
+        patch: Optional[Tuple[int, int, int, int]] = None,
+        encoded: Optional[EncodedSources] = None,
+    ) -> Dict[str, Tensor]:
+        """Renders ``camera`` (one camera) or the ``patch`` = (y0, x0, height, width) of it, in full-res pixels.
+
+        Returns full-resolution ``rgb`` (H, W, 3), ``mask`` (H, W, 1), ``accumulation`` and ``depth`` (H, W, 1), the
+        half-resolution ``rgb_lowres``/``accumulation_lowres`` (h, w, ·) and ``grad_rays`` (h*w,) bool.
+        """
+        if encoded is None:
+            if sources is None:
+                raise ValueError("get_outputs needs source views (or an encoding)")
+            encoded = self.encode(sources)
+        cam = camera[0] if camera.shape else camera
+        height, width = int(cam.height), int(cam.width)
+        y0, x0, ph, pw = patch if patch is not None else (0, 0, height, width)
+        factor = 2 if self.renderer is not None else 1
+        h, w = math.ceil(ph / factor), math.ceil(pw / factor)
+        ys = y0 + (torch.arange(h, device=self.device, dtype=torch.float32) + 0.5) * factor
+        xs = x0 + (torch.arange(w, device=self.device, dtype=torch.float32) + 0.5) * factor
+        coords = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).view(-1, 2)
+        origins, directions = camera_rays(cam.to(self.device), coords)
+
+        num_rays = origins.shape[0]
+        grad_rays = torch.zeros(num_rays, dtype=torch.bool, device=self.device)
+        if self.training and torch.is_grad_enabled():
+            k = max(1, int(round(self.config.grad_ray_fraction * num_rays)))
+            perm = torch.randperm(num_rays, device=self.device)
+            gi, ni = perm[:k], perm[k:]
+            grad_rays[gi] = True
+            with_grad = self.render_rays(origins[gi], directions[gi], encoded, perturb=True)
+            if ni.numel() > 0:
+                with torch.no_grad():
+                    without = self._render_chunks(origins[ni], directions[ni], encoded, perturb=True)
+            rays = {}
+            for key, value in with_grad.items():
+                out = value.new_zeros(num_rays, value.shape[-1]).index_copy(0, gi, value)
+                rays[key] = out.index_copy(0, ni, without[key]) if ni.numel() > 0 else out
+        else:
+            rays = self._render_chunks(origins, directions, encoded, perturb=False)
+
+        def image(key: str) -> Tensor:
+            return rays[key].view(h, w, -1)
+
+        outputs = {"rgb_lowres": image("rgb"), "accumulation_lowres": image("accumulation"), "grad_rays": grad_rays}
+        if self.renderer is not None:
+            chw = lambda x: x.permute(2, 0, 1)[None]  # noqa: E731
+            up = self.renderer(chw(image("rgb")), chw(image("features")), chw(image("accumulation")))
+            hwc = lambda x: x[0].permute(1, 2, 0)[:ph, :pw]  # noqa: E731
+            outputs["rgb"] = hwc(up["rgb"])
+            outputs["mask_logits"] = hwc(up["mask_logits"])
+            outputs["mask"] = torch.sigmoid(outputs["mask_logits"])
+            upsample = lambda x: hwc(F.interpolate(chw(x), scale_factor=2, mode="nearest"))  # noqa: E731
+            outputs["accumulation"] = upsample(image("accumulation"))
+            outputs["depth"] = upsample(image("depth"))
+        else:
+            outputs["rgb"] = image("rgb")
+            outputs["accumulation"] = image("accumulation")
+            outputs["mask"] = outputs["accumulation"]
+            outputs["depth"] = image("depth")
+        return outputs
+
+    @torch.no_grad()
+    def get_outputs_for_camera(self, camera: Cameras, obb_box: Optional[OrientedBox] = None) -> Dict[str, Tensor]:
+        """Full-image render for ns-eval, ns-render and the viewer: sources come from the camera's subject/frame."""
+        key, sources = self._sources_for_camera(camera)
+        if self._encoding_cache is not None and self._encoding_cache[0] == key and not self.training:
+            encoded = self._encoding_cache[1]
+        else:
+            encoded = self.encode(sources)
+            self._encoding_cache = (key, encoded)
+        return self.get_outputs(camera, encoded=encoded)
+
+    def train(self, mode: bool = True):
+        self._encoding_cache = None  # weights change during training: never reuse an encoding across modes
+        return super().train(mode)
+
+    # ------------------------------------------------------------------ losses and metrics
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        gt = batch["image"].to(self.device)
+        mse = F.mse_loss(outputs["rgb"], gt)
+        return {"psnr": -10.0 * torch.log10(mse.clamp(min=1e-10)), "grad_ray_fraction": outputs["grad_rays"].float().mean()}
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        cfg = self.config
+        gt = batch["image"].to(self.device)  # (H, W, 3)
+        gt_mask = batch["mask"].to(self.device).float()  # (H, W, 1)
+        losses = {"rgb_loss": cfg.rgb_loss_mult * F.mse_loss(outputs["rgb"], gt)}
+        if self.perceptual is not None:
+            losses["perceptual_loss"] = cfg.perceptual_loss_mult * self.perceptual(
+                outputs["rgb"].permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None]
+            )
+        if self.renderer is not None:
+            losses["mask_loss"] = cfg.mask_loss_mult * mask_loss(outputs["mask"], gt_mask)
+            h, w = outputs["rgb_lowres"].shape[:2]
+            sel = outputs["grad_rays"]
+            gt_low = _downsample(gt, h, w).reshape(-1, 3)[sel]
+            mask_low = _downsample(gt_mask, h, w).reshape(-1, 1)[sel]
+            losses["lowres_rgb_loss"] = cfg.lowres_rgb_loss_mult * F.mse_loss(
+                outputs["rgb_lowres"].reshape(-1, 3)[sel], gt_low)
+            losses["opacity_loss"] = cfg.opacity_loss_mult * mask_loss(
+                outputs["accumulation_lowres"].reshape(-1, 1)[sel], mask_low)
+        else:
+            losses["opacity_loss"] = cfg.opacity_loss_mult * mask_loss(outputs["accumulation"], gt_mask)
+        return losses
+
+    def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        from gmnerf_ns.metrics import image_metrics
+
+        gt = batch["image"].to(self.device)
+        pred = outputs["rgb"].clamp(0, 1)
+        bbox_mask = batch.get("bbox_mask")
+        if bbox_mask is None:
+            bbox_mask = torch.ones(gt.shape[:2], dtype=torch.bool)
+        metrics = image_metrics(pred.cpu(), gt.cpu(), bbox_mask.cpu(), lpips=getattr(self, "lpips_metric", None))
+        metrics = {k: float(v) for k, v in metrics.items() if v is not None}
+        error = (pred - gt).abs().mean(-1, keepdim=True).clamp(0, 1).expand(-1, -1, 3)
+        images = {
+            "img": torch.cat([gt, pred, error], dim=1),
+            "accumulation": outputs["accumulation"].expand(-1, -1, 3),
+        }
+        return metrics, images
+
+
+def _downsample(image: Float[Tensor, "H W C"], h: int, w: int) -> Float[Tensor, "h w C"]:
+    """Area-downsamples an image to (h, w) (the half-resolution target of the feature image)."""
+    return F.adaptive_avg_pool2d(image.permute(2, 0, 1)[None], (h, w))[0].permute(1, 2, 0)
+
+
+def ray_box_intersection(
+    origins: Float[Tensor, "R 3"], directions: Float[Tensor, "R 3"], bbox: Float[Tensor, "2 3"]
+) -> Tuple[Float[Tensor, "R"], Float[Tensor, "R"], Tensor]:
+    """Slab test: near/far distances of each ray through the box, and whether it hits at all."""
+    inv = 1.0 / torch.where(directions.abs() < 1e-9, torch.full_like(directions, 1e-9), directions)
+    t0 = (bbox[0] - origins) * inv
+    t1 = (bbox[1] - origins) * inv
+    near = torch.minimum(t0, t1).max(dim=-1).values.clamp(min=0.0)
+    far = torch.maximum(t0, t1).min(dim=-1).values
+    hit = far > near
+    return near, torch.where(hit, far, near), hit
+
+
+def camera_rays(camera: Cameras, coords_yx: Float[Tensor, "R 2"]) -> Tuple[Float[Tensor, "R 3"], Float[Tensor, "R 3"]]:
+    """World-space rays of one camera through the given (y, x) image coordinates (pixel centres at +0.5).
+
+    Uses nerfstudio's ray generation (all camera models and distortion), on a metadata-free copy so no per-ray
+    metadata is gathered.
+    """
+    bare = copy.copy(camera)
+    bare.metadata = None
+    bare.times = None
+    bundle = bare.generate_rays(camera_indices=0, coords=coords_yx)
+    return bundle.origins.view(-1, 3), bundle.directions.view(-1, 3)

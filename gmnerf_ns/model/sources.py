@@ -1,0 +1,144 @@
+"""Source views (the m conditioning images with cameras) and the posed geometry proxy, as the model receives them.
+
+The datamanager builds a :class:`SourceViews` per subject-frame; it reaches the model as an argument (training) or
+through a provider looked up by the target camera's metadata (ns-eval, ns-render, viewer), never as per-ray metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+
+@dataclass
+class SourceViews:
+    """m calibrated source images of one subject-frame plus its posed proxy. Cameras are OpenCV world-to-camera."""
+
+    images: Float[Tensor, "m 3 H W"]
+    """Source RGB in [0, 1], background black."""
+    masks: Float[Tensor, "m 1 H W"]
+    """Foreground masks in {0, 1}."""
+    intrinsics: Float[Tensor, "m 3 3"]
+    rotations: Float[Tensor, "m 3 3"]
+    translations: Float[Tensor, "m 3"]
+    vertices: Float[Tensor, "V 3"]
+    """Posed proxy vertices, world metres (any template)."""
+    bbox: Float[Tensor, "2 3"]
+    """Padded axis-aligned box of the proxy: sampling happens only inside it."""
+    faces: Optional[Int[Tensor, "F 3"]] = None
+    """Proxy mesh faces when the template's are known; visibility falls back to vertex splatting otherwise."""
+    subject_index: int = -1
+    frame_id: int = -1
+    camera_indices: Tuple[int, ...] = ()
+
+    @property
+    def num_views(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def image_size(self) -> Tuple[int, int]:
+        """(height, width) of the source images."""
+        return self.images.shape[-2], self.images.shape[-1]
+
+    @property
+    def camera_centers(self) -> Float[Tensor, "m 3"]:
+        return -(self.rotations.transpose(1, 2) @ self.translations[..., None])[..., 0]
+
+    def to(self, device: torch.device | str) -> "SourceViews":
+        """A copy with every tensor on ``device``."""
+        values = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            values[f.name] = value.to(device) if isinstance(value, Tensor) else value
+        return SourceViews(**values)
+
+
+def project_to_views(
+    points: Float[Tensor, "N 3"],
+    intrinsics: Float[Tensor, "m 3 3"],
+    rotations: Float[Tensor, "m 3 3"],
+    translations: Float[Tensor, "m 3"],
+) -> Tuple[Float[Tensor, "m N 2"], Float[Tensor, "m N"]]:
+    """Projects world points into every view: pixel coordinates (u right, v down; pixel (i, j) spans [j, j+1)) and depth."""
+    cam = torch.einsum("mij,nj->mni", rotations, points) + translations[:, None, :]  # (m, N, 3)
+    depth = cam[..., 2]
+    uvw = torch.einsum("mij,mnj->mni", intrinsics, cam)
+    uv = uvw[..., :2] / uvw[..., 2:3].clamp(min=1e-6)
+    return uv, depth
+
+
+def normalize_uv(uv: Float[Tensor, "m N 2"], height: int, width: int) -> Float[Tensor, "m N 2"]:
+    """Pixel coordinates -> grid_sample coordinates in [-1, 1] (align_corners=False)."""
+    scale = uv.new_tensor([2.0 / width, 2.0 / height])
+    return uv * scale - 1.0
+
+
+def sample_maps(
+    maps: Float[Tensor, "m C h w"], uv: Float[Tensor, "m N 2"], height: int, width: int
+) -> Float[Tensor, "m N C"]:
+    """Bilinearly samples per-view maps at pixel coordinates given in the *source image* resolution (H, W)."""
+    grid = normalize_uv(uv, height, width)[:, :, None, :]  # (m, N, 1, 2)
+    out = F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (m, C, N, 1)
+    return out[..., 0].permute(0, 2, 1)
+
+
+def inside_image(uv: Float[Tensor, "m N 2"], depth: Float[Tensor, "m N"], height: int, width: int) -> Bool[Tensor, "m N"]:
+    """Whether each projection falls inside the image and in front of the camera."""
+    return (depth > 1e-4) & (uv[..., 0] >= 0) & (uv[..., 0] < width) & (uv[..., 1] >= 0) & (uv[..., 1] < height)
+
+
+@torch.no_grad()
+def vertex_visibility(
+    sources: SourceViews,
+    depth_tolerance: float = 0.03,
+    resolution: int = 128,
+) -> Bool[Tensor, "m V"]:
+    """Per-view visibility of the proxy vertices by a depth test against the proxy itself.
+
+    With faces, the proxy mesh is rasterised into a depth map of ``resolution`` pixels (longest side); without faces
+    (ZJU-MoCap ships vertices only), vertex depths are splatted into a z-buffer of the same size and dilated by one pixel
+    so that the surface has no holes. A vertex is visible when it lies within ``depth_tolerance`` metres of the front.
+    """
+    height, width = sources.image_size
+    scale = resolution / max(height, width)
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    K = sources.intrinsics.clone()
+    K[:, :2] *= scale
+    uv, depth = project_to_views(sources.vertices, K, sources.rotations, sources.translations)  # (m, V, 2), (m, V)
+    zbuffer = (
+        _mesh_depth(sources, K, h, w) if sources.faces is not None else _splat_depth(uv, depth, h, w)
+    )  # (m, h, w)
+    inside = inside_image(uv, depth, h, w)
+    px = uv[..., 0].floor().long().clamp(0, w - 1)
+    py = uv[..., 1].floor().long().clamp(0, h - 1)
+    front = torch.gather(zbuffer.reshape(zbuffer.shape[0], -1), 1, py * w + px)  # (m, V)
+    return inside & (depth <= front + depth_tolerance)
+
+
+def _splat_depth(uv: Float[Tensor, "m V 2"], depth: Float[Tensor, "m V"], h: int, w: int) -> Float[Tensor, "m h w"]:
+    m = uv.shape[0]
+    inside = inside_image(uv, depth, h, w)
+    px = uv[..., 0].floor().long().clamp(0, w - 1)
+    py = uv[..., 1].floor().long().clamp(0, h - 1)
+    flat = (torch.arange(m, device=uv.device)[:, None] * h * w + py * w + px)[inside]
+    zbuffer = torch.full((m * h * w,), float("inf"), device=uv.device)
+    zbuffer.scatter_reduce_(0, flat, depth[inside], reduce="amin")
+    zbuffer = zbuffer.view(m, 1, h, w)
+    # min-pool (a 3x3 dilation of the splats) closes the gaps between vertices
+    zbuffer = -F.max_pool2d(-zbuffer, kernel_size=3, stride=1, padding=1)
+    return zbuffer[:, 0]
+
+
+def _mesh_depth(sources: SourceViews, K: Float[Tensor, "m 3 3"], h: int, w: int) -> Float[Tensor, "m h w"]:
+    from gmnerf_ns.render.rasterize import rasterize
+
+    maps = []
+    for k in range(sources.num_views):
+        verts_cam = sources.vertices @ sources.rotations[k].T + sources.translations[k]
+        maps.append(rasterize(verts_cam, sources.faces, K[k], h, w).depth)
+    return torch.stack(maps)

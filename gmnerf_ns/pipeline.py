@@ -1,0 +1,80 @@
+"""Pipeline that hands source views from the cross-subject datamanager to the GM-NeRF model.
+
+Training and eval-loss steps pass the sources and the patch to the model's forward (so DDP sees one call); tools that
+only pass a camera (ns-eval, ns-render, the viewer) reach the sources through the provider installed here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Type
+
+import torch
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils import profiler
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from gmnerf_ns.data.datamanager import GMNeRFDataManager, GMNeRFDataManagerConfig
+from gmnerf_ns.model.gmnerf_model import GMNeRFModelConfig
+
+
+@dataclass
+class GMNeRFPipelineConfig(VanillaPipelineConfig):
+    """GM-NeRF pipeline: cross-subject datamanager + GM-NeRF model."""
+
+    _target: Type = field(default_factory=lambda: GMNeRFPipeline)
+    datamanager: GMNeRFDataManagerConfig = field(default_factory=GMNeRFDataManagerConfig)
+    model: GMNeRFModelConfig = field(default_factory=GMNeRFModelConfig)
+    pretrained_checkpoint: Optional[Path] = None
+    """A cross-subject checkpoint (``step-*.ckpt``) whose model weights initialise this run (fine-tuning); the
+    optimizer and step start fresh."""
+
+
+class GMNeRFPipeline(VanillaPipeline):
+    """See the module docstring."""
+
+    config: GMNeRFPipelineConfig
+    datamanager: GMNeRFDataManager
+
+    def __init__(self, config: GMNeRFPipelineConfig, device: str, test_mode: Literal["test", "val", "inference"] = "val",
+                 world_size: int = 1, local_rank: int = 0, grad_scaler: Optional[torch.cuda.amp.GradScaler] = None):
+        super().__init__(config, device, test_mode=test_mode, world_size=world_size, local_rank=local_rank,
+                         grad_scaler=grad_scaler)
+        self.model.source_provider = self.datamanager.source_views
+        self.model.default_source_key = self.datamanager.default_source_key
+        if config.pretrained_checkpoint is not None:
+            self.load_pretrained(config.pretrained_checkpoint)
+
+    def load_pretrained(self, path: Path) -> None:
+        """Initialises the model from another run's checkpoint, with clear errors for wrong files."""
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: pretrained checkpoint not found")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(state, dict) or "pipeline" not in state:
+            raise ValueError(f"{path}: not a nerfstudio checkpoint (no 'pipeline' entry)")
+        prefix = "_model."
+        weights = {k[len(prefix):].replace("module.", ""): v for k, v in state["pipeline"].items() if k.startswith(prefix)}
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        if not weights or len(missing) > len(weights) // 2:
+            raise ValueError(f"{path}: checkpoint does not hold a compatible gm-nerf model "
+                             f"({len(missing)} parameters missing, {len(unexpected)} unexpected)")
+        CONSOLE.log(f"initialised gm-nerf from {path} ({len(missing)} missing, {len(unexpected)} unexpected keys)")
+
+    @profiler.time_function
+    def get_train_loss_dict(self, step: int):
+        camera, batch = self.datamanager.next_train(step)
+        outputs = self._model(camera, sources=batch["sources"], patch=batch["patch"])
+        metrics = self.model.get_metrics_dict(outputs, batch)
+        return outputs, self.model.get_loss_dict(outputs, batch, metrics), metrics
+
+    @profiler.time_function
+    def get_eval_loss_dict(self, step: int):
+        self.eval()
+        camera, batch = self.datamanager.next_eval(step)
+        with torch.no_grad():
+            outputs = self.model(camera, sources=batch["sources"], patch=batch["patch"])
+            metrics = self.model.get_metrics_dict(outputs, batch)
+            losses = self.model.get_loss_dict(outputs, batch, metrics)
+        self.train()
+        return outputs, losses, metrics
