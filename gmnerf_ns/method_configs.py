@@ -7,9 +7,8 @@
 
 from __future__ import annotations
 
-from nerfstudio.configs.base_config import ViewerConfig
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
@@ -18,13 +17,14 @@ from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
 from gmnerf_ns.model.encoder import ImageEncoderConfig
 from gmnerf_ns.model.gmnerf_model import GMNeRFModelConfig
 from gmnerf_ns.pipeline import GMNeRFPipelineConfig
+from gmnerf_ns.schedulers import FloatExponentialDecaySchedulerConfig
 
 
 def _optimizers(lr: float, max_steps: int, final_ratio: float = 0.1) -> dict:
     """Adam with exponential decay (NeuralBody/NHP style) for the encoder, fields and 2D renderer."""
     group = lambda scale: {  # noqa: E731
         "optimizer": AdamOptimizerConfig(lr=lr * scale, eps=1e-15),
-        "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr * scale * final_ratio, max_steps=max_steps),
+        "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=lr * scale * final_ratio, max_steps=max_steps),
     }
     return {"encoder": group(1.0), "fields": group(1.0), "renderer": group(1.0)}
 
@@ -80,6 +80,7 @@ gm_nerf_small = MethodSpecification(
         steps_per_eval_image=250,
         steps_per_eval_all_images=1_000_000,
         steps_per_save=250,
+        machine=MachineConfig(device_type="cpu"),
         datamanager=GMNeRFDataManagerConfig(patch_size=64),
         model=GMNeRFModelConfig(),
     ),
