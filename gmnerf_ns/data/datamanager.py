@@ -19,7 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Sequence, Tuple, Type
+from typing import Dict, List, Literal, Sequence, Tuple, Type
 
 import numpy as np
 import torch

@@ -245,10 +245,7 @@ def opencv_w2c_to_nerfstudio_c2w(R: np.ndarray, T: np.ndarray) -> np.ndarray:
 
 def cameras_from_views(views: List[ViewRecord]) -> Cameras:
     """nerfstudio :class:`Cameras` (model-ready intrinsics, OpenGL poses) for a list of views."""
-    Ks = np.stack([v.output_intrinsics for v in views])
-    # OpenCV puts pixel (i, j)'s centre at integer coordinates; nerfstudio casts rays through i + 0.5 (as COLMAP), so
-    # the principal point moves by half a pixel for a ray to pass through the same pixel centre.
-    Ks[:, :2, 2] += 0.5
+    Ks = np.stack([v.output_intrinsics for v in views])  # already nerfstudio's pixel convention (human_record.py)
     c2w = np.stack([opencv_w2c_to_nerfstudio_c2w(v.R, v.T) for v in views])
     return Cameras(
         camera_to_worlds=torch.from_numpy(c2w).float(),

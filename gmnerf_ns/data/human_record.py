@@ -7,6 +7,9 @@ Conventions (fixed for every dataset):
     * world units are metres;
     * cameras are OpenCV world-to-camera: ``x_cam = R @ x_world + T`` (x right, y down, z forward);
     * ``K`` is the intrinsics of the *stored* image file; the crop and output size turn it into the model's intrinsics;
+    * ``K`` uses the pixel-corner convention of nerfstudio's rays and ``gmnerf_ns.render.rasterize``: pixel (i, j)
+      covers [i, i+1) x [j, j+1) and its centre is (i + 0.5, j + 0.5). Calibrations made with OpenCV (ZJU-MoCap,
+      GeneBody) put the centre at (i, j); their parsers add 0.5 to cx, cy;
     * proxy vertices are posed body-model vertices in world metres, any template (SMPL 6890, SMPL-X 10475, ...).
 """
 
@@ -57,6 +60,7 @@ class ViewRecord:
         """(3, 3) intrinsics of the model-ready view (after crop and resize)."""
         K = np.asarray(self.K, dtype=np.float64).copy()
         x0, y0 = (self.crop[0], self.crop[1]) if self.crop is not None else (0, 0)
+        # Exact in the pixel-corner convention (see the module docstring): a crop shifts, a resize scales.
         K[0, 2] -= x0
         K[1, 2] -= y0
         src_w, src_h = self.source_crop_size

@@ -52,7 +52,8 @@ def load_view(view: ViewRecord) -> Tuple[np.ndarray, np.ndarray]:
                                  f"{mask.shape[1]}x{mask.shape[0]}")
         mask |= m
     if view.dist is not None and np.any(np.abs(np.asarray(view.dist)) > 0):
-        K = np.asarray(view.K, dtype=np.float64)
+        K = np.asarray(view.K, dtype=np.float64).copy()
+        K[:2, 2] -= 0.5  # OpenCV wants pixel centres at integers; records use half-pixel centres (human_record.py)
         dist = np.asarray(view.dist, dtype=np.float64).reshape(-1)
         image = cv2.undistort(image, K, dist)
         mask = cv2.undistort(mask.astype(np.uint8), K, dist) > 0

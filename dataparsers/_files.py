@@ -1,0 +1,88 @@
+"""Small file readers shared by the dataset parsers, each failing with a :class:`HumanDataError` that names the file."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import numpy as np
+from PIL import Image
+
+from gmnerf_ns.data.human_record import HumanDataError, HumanDataWarning
+
+
+def warn(message: str) -> None:
+    """Emits a :class:`HumanDataWarning` (something was skipped so the rest can go on)."""
+    warnings.warn(message, HumanDataWarning, stacklevel=3)
+
+
+def load_pickled_dict(path: Path, what: str) -> Dict[str, Any]:
+    """Loads a pickled dict saved with ``np.save`` (``annots.npy``) or ``pickle`` (``.pkl``, Python-2 pickles too)."""
+    if not path.is_file():
+        raise HumanDataError(f"{path}: {what} file is missing")
+    try:
+        if path.suffix == ".npy":
+            value = np.load(path, allow_pickle=True)
+            value = value.item() if isinstance(value, np.ndarray) and value.dtype == object and value.ndim == 0 else value
+        else:
+            with open(path, "rb") as handle:
+                value = pickle.load(handle, encoding="latin1")
+    except Exception as err:  # truncated or foreign file: say which one
+        raise HumanDataError(f"{path}: cannot read {what} ({type(err).__name__}: {err})") from err
+    if not isinstance(value, dict):
+        raise HumanDataError(f"{path}: {what} should hold a dict, found {type(value).__name__}")
+    return value
+
+
+def require_key(mapping: Dict[str, Any], key: str, path: Path, what: str = "") -> Any:
+    """``mapping[key]`` or an error naming the file and the keys it has."""
+    if key not in mapping:
+        keys = ", ".join(sorted(str(k) for k in mapping)) or "(none)"
+        raise HumanDataError(f"{path}: {what or 'file'} has no {key!r} entry (found: {keys})")
+    return mapping[key]
+
+
+def finite_array(value: Any, shape: Tuple[int, ...], where: str) -> np.ndarray:
+    """``value`` (list or array) as float64 of ``shape`` (-1 = any), finite, or an error naming ``where``."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise HumanDataError(f"{where}: not numeric ({err})") from err
+    if array.ndim != len(shape) or any(s not in (-1, a) for s, a in zip(shape, array.shape)):
+        want = "x".join("N" if s == -1 else str(s) for s in shape)
+        raise HumanDataError(f"{where}: shape {array.shape}, expected {want}")
+    if not np.isfinite(array).all():
+        raise HumanDataError(f"{where}: contains NaN or inf")
+    return array
+
+
+def image_size(path: Path) -> Tuple[int, int]:
+    """(width, height) of an image from its header only (no pixel decoding)."""
+    if not path.is_file():
+        raise HumanDataError(f"{path}: image file is missing")
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Exception as err:
+        raise HumanDataError(f"{path}: image file is unreadable or corrupt ({err})") from err
+
+
+def read_obj_faces(path: Path) -> np.ndarray:
+    """(F, 3) zero-based triangle indices of an OBJ file's ``f`` lines (polygons fanned, ``v/vt/vn`` allowed)."""
+    faces, num_vertices = [], 0
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("v "):
+                    num_vertices += 1
+                elif line.startswith("f "):
+                    idx = [int(tok.split("/")[0]) for tok in line.split()[1:]]
+                    idx = [i - 1 if i > 0 else num_vertices + i for i in idx]  # OBJ: 1-based, negative = relative
+                    faces.extend([idx[0], idx[i], idx[i + 1]] for i in range(1, len(idx) - 1))
+    except (OSError, ValueError) as err:
+        raise HumanDataError(f"{path}: cannot read OBJ faces ({err})") from err
+    if not faces:
+        raise HumanDataError(f"{path}: OBJ file has no faces")
+    return np.asarray(faces, dtype=np.int64)

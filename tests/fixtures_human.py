@@ -1,0 +1,435 @@
+"""Tiny procedural datasets that mimic the real on-disk layouts and their quirks (never real data).
+
+The "person" is an ellipsoid of points; its masks are the filled convex hull of the projected points, its images a
+coloured ellipse on a noisy background. Cameras sit on a ring around it (OpenCV world-to-camera).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections import namedtuple
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+CENTRE = np.array([0.0, 0.0, 0.9])
+AXES = np.array([0.25, 0.15, 0.8])
+LEGACY_CAMERAS = list(range(1, 20)) + [22, 23]  # ZJU-MoCap 313/315 "Camera (N)" folders
+SMPL_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]
+SMPLX_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 15, 15, 15,
+                 20, 25, 26, 20, 28, 29, 20, 31, 32, 20, 34, 35, 20, 37, 38,
+                 21, 40, 41, 21, 43, 44, 21, 46, 47, 21, 49, 50, 21, 52, 53]
+
+
+# ---------------------------------------------------------------------------------------------------- geometry
+def ellipsoid_points(count: int, seed: int = 0, centre=CENTRE, axes=AXES) -> np.ndarray:
+    """(count, 3) float32 points on an ellipsoid surface (the proxy "body")."""
+    rng = np.random.default_rng(seed)
+    d = rng.normal(size=(count, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    return (np.asarray(centre) + d * np.asarray(axes)).astype(np.float32)
+
+
+def look_at(position: np.ndarray, target: np.ndarray, up: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """OpenCV world-to-camera (R, T) of a camera at ``position`` looking at ``target``."""
+    forward = target - position
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, up)
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    R = np.stack([right, down, forward])
+    return R, -R @ position
+
+
+def ring_cameras(count: int, size: Tuple[int, int], radius: float = 3.5, focal: float = 100.0, up_axis: int = 2,
+                 target=CENTRE) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(K, R, T metres) of ``count`` cameras on a ring around ``target`` (``up_axis`` is the world up)."""
+    width, height = size
+    up = np.eye(3)[up_axis]
+    a, b = [i for i in range(3) if i != up_axis]
+    cams = []
+    for i in range(count):
+        angle = 2 * np.pi * i / count
+        position = np.array(target, dtype=np.float64).copy()
+        position[a] += radius * np.cos(angle)
+        position[b] += radius * np.sin(angle)
+        R, T = look_at(position, np.asarray(target, dtype=np.float64), up)
+        K = np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1]])
+        cams.append((K, R, T))
+    return cams
+
+
+def project(points: np.ndarray, K: np.ndarray, R: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """(N, 2) OpenCV pixel coordinates of world points."""
+    cam = points @ R.T + T.reshape(1, 3)
+    uv = cam @ K.T
+    return uv[:, :2] / uv[:, 2:]
+
+
+def person_mask(points: np.ndarray, K, R, T, size: Tuple[int, int]) -> np.ndarray:
+    """Bool (H, W) mask: filled convex hull of the projected proxy."""
+    uv = project(points, K, R, T)
+    hull = cv2.convexHull(np.round(uv).astype(np.int32))
+    mask = np.zeros((size[1], size[0]), np.uint8)
+    cv2.fillConvexPoly(mask, hull, 1)
+    return mask.astype(bool)
+
+
+def person_image(mask: np.ndarray, colour=(200, 80, 40), seed: int = 0) -> np.ndarray:
+    """uint8 RGB image: the person colour inside the mask, noise outside."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 60, size=mask.shape + (3,), dtype=np.uint8)
+    image[mask] = colour
+    return image
+
+
+def write_rgb(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+def write_gray(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), image.astype(np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------------- ZJU-MoCap
+ZJUSubject = namedtuple("ZJUSubject", "folder cameras vertices frame_numbers camera_folders")
+
+
+def make_zju_subject(root: Path, subject_id: int, *, legacy: bool = False, renamed: bool = False, num_frames: int = 3,
+                     size: int = 64, num_vertices: int = 6890, lists: bool = False, new_fits: bool = True,
+                     mask_dirs: Sequence[str] = ("mask", "mask_cihp"), distortion: float = 0.01,
+                     body_model_faces: bool = False, synthetic: bool = False) -> ZJUSubject:
+    """One ``CoreView_<id>`` folder (``subject_<id>`` if ``synthetic``) in the real ZJU-MoCap layout.
+
+    K is stored as OpenCV calibrations do (pixel centres at integers), except for ``synthetic`` (half-pixel centres).
+    ``legacy``: 313/315 scheme (21 ``Camera (N)`` folders, long 1-based names, K/D/R as Python lists);
+    ``renamed``: after NHP's rename script (short names; ``mask/`` broken: one all-foreground file per folder).
+    The ``mask`` folder holds the upper half of the person, ``mask_cihp`` the lower half with part labels, so only
+    their union is the whole person. ``vertices/`` is offset by 10 m when ``new_vertices/`` (the right one) exists.
+    """
+    name = f"subject_{subject_id:03d}" if synthetic else f"CoreView_{subject_id}"
+    folder = root / name
+    folders = [f"Camera ({k})" for k in LEGACY_CAMERAS] if legacy else [f"Camera_B{k}" for k in range(1, 24)]
+    if synthetic:
+        folders = [f"Camera_B{k}" for k in range(1, 9)]
+    cameras = ring_cameras(len(folders), (size, size), focal=size * 1.5)
+    frame_numbers = [i + 1 for i in range(num_frames)] if legacy else list(range(num_frames))
+    all_vertices = []
+    ims = []
+    for f, number in enumerate(frame_numbers):
+        verts = ellipsoid_points(num_vertices, seed=f) + np.float32([0.02 * f, 0, 0])
+        all_vertices.append(verts)
+        rels = []
+        for c, (camera, (K, R, T)) in enumerate(zip(folders, cameras)):
+            if legacy:
+                k = LEGACY_CAMERAS[c]
+                long_stem = f"CoreView_{subject_id}_Camera_({k})_{number:04d}_2019-08-23_16-08-50.592"
+                stem = f"{number:04d}" if renamed else long_stem
+                rels.append(f"{camera}/{long_stem}.jpg")  # annots keep the original names even after renaming
+            else:
+                stem = f"{number:06d}"
+                rels.append(f"{camera}/{stem}.jpg")
+            mask = person_mask(verts, K, R, T, (size, size))
+            write_rgb(folder / camera / f"{stem}.jpg", person_image(mask, seed=c))
+            rows = np.nonzero(mask.any(axis=1))[0]
+            middle = (rows.min() + rows.max()) // 2 if len(rows) else size // 2
+            upper, lower = mask.copy(), mask.copy()
+            upper[middle:] = False
+            lower[:middle] = False
+            if "mask" in mask_dirs:
+                if renamed:  # NHP's rename leaves one file per folder with an unrelated name and content
+                    write_gray(folder / "mask" / camera / f"{frame_numbers[-1]:04d}.png", np.full_like(mask, 255, np.uint8))
+                else:
+                    write_gray(folder / "mask" / camera / f"{stem}.png", upper * np.uint8(255))
+            if "mask_cihp" in mask_dirs:
+                labels = np.where(lower, 1 + (c % 19), 0).astype(np.uint8)  # CIHP part ids, nonzero = foreground
+                write_gray(folder / "mask_cihp" / camera / f"{stem}.png", labels)
+        ims.append({"ims": rels, "kpts2d": np.zeros((len(folders), 25, 3))})
+        for sub, offset in (("vertices", 10.0 if new_fits else 0.0), ("new_vertices", 0.0)):
+            if sub == "new_vertices" and not new_fits:
+                continue
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+            np.save(folder / sub / f"{number}.npy", verts + np.float32(offset))
+        (folder / "params").mkdir(exist_ok=True)
+        np.save(folder / "params" / f"{number}.npy", {"poses": np.zeros((1, 72)), "Rh": np.zeros((1, 3)),
+                                                       "Th": np.zeros((1, 3)), "shapes": np.zeros((1, 10))})
+
+    def wrap(value):
+        return value.tolist() if lists else value
+
+    shift = np.diag([0.0, 0.0, 0.0])
+    if synthetic:  # our renderers store K with half-pixel centres (the physical camera is the same)
+        shift[:2, 2] = 0.5
+    cams = {
+        "K": [wrap(K + shift) for K, _, _ in cameras],
+        "D": [wrap(np.array([[distortion], [0.0], [0.0], [0.0], [0.0]])) for _ in cameras],
+        "R": [wrap(R) for _, R, _ in cameras],
+        "T": [wrap((T * 1000.0).reshape(3, 1)) for _, _, T in cameras],
+    }
+    np.save(folder / "annots.npy", {"cams": cams, "ims": ims})
+    if body_model_faces:
+        faces = np.stack([np.arange(num_vertices - 2), np.arange(1, num_vertices - 1), np.arange(2, num_vertices)], 1)
+        np.savez(folder / "body_model.npz", faces=faces.astype(np.int64))
+    return ZJUSubject(folder, cameras, all_vertices, frame_numbers, folders)
+
+
+def make_synthetic_dataset(root: Path, subjects: Iterable[int] = (0, 1, 2), test: Iterable[int] = (2,),
+                           num_frames: int = 2, num_vertices: int = 13718) -> Dict[str, ZJUSubject]:
+    """Our built-in layout: ``split.json`` + ZJU-layout ``subject_<id>`` folders with meshes and body_model.npz."""
+    out = {}
+    for i in subjects:
+        sub = make_zju_subject(root, i, synthetic=True, num_frames=num_frames, size=48, num_vertices=num_vertices,
+                               new_fits=False, mask_dirs=("mask",), distortion=0.0, body_model_faces=True)
+        (sub.folder / "meshes").mkdir(exist_ok=True)
+        for f in range(num_frames):
+            (sub.folder / "meshes" / f"{f}.ply").write_text("ply\nformat ascii 1.0\nelement vertex 0\nend_header\n")
+        (sub.folder / "subject.json").write_text(json.dumps({"name": sub.folder.name}))
+        out[sub.folder.name] = sub
+    names = sorted(out)
+    test_names = [f"subject_{i:03d}" for i in test]
+    split = {"train": [n for n in names if n not in test_names], "test": test_names}
+    (root / "split.json").write_text(json.dumps(split))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- GeneBody
+GENEBODY_UNITS = 2.87
+
+
+def make_genebody(root: Path, subjects: Dict[str, Sequence[int]], num_frames: int = 2, size=(48, 40),
+                  split: Optional[Dict[str, List[str]]] = None, num_vertices: int = 300) -> Dict[str, dict]:
+    """GeneBody subjects ``{name: view numbers present}`` in GeneBody units (2.87 per metre), y-up world.
+
+    Returns per subject the cameras in metres and the frames' vertices in metres, for checks.
+    """
+    info = {}
+    centre = np.array([0.0, 0.9, 0.0])
+    for s, (name, present) in enumerate(subjects.items()):
+        folder = root / name
+        cameras = ring_cameras(48, size, focal=70.0, up_axis=1, target=centre)
+        cams = {}
+        for v, (K, R, T) in enumerate(cameras):
+            c2w = np.eye(4)
+            c2w[:3, :3] = R.T
+            c2w[:3, 3] = (-R.T @ T) * GENEBODY_UNITS
+            cams[f"{v:02d}"] = {"K": K, "D": np.zeros(5), "c2w": c2w}
+        folder.mkdir(parents=True)
+        np.save(folder / "annots.npy", {"cams": cams})
+        frames = []
+        for f in range(num_frames):
+            verts = ellipsoid_points(num_vertices, seed=10 * s + f, centre=centre, axes=(0.25, 0.8, 0.15))
+            frames.append(verts)
+            write_obj(folder / "smpl" / f"{f:04d}.obj", verts * GENEBODY_UNITS, _strip_faces(num_vertices))
+            for v in present:
+                K, R, T = cameras[v]
+                mask = person_mask(verts, K, R, T, size)
+                write_rgb(folder / "image" / f"{v:02d}" / f"{f:04d}.jpg", person_image(mask, seed=v))
+                write_gray(folder / "mask" / f"{v:02d}" / f"mask{f:04d}.png", mask * np.uint8(255))
+        info[name] = {"cameras": cameras, "vertices": frames, "folder": folder}
+    if split is not None:
+        np.save(root / "genebody_split.npy", split)
+    return info
+
+
+def _strip_faces(n: int) -> np.ndarray:
+    return np.stack([np.arange(n - 2), np.arange(1, n - 1), np.arange(2, n)], 1)
+
+
+def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray, uvs: Optional[np.ndarray] = None,
+              face_uvs: Optional[np.ndarray] = None, mtl: Optional[str] = None) -> None:
+    """A Wavefront OBJ (1-based indices; ``v/vt`` faces when UVs are given)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"mtllib {mtl}"] if mtl else []
+    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in vertices]
+    if uvs is not None:
+        lines += [f"vt {u:.6f} {v:.6f}" for u, v in uvs]
+        lines += ["usemtl material0"] if mtl else []
+        lines += [f"f {a + 1}/{ta + 1} {b + 1}/{tb + 1} {c + 1}/{tc + 1}" for (a, b, c), (ta, tb, tc) in zip(faces, face_uvs)]
+    else:
+        lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in faces]
+    path.write_text("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------- scans
+def uv_sphere(rows: int = 8, cols: int = 12, centre=(0.0, 0.9, 0.0), axes=(0.3, 0.8, 0.2)):
+    """A textured UV ellipsoid, y-up: (vertices (V,3), faces (F,3), uvs (T,2), face_uvs (F,3))."""
+    verts, uvs = [], []
+    for i in range(rows + 1):
+        theta = np.pi * i / rows
+        for j in range(cols + 1):
+            phi = 2 * np.pi * j / cols
+            d = np.array([np.sin(theta) * np.cos(phi), np.cos(theta), np.sin(theta) * np.sin(phi)])
+            verts.append(np.asarray(centre) + d * np.asarray(axes))
+            uvs.append((j / cols, 1.0 - i / rows))
+    faces = []
+    for i in range(rows):
+        for j in range(cols):
+            a, b = i * (cols + 1) + j, i * (cols + 1) + j + 1
+            c, d = a + cols + 1, b + cols + 1
+            faces += [(a, c, b), (b, c, d)]
+    faces = np.asarray(faces)
+    return np.asarray(verts), faces, np.asarray(uvs), faces.copy()
+
+
+def checker_texture(size: int = 64) -> np.ndarray:
+    """uint8 RGB texture: red top half, blue bottom half (OBJ v=1 is the top row)."""
+    tex = np.zeros((size, size, 3), np.uint8)
+    tex[: size // 2] = (220, 30, 30)
+    tex[size // 2:] = (30, 30, 220)
+    return tex
+
+
+def make_thuman2(root: Path, ids: Sequence[str] = ("0000", "0001", "0002")) -> Tuple[Path, Path]:
+    """``THuman2.0_Release/<id>/<id>.obj + material0.mtl/jpeg`` and ``THuman2.0_Smpl_X_Paras/<id>/smplx_param.pkl``."""
+    scans, params = root / "THuman2.0_Release", root / "THuman2.0_Smpl_X_Paras"
+    for n, sid in enumerate(ids):
+        v, f, uv, fuv = uv_sphere()
+        write_obj(scans / sid / f"{sid}.obj", v + [0.05 * n, 0, 0], f, uv, fuv, mtl="material0.mtl")
+        (scans / sid / "material0.mtl").write_text("newmtl material0\nKd 1 1 1\nmap_Kd material0.jpeg\n")
+        write_rgb(scans / sid / "material0.jpeg", checker_texture())
+        (params / sid).mkdir(parents=True, exist_ok=True)
+        param = {
+            "betas": np.zeros((1, 10), np.float32), "global_orient": np.zeros((1, 3), np.float32),
+            "body_pose": np.zeros((1, 63), np.float32), "left_hand_pose": np.zeros((1, 12), np.float32),
+            "right_hand_pose": np.zeros((1, 12), np.float32), "jaw_pose": np.zeros((1, 3), np.float32),
+            "leye_pose": np.zeros((1, 3), np.float32), "reye_pose": np.zeros((1, 3), np.float32),
+            "expression": np.zeros((1, 10), np.float32), "scale": np.array([1.1], np.float32),
+            "translation": np.array([[0.05 * n, 0.2, 0.0]], np.float32),
+        }
+        with open(params / sid / "smplx_param.pkl", "wb") as handle:
+            pickle.dump(param, handle)
+    return scans, params
+
+
+def make_multigarment(root: Path, ids: Sequence[str] = ("125611508622317", "125611520103063")) -> Path:
+    """``Multi-Garment_dataset/<id>/scan.obj, scan_tex.jpg, registration.pkl`` (Python-2 style pickle, protocol 2)."""
+    base = root / "Multi-Garment_dataset"
+    for n, sid in enumerate(ids):
+        v, f, uv, fuv = uv_sphere()
+        write_obj(base / sid / "scan.obj", v, f, uv, fuv)
+        write_rgb(base / sid / "scan_tex.jpg", checker_texture())
+        registration = {"pose": np.zeros(72), "betas": np.zeros(10), "trans": np.array([0.0, 0.1 * n, 0.0]),
+                        "gender": "male"}
+        with open(base / sid / "registration.pkl", "wb") as handle:
+            pickle.dump(registration, handle, protocol=2)
+    return base
+
+
+def _template(count: int, seed: int) -> np.ndarray:
+    return ellipsoid_points(count, seed=seed, centre=(0.0, 0.2, 0.0), axes=(0.25, 0.8, 0.15)).astype(np.float64)
+
+
+def make_fake_smpl(model_dir: Path) -> np.ndarray:
+    """A FAKE ``<model_dir>/smpl/SMPL_NEUTRAL.pkl`` with SMPL's keys and shapes (never the real model)."""
+    rng = np.random.default_rng(0)
+    v, j = 6890, 24
+    v_template = _template(v, 1)
+    weights = np.zeros((v, j))
+    weights[np.arange(v), rng.integers(0, j, v)] = 1.0
+    regressor = rng.random((j, v))
+    data = {
+        "v_template": v_template, "f": rng.integers(0, v, (13776, 3)).astype(np.uint32),
+        "shapedirs": rng.normal(scale=1e-3, size=(v, 3, 10)), "posedirs": np.zeros((v, 3, 207)),
+        "J_regressor": regressor / regressor.sum(1, keepdims=True), "weights": weights,
+        "kintree_table": np.stack([np.array(SMPL_PARENTS), np.arange(j)]).astype(np.int64),
+    }
+    (model_dir / "smpl").mkdir(parents=True, exist_ok=True)
+    for gender in ("NEUTRAL", "MALE"):
+        with open(model_dir / "smpl" / f"SMPL_{gender}.pkl", "wb") as handle:
+            pickle.dump(data, handle, protocol=2)
+    return v_template
+
+
+def make_fake_smplx(model_dir: Path) -> np.ndarray:
+    """A FAKE ``<model_dir>/smplx/SMPLX_MALE.npz`` with SMPL-X's keys and shapes (never the real model)."""
+    rng = np.random.default_rng(1)
+    v, j = 10475, 55
+    v_template = _template(v, 2)
+    weights = np.zeros((v, j), np.float32)
+    weights[np.arange(v), rng.integers(0, j, v)] = 1.0
+    regressor = rng.random((j, v)).astype(np.float32)
+    (model_dir / "smplx").mkdir(parents=True, exist_ok=True)
+    np.savez(
+        model_dir / "smplx" / "SMPLX_MALE.npz",
+        v_template=v_template, f=rng.integers(0, v, (20908, 3)).astype(np.int64),
+        shapedirs=rng.normal(scale=1e-3, size=(v, 3, 20)).astype(np.float32),
+        posedirs=np.zeros((v, 3, 486), np.float32),
+        J_regressor=regressor / regressor.sum(1, keepdims=True), weights=weights,
+        kintree_table=np.stack([np.array(SMPLX_PARENTS), np.arange(j)]).astype(np.int64),
+        lmk_faces_idx=np.arange(51, dtype=np.int64), lmk_bary_coords=np.full((51, 3), 1 / 3, np.float32),
+        hands_componentsl=np.eye(45, dtype=np.float32), hands_componentsr=np.eye(45, dtype=np.float32),
+        hands_meanl=np.zeros(45, np.float32), hands_meanr=np.zeros(45, np.float32),
+    )
+    return v_template
+
+
+# ---------------------------------------------------------------------------------------------------- rasteriser
+Rasterized = namedtuple("Rasterized", "face_id bary depth")
+
+
+def reference_rasterize(verts_cam, faces, K, height: int, width: int) -> Rasterized:
+    """A slow z-buffer rasteriser with ``gmnerf_ns.render.rasterize.rasterize``'s API, for tiny test meshes.
+
+    Same pixel convention: pixel (i, j) is sampled at (i + 0.5, j + 0.5). Barycentrics are screen-space.
+    """
+    import torch
+
+    verts = np.asarray(verts_cam, dtype=np.float64)
+    faces = np.asarray(faces)
+    K = np.asarray(K, dtype=np.float64)
+    uvz = verts @ K.T
+    uv = uvz[:, :2] / uvz[:, 2:]
+    face_id = np.full((height, width), -1, np.int64)
+    bary = np.zeros((height, width, 3))
+    depth = np.full((height, width), np.inf)
+    ys, xs = np.mgrid[0:height, 0:width] + 0.5
+    for fi, (a, b, c) in enumerate(faces):
+        p = uv[[a, b, c]]
+        if (verts[[a, b, c], 2] <= 0).any():
+            continue
+        x0, y0 = np.floor(p.min(0)).astype(int) - 1
+        x1, y1 = np.ceil(p.max(0)).astype(int)
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width - 1), min(y1, height - 1)
+        if x1 < x0 or y1 < y0:
+            continue
+        px, py = xs[y0:y1 + 1, x0:x1 + 1], ys[y0:y1 + 1, x0:x1 + 1]
+        m = np.array([[p[0, 0] - p[2, 0], p[1, 0] - p[2, 0]], [p[0, 1] - p[2, 1], p[1, 1] - p[2, 1]]])
+        if abs(np.linalg.det(m)) < 1e-12:
+            continue
+        inv = np.linalg.inv(m)
+        l0 = inv[0, 0] * (px - p[2, 0]) + inv[0, 1] * (py - p[2, 1])
+        l1 = inv[1, 0] * (px - p[2, 0]) + inv[1, 1] * (py - p[2, 1])
+        l2 = 1 - l0 - l1
+        inside = (l0 >= 0) & (l1 >= 0) & (l2 >= 0)
+        z = l0 * verts[a, 2] + l1 * verts[b, 2] + l2 * verts[c, 2]
+        sub_depth = depth[y0:y1 + 1, x0:x1 + 1]
+        win = inside & (z < sub_depth)
+        sub_depth[win] = z[win]
+        face_id[y0:y1 + 1, x0:x1 + 1][win] = fi
+        bary[y0:y1 + 1, x0:x1 + 1][win] = np.stack([l0, l1, l2], -1)[win]
+    return Rasterized(torch.from_numpy(face_id), torch.from_numpy(bary).float(), torch.from_numpy(depth).float())
+
+
+# ---------------------------------------------------------------------------------------------------- nerfstudio
+def nerfstudio_pixel(cameras, index: int, point: np.ndarray) -> Tuple[float, float]:
+    """Continuous (u, v) of a world point in a nerfstudio camera (OpenGL c2w; pixel (i, j) centre at i + 0.5)."""
+    c2w = cameras.camera_to_worlds[index].double().numpy()
+    local = c2w[:3, :3].T @ (np.asarray(point, dtype=np.float64) - c2w[:3, 3])  # x right, y up, z back
+    u = cameras.fx[index].item() * local[0] / -local[2] + cameras.cx[index].item()
+    v = cameras.fy[index].item() * -local[1] / -local[2] + cameras.cy[index].item()
+    return u, v
+
+
+def ray_miss_distance(cameras, index: int, u: float, v: float, point: np.ndarray) -> float:
+    """Distance from ``point`` to the nerfstudio ray generated through image coordinates (u, v)."""
+    import torch
+
+    rays = cameras.generate_rays(camera_indices=index, coords=torch.tensor([[v, u]], dtype=torch.float32))
+    offset = np.asarray(point, dtype=np.float64) - rays.origins[0].double().numpy()
+    d = rays.directions[0].double().numpy()
+    return float(np.linalg.norm(offset - offset.dot(d) * d))
