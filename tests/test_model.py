@@ -8,7 +8,7 @@ from nerfstudio.data.scene_box import SceneBox
 from gmnerf_ns.model.attention import VertexRegistration, ViewAttention
 from gmnerf_ns.model.gmnerf_model import GMNeRFModel, GMNeRFModelConfig, ray_box_intersection
 from gmnerf_ns.model.losses import PerceptualLossConfig
-from gmnerf_ns.model.sources import vertex_visibility
+from gmnerf_ns.model.sources import proxy_depth_maps, vertex_visibility
 from gmnerf_ns.model.volume import grid_shape, normalize_points, splat_to_grid
 from tests.scene import cylinder_sources, nerfstudio_camera, target_image
 
@@ -56,7 +56,7 @@ def test_vertex_registration_zero_code_without_visible_views():
 
 def test_visibility_front_and_back():
     src = cylinder_sources(cams=(0, 4), size=64)
-    vis = vertex_visibility(src, resolution=64)
+    vis = vertex_visibility(src, proxy_depth_maps(src, resolution=64))
     verts = src.vertices
     facing_cam0 = verts[:, 0] > 0.2  # camera 0 sits on +x, camera 4 on -x
     assert vis[0][facing_cam0].float().mean() > 0.95

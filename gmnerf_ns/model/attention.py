@@ -101,7 +101,7 @@ class PointAppearance(nn.Module):
 
     def __init__(self, geometry_dim: int, feature_dim: int, out_dim: int, hidden_dim: int = 64, num_heads: int = 4):
         super().__init__()
-        key_dim = feature_dim + 3 + 4 + 1  # features, colour, relative direction (dot + diff), source mask
+        key_dim = feature_dim + 3 + 4 + 2  # features, colour, relative direction (dot + diff), source mask, occlusion
         self.attention = ViewAttention(geometry_dim, key_dim, key_dim, hidden_dim, num_heads, out_dim)
 
     def forward(
@@ -109,12 +109,13 @@ class PointAppearance(nn.Module):
         geometry: Float[Tensor, "N G"],
         features: Float[Tensor, "N m C"],
         colors: Float[Tensor, "N m 3"],
-        source_masks: Float[Tensor, "N m 1"],
+        source_cues: Float[Tensor, "N m 2"],
         relative_dirs: Float[Tensor, "N m 4"],
         valid: Bool[Tensor, "N m"],
     ) -> Tuple[Float[Tensor, "N out"], Float[Tensor, "N 3"]]:
-        """Returns the appearance code and the attention-blended source colour."""
-        tokens = torch.cat([features, colors, relative_dirs, source_masks], dim=-1)
+        """Returns the appearance code and the attention-blended source colour. ``source_cues``: the source mask at the
+        projection and how far the point lies behind the proxy surface seen by that view."""
+        tokens = torch.cat([features, colors, relative_dirs, source_cues], dim=-1)
         code, weights, _ = self.attention(geometry, tokens, tokens, valid)
         blended = (weights[..., None] * colors).sum(1)
         return code, blended

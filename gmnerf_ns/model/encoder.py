@@ -30,7 +30,7 @@ class ImageEncoderConfig(InstantiateConfig):
     """'small': a 3-stage CNN trained from scratch (fast on CPU); 'resnet18'/'resnet34': torchvision ResNets."""
     pretrained_weights: Optional[Path] = None
     """ImageNet weights for the ResNet; default: torch hub's cache ($TORCH_HOME/hub/checkpoints/<name>.pth)."""
-    channels: int = 32
+    channels: int = 16
     """Width of the small CNN's first stage (doubled at each later stage)."""
     out_channels: int = 32
     """Channels of the fused feature map."""

@@ -4,7 +4,8 @@ Per sample ``x`` seen along target direction ``d`` [INFER, paper.md §1.2 (e)-(f
 
 * geometry code ``G(x)``: trilinear lookup of the registered proxy volume (multi-scale);
 * pixel-aligned features ``P_k(x)``, colours and masks of the m source views at the projections of ``x``;
-* appearance code ``A(x)``: attention over views queried by ``G(x)`` (:class:`PointAppearance`);
+* appearance code ``A(x)``: attention over views queried by ``G(x)`` (:class:`PointAppearance`); its keys include how
+  far ``x`` lies behind the proxy surface seen by each view (a geometry-guided occlusion cue);
 * density from geometry: ``sigma = MLP_sigma(G(x), PE(x), hull(x))``, where ``hull(x)`` (mean and min of the source
   masks at the projections) is a silhouette cue that keeps geometry clean for loose clothing off the body proxy;
 * feature ``f(x) = MLP_f(h(x), A(x), blended colour)`` and an RGB head that refines the attention-blended colour.
@@ -27,6 +28,9 @@ from gmnerf_ns.model.attention import PointAppearance, positional_encoding
 from gmnerf_ns.model.sources import SourceViews, inside_image, project_to_views, sample_maps
 from gmnerf_ns.model.volume import ProxyVolume, normalize_points
 
+OCCLUSION_RANGE = 0.1
+"""Metres over which "in front of / behind the proxy surface seen by a view" saturates in the occlusion cue."""
+
 
 @dataclass
 class EncodedSources:
@@ -38,6 +42,8 @@ class EncodedSources:
     """Multi-scale proxy feature volumes (each (1, c, z, y, x))."""
     occupancy: Float[Tensor, "1 1 Z Y X"]
     """Dilated proxy occupancy: samples where it is 0 are empty space and skip the field."""
+    depth_maps: Float[Tensor, "m 1 h w"]
+    """Depth of the proxy's front surface in each source view (occlusion cue for the view attention)."""
 
 
 class GMNeRFField(nn.Module):
@@ -81,12 +87,15 @@ class GMNeRFField(nn.Module):
         feats = sample_maps(encoded.feature_maps, uv, height, width).transpose(0, 1)  # (N, m, C)
         colors = sample_maps(src.images, uv, height, width).transpose(0, 1)  # (N, m, 3)
         masks = sample_maps(src.masks, uv, height, width).transpose(0, 1)  # (N, m, 1)
+        # how far the sample lies behind the proxy surface seen by each view: > 0 means probably occluded there
+        front = sample_maps(encoded.depth_maps, uv, height, width)[..., 0]  # (m, N)
+        behind = ((depth - front) / OCCLUSION_RANGE).clamp(-1.0, 1.0).T[..., None]  # (N, m, 1)
 
         source_dirs = positions[None] - src.camera_centers[:, None]  # (m, N, 3) camera -> point
         source_dirs = (source_dirs / source_dirs.norm(dim=-1, keepdim=True).clamp(min=1e-8)).transpose(0, 1)
         target_dirs = directions[:, None, :].expand_as(source_dirs)
         relative = torch.cat([(source_dirs * target_dirs).sum(-1, keepdim=True), target_dirs - source_dirs], dim=-1)
-        appearance, blended = self.appearance(geometry, feats, colors, masks, relative, valid)
+        appearance, blended = self.appearance(geometry, feats, colors, torch.cat([masks, behind], -1), relative, valid)
 
         inputs = [geometry, positional_encoding(box, self.pe_frequencies)]
         if self.use_silhouette_hull:

@@ -39,7 +39,7 @@ from gmnerf_ns.model.encoder import ImageEncoderConfig
 from gmnerf_ns.model.field import EncodedSources, GMNeRFField
 from gmnerf_ns.model.losses import PerceptualLossConfig, mask_loss
 from gmnerf_ns.model.neural_renderer import NeuralRenderer
-from gmnerf_ns.model.sources import SourceViews, project_to_views, sample_maps, vertex_visibility
+from gmnerf_ns.model.sources import SourceViews, project_to_views, proxy_depth_maps, sample_maps, vertex_visibility
 from gmnerf_ns.model.volume import ProxyVolume, grid_shape, normalize_points, splat_to_grid
 
 SourceProvider = Callable[[int, int], SourceViews]
@@ -81,8 +81,15 @@ class GMNeRFModelConfig(ModelConfig):
     renderer_width: int = 32
     grad_ray_fraction: float = 0.25
     """Fraction of feature-image rays rendered with gradient during training (CIPS-3D); 1.0 = full gradient."""
+    max_proxy_vertices: int = 6000
+    """Vertices registered into the volume: a fixed, evenly strided subset when the template has more (the volume
+    has fewer cells than SMPL-X/anny have vertices, so the rest add cost, not information)."""
+    visibility: Literal["mesh", "splat"] = "mesh"
+    """Visibility test against the rasterised proxy mesh (when faces are known) or against splatted vertex depths."""
     visibility_resolution: int = 128
+    """Longest side (pixels) of the depth maps used for the visibility test."""
     visibility_tolerance: float = 0.03
+    """Metres behind the front surface within which a vertex still counts as visible."""
     rgb_loss_mult: float = 1.0
     perceptual_loss_mult: float = 0.1
     mask_loss_mult: float = 0.1
@@ -144,7 +151,10 @@ class GMNeRFModel(Model):
         feature_maps = self.encoder(sources.images * sources.masks)  # (m, C, H/2, W/2)
         verts = sources.vertices
         uv, _ = project_to_views(verts, sources.intrinsics, sources.rotations, sources.translations)  # (m, V, 2)
-        visible = vertex_visibility(sources, self.config.visibility_tolerance, self.config.visibility_resolution)
+        depth_maps = proxy_depth_maps(sources, self.config.visibility_resolution, self.config.visibility == "mesh")
+        visible = vertex_visibility(sources, depth_maps, self.config.visibility_tolerance)
+        keep = proxy_subset(verts.shape[0], self.config.max_proxy_vertices, verts.device)
+        verts, uv, visible = verts[keep], uv[:, keep], visible[:, keep]
         vfeat = torch.cat(
             [sample_maps(feature_maps, uv, height, width), sample_maps(sources.images, uv, height, width)], dim=-1
         ).transpose(0, 1)  # (V, m, C+3)
@@ -163,7 +173,8 @@ class GMNeRFModel(Model):
         voxel = float((sources.bbox[1] - sources.bbox[0]).max()) / self.config.volume_resolution
         radius = max(1, math.ceil(self.config.occupancy_margin / voxel))
         occupancy = F.max_pool3d((grid[-1:] > 0).float()[None], 2 * radius + 1, stride=1, padding=radius)
-        return EncodedSources(sources=sources, feature_maps=feature_maps, volumes=volumes, occupancy=occupancy)
+        return EncodedSources(sources=sources, feature_maps=feature_maps, volumes=volumes, occupancy=occupancy,
+                              depth_maps=depth_maps)
 
     def _sources_for_camera(self, camera: Cameras) -> Tuple[Tuple[int, int], SourceViews]:
         meta = camera.metadata or {}
@@ -367,6 +378,13 @@ class GMNeRFModel(Model):
             "accumulation": outputs["accumulation"].expand(-1, -1, 3),
         }
         return metrics, images
+
+
+def proxy_subset(num_vertices: int, limit: int, device: torch.device) -> Tensor:
+    """Indices of an evenly strided subset of at most ``limit`` vertices (all of them when there are fewer)."""
+    if num_vertices <= limit:
+        return torch.arange(num_vertices, device=device)
+    return torch.linspace(0, num_vertices - 1, limit, device=device).round().long()
 
 
 def _downsample(image: Float[Tensor, "H W C"], h: int, w: int) -> Float[Tensor, "h w C"]:

@@ -92,32 +92,46 @@ def inside_image(uv: Float[Tensor, "m N 2"], depth: Float[Tensor, "m N"], height
     return (depth > 1e-4) & (uv[..., 0] >= 0) & (uv[..., 0] < width) & (uv[..., 1] >= 0) & (uv[..., 1] < height)
 
 
-@torch.no_grad()
-def vertex_visibility(
-    sources: SourceViews,
-    depth_tolerance: float = 0.03,
-    resolution: int = 128,
-) -> Bool[Tensor, "m V"]:
-    """Per-view visibility of the proxy vertices by a depth test against the proxy itself.
+BACKGROUND_DEPTH = 1e3
+"""Depth (metres) stored where no proxy surface is seen, so the maps stay finite for bilinear sampling."""
 
-    With faces, the proxy mesh is rasterised into a depth map of ``resolution`` pixels (longest side); without faces
-    (ZJU-MoCap ships vertices only), vertex depths are splatted into a z-buffer of the same size and dilated by one pixel
-    so that the surface has no holes. A vertex is visible when it lies within ``depth_tolerance`` metres of the front.
+
+@torch.no_grad()
+def proxy_depth_maps(sources: SourceViews, resolution: int = 128, use_mesh: bool = True) -> Float[Tensor, "m 1 h w"]:
+    """Depth of the proxy's front surface in every source view, at ``resolution`` pixels along the longest side.
+
+    With faces (and ``use_mesh``) the proxy mesh is rasterised; without faces (ZJU-MoCap ships vertices only) vertex
+    depths are splatted into a z-buffer and dilated by one pixel so that the surface has no holes. Background pixels
+    hold :data:`BACKGROUND_DEPTH`. Sample these maps with :func:`sample_maps` in source-image pixel coordinates.
     """
     height, width = sources.image_size
     scale = resolution / max(height, width)
     h, w = max(1, round(height * scale)), max(1, round(width * scale))
     K = sources.intrinsics.clone()
     K[:, :2] *= scale
-    uv, depth = project_to_views(sources.vertices, K, sources.rotations, sources.translations)  # (m, V, 2), (m, V)
-    zbuffer = (
-        _mesh_depth(sources, K, h, w) if sources.faces is not None else _splat_depth(uv, depth, h, w)
-    )  # (m, h, w)
-    inside = inside_image(uv, depth, h, w)
-    px = uv[..., 0].floor().long().clamp(0, w - 1)
-    py = uv[..., 1].floor().long().clamp(0, h - 1)
-    front = torch.gather(zbuffer.reshape(zbuffer.shape[0], -1), 1, py * w + px)  # (m, V)
-    return inside & (depth <= front + depth_tolerance)
+    if use_mesh and sources.faces is not None:
+        zbuffer = _mesh_depth(sources, K, h, w)
+    else:
+        uv, depth = project_to_views(sources.vertices, K, sources.rotations, sources.translations)
+        zbuffer = _splat_depth(uv, depth, h, w)
+    return zbuffer.clamp(max=BACKGROUND_DEPTH)[:, None]
+
+
+@torch.no_grad()
+def vertex_visibility(
+    sources: SourceViews,
+    depth_maps: Float[Tensor, "m 1 h w"],
+    depth_tolerance: float = 0.03,
+) -> Bool[Tensor, "m V"]:
+    """Per-view visibility of the proxy vertices: a vertex is visible when it projects inside the image and lies
+    within ``depth_tolerance`` metres of the proxy's front surface (:func:`proxy_depth_maps`)."""
+    height, width = sources.image_size
+    h, w = depth_maps.shape[-2:]
+    uv, depth = project_to_views(sources.vertices, sources.intrinsics, sources.rotations, sources.translations)
+    px = (uv[..., 0] * w / width).floor().long().clamp(0, w - 1)
+    py = (uv[..., 1] * h / height).floor().long().clamp(0, h - 1)
+    front = torch.gather(depth_maps.reshape(depth_maps.shape[0], -1), 1, py * w + px)  # (m, V)
+    return inside_image(uv, depth, height, width) & (depth <= front + depth_tolerance)
 
 
 def _splat_depth(uv: Float[Tensor, "m V 2"], depth: Float[Tensor, "m V"], h: int, w: int) -> Float[Tensor, "m h w"]:
