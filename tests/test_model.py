@@ -152,3 +152,13 @@ def test_short_overfit_lowers_the_loss():
         losses.append(float(loss))
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.5 * first, f"loss went {first:.4f} -> {last:.4f}"
+
+
+def test_ablations_build_and_render():
+    for overrides in ({"registration": "mean"}, {"registration": "none"}, {"neural_renderer": False}):
+        model = small_model(**overrides)
+        model.eval()
+        out = model.get_outputs_for_camera(nerfstudio_camera(3))
+        assert out["rgb"].shape == (32, 32, 3) and torch.isfinite(out["rgb"]).all(), overrides
+        if overrides.get("registration") == "none":
+            assert model.volume is None and model.registration is None

@@ -59,8 +59,11 @@ class GMNeRFField(nn.Module):
         pe_frequencies: int = 6,
         use_silhouette_hull: bool = True,
         implementation: Literal["tcnn", "torch"] = "torch",
+        geometry_from_pixels: bool = False,
     ):
         super().__init__()
+        # no-proxy baseline (pixelNeRF-style): the geometry code is the mean of the pixel-aligned features
+        self.pixel_geometry = nn.Linear(image_feature_dim, geometry_dim) if geometry_from_pixels else None
         self.pe_frequencies = pe_frequencies
         self.use_silhouette_hull = use_silhouette_hull
         self.feature_dim = feature_dim
@@ -80,11 +83,14 @@ class GMNeRFField(nn.Module):
         src = encoded.sources
         height, width = src.image_size
         box = normalize_points(positions, src.bbox)
-        geometry = ProxyVolume.query(encoded.volumes, box)  # (N, G)
-
         uv, depth = project_to_views(positions, src.intrinsics, src.rotations, src.translations)  # (m, N, 2)
         valid = inside_image(uv, depth, height, width).T  # (N, m)
         feats = sample_maps(encoded.feature_maps, uv, height, width).transpose(0, 1)  # (N, m, C)
+        if self.pixel_geometry is None:
+            geometry = ProxyVolume.query(encoded.volumes, box)  # (N, G)
+        else:
+            w = valid.float()[..., None]
+            geometry = self.pixel_geometry((feats * w).sum(1) / w.sum(1).clamp(min=1.0))
         colors = sample_maps(src.images, uv, height, width).transpose(0, 1)  # (N, m, 3)
         masks = sample_maps(src.masks, uv, height, width).transpose(0, 1)  # (N, m, 1)
         # how far the sample lies behind the proxy surface seen by each view: > 0 means probably occluded there

@@ -39,7 +39,14 @@ from gmnerf_ns.model.encoder import ImageEncoderConfig
 from gmnerf_ns.model.field import EncodedSources, GMNeRFField
 from gmnerf_ns.model.losses import PerceptualLossConfig, mask_loss
 from gmnerf_ns.model.neural_renderer import NeuralRenderer
-from gmnerf_ns.model.sources import SourceViews, project_to_views, proxy_depth_maps, sample_maps, vertex_visibility
+from gmnerf_ns.model.sources import (
+    BACKGROUND_DEPTH,
+    SourceViews,
+    project_to_views,
+    proxy_depth_maps,
+    sample_maps,
+    vertex_visibility,
+)
 from gmnerf_ns.model.volume import ProxyVolume, grid_shape, normalize_points, splat_to_grid
 
 SourceProvider = Callable[[int, int], SourceViews]
@@ -55,9 +62,10 @@ class GMNeRFModelConfig(ModelConfig):
     """Unused: rays are bounded by the proxy's box, not by near/far planes."""
     encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     """Source-image encoder."""
-    registration: Literal["geometry-guided", "mean"] = "geometry-guided"
-    """How per-view vertex features become one code: the paper's attention, or a plain mean over visible views
-    (ablation)."""
+    registration: Literal["geometry-guided", "mean", "none"] = "geometry-guided"
+    """How per-view vertex features become one code: the paper's attention; a plain mean over visible views
+    (ablation); or 'none': no geometry proxy at all, a pixelNeRF-style baseline whose geometry code is the mean of the
+    pixel-aligned features (the proxy then only bounds the sampling box)."""
     vertex_code_dim: int = 32
     """Channels of the registered vertex codes."""
     volume_resolution: int = 48
@@ -116,10 +124,11 @@ class GMNeRFModel(Model):
         self.encoder = cfg.encoder.setup()
         feat = self.encoder.out_channels
         self.registration = VertexRegistration(feat + 3, cfg.vertex_code_dim) if cfg.registration == "geometry-guided" else None
-        self.mean_projection = nn.Linear(feat + 3, cfg.vertex_code_dim) if self.registration is None else None
-        self.volume = ProxyVolume(cfg.vertex_code_dim, cfg.volume_channels)
+        self.mean_projection = nn.Linear(feat + 3, cfg.vertex_code_dim) if cfg.registration == "mean" else None
+        self.volume = ProxyVolume(cfg.vertex_code_dim, cfg.volume_channels) if cfg.registration != "none" else None
         self.field = GMNeRFField(
-            geometry_dim=self.volume.out_dim,
+            geometry_dim=self.volume.out_dim if self.volume is not None else sum(cfg.volume_channels),
+            geometry_from_pixels=self.volume is None,
             image_feature_dim=feat,
             appearance_dim=cfg.appearance_dim,
             hidden_dim=cfg.hidden_dim,
@@ -149,6 +158,10 @@ class GMNeRFModel(Model):
         sources = sources.to(self.device)
         height, width = sources.image_size
         feature_maps = self.encoder(sources.images * sources.masks)  # (m, C, H/2, W/2)
+        if self.volume is None:  # no-proxy baseline: nothing registered, no empty-space skipping, no occlusion cue
+            depth_maps = torch.full((sources.num_views, 1, 1, 1), BACKGROUND_DEPTH, device=self.device)
+            return EncodedSources(sources=sources, feature_maps=feature_maps, volumes=[],
+                                  occupancy=torch.ones(1, 1, 2, 2, 2, device=self.device), depth_maps=depth_maps)
         verts = sources.vertices
         uv, _ = project_to_views(verts, sources.intrinsics, sources.rotations, sources.translations)  # (m, V, 2)
         depth_maps = proxy_depth_maps(sources, self.config.visibility_resolution, self.config.visibility == "mesh")
