@@ -17,6 +17,9 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from gmnerf_ns.data.datamanager import GMNeRFDataManager, GMNeRFDataManagerConfig
 from gmnerf_ns.model.gmnerf_model import GMNeRFModelConfig
+from gmnerf_ns.tools.evaluation import average_eval_image_metrics
+from gmnerf_ns.tools.geometry import DEFAULT_DENSITY_THRESHOLD
+from gmnerf_ns.tools.viewer import GMNeRFViewerControls
 
 
 @dataclass
@@ -29,6 +32,13 @@ class GMNeRFPipelineConfig(VanillaPipelineConfig):
     pretrained_checkpoint: Optional[Path] = None
     """A cross-subject checkpoint (``step-*.ckpt``) whose model weights initialise this run (fine-tuning); the
     optimizer and step start fresh."""
+    # ---- issue #6: ns-eval geometry metrics (gmnerf_ns/tools/evaluation.py) ----
+    geometry_resolution: int = 96
+    """ns-eval: marching-cubes cells along the proxy box's longest side for Chamfer/P2S on data with ground-truth
+    meshes (0 = skip the geometry metrics)."""
+    geometry_threshold: float = DEFAULT_DENSITY_THRESHOLD
+    """ns-eval: density iso-level (1/m) of the surface compared with the ground-truth meshes."""
+    # ---- end issue #6 ----
 
 
 class GMNeRFPipeline(VanillaPipeline):
@@ -43,6 +53,10 @@ class GMNeRFPipeline(VanillaPipeline):
                          grad_scaler=grad_scaler)
         self.model.source_provider = self.datamanager.source_views
         self.model.default_source_key = self.datamanager.default_source_key
+        # ---- issue #6: viewer GUI (subject/frame to condition on, source cameras, proxy); gmnerf_ns/tools/viewer.py.
+        # No parameters, so checkpoints are unchanged; the viewer finds its elements by walking the pipeline.
+        self.conditioning = GMNeRFViewerControls(self.model, self.datamanager)
+        # ---- end issue #6 ----
         if config.pretrained_checkpoint is not None:
             self.load_pretrained(config.pretrained_checkpoint)
 
@@ -60,6 +74,13 @@ class GMNeRFPipeline(VanillaPipeline):
             raise ValueError(f"{path}: checkpoint does not hold a compatible gm-nerf model "
                              f"({len(missing)} parameters missing, {len(unexpected)} unexpected)")
         CONSOLE.log(f"initialised gm-nerf from {path} ({len(missing)} missing, {len(unexpected)} unexpected keys)")
+
+    # ---- issue #6: ns-eval per subject, novel view vs novel pose, per image, geometry (gmnerf_ns/tools/evaluation.py)
+    def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None,
+                                       get_std: bool = False):
+        """nerfstudio's mean metrics over the held-out images, plus the breakdown when called by ns-eval."""
+        return average_eval_image_metrics(self, step=step, output_path=output_path, get_std=get_std)
+    # ---- end issue #6 ----
 
     @profiler.time_function
     def get_train_loss_dict(self, step: int):

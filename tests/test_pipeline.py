@@ -2,50 +2,19 @@
 
 from __future__ import annotations
 
-import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from nerfstudio.scripts.eval import ComputePSNR
-from nerfstudio.scripts.train import train_loop
 from nerfstudio.utils.eval_utils import eval_setup
 
-from gmnerf_ns.method_configs import gm_nerf_small
-from tests.fixtures_human import make_synthetic_dataset
-
-
-def tiny_config(data: Path, out: Path, steps: int = 3):
-    config = copy.deepcopy(gm_nerf_small.config)
-    config.output_dir = out
-    config.experiment_name = "tiny"
-    config.timestamp = "run"
-    config.vis = "tensorboard"
-    config.max_num_iterations = steps
-    config.steps_per_save = steps
-    config.steps_per_eval_batch = 2
-    config.steps_per_eval_image = 2
-    config.pipeline.datamanager.data = data
-    config.pipeline.datamanager.patch_size = 32
-    config.pipeline.datamanager.dataparser.data = data
-    config.pipeline.datamanager.dataparser.resolution = 48
-    config.pipeline.datamanager.dataparser.num_input_views = 3
-    model = config.pipeline.model
-    model.num_samples, model.volume_resolution, model.eval_num_rays_per_chunk = 8, 16, 1024
-    return config
+from tests.runs import shared_run
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    data = root / "data"
-    make_synthetic_dataset(data, subjects=(0, 1, 2), test=(2,), num_frames=2, num_vertices=600)
-    config = tiny_config(data, root / "outputs")
-    config.set_timestamp()
-    config.save_config()
-    train_loop(local_rank=0, world_size=1, config=config)
-    return config.get_base_dir()
+    return shared_run(tmp_path_factory)  # one tiny run (tests/runs.py) shared with the tool tests
 
 
 def test_training_writes_a_checkpoint_that_loads(trained_run):

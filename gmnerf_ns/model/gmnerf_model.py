@@ -189,7 +189,8 @@ class GMNeRFModel(Model):
         return EncodedSources(sources=sources, feature_maps=feature_maps, volumes=volumes, occupancy=occupancy,
                               depth_maps=depth_maps)
 
-    def _sources_for_camera(self, camera: Cameras) -> Tuple[Tuple[int, int], SourceViews]:
+    def source_key(self, camera: Cameras) -> Tuple[int, int]:
+        """(subject_index, frame_id) a camera asks to be conditioned on (the default subject for bare cameras)."""
         meta = camera.metadata or {}
         if "subject_index" in meta and "frame_id" in meta:
             key = (int(meta["subject_index"].reshape(-1)[0]), int(meta["frame_id"].reshape(-1)[0]))
@@ -201,9 +202,7 @@ class GMNeRFModel(Model):
                 "default subject is set (the datamanager sets one; pass --pipeline.datamanager... or pick one in the "
                 "viewer)"
             )
-        if self.source_provider is None:
-            raise RuntimeError("gm-nerf has no source-view provider: build it through GMNeRFPipeline")
-        return key, self.source_provider(*key)
+        return key
 
     # ------------------------------------------------------------------ rendering
     def render_rays(
@@ -334,13 +333,17 @@ class GMNeRFModel(Model):
     @torch.no_grad()
     def get_outputs_for_camera(self, camera: Cameras, obb_box: Optional[OrientedBox] = None) -> Dict[str, Tensor]:
         """Full-image render for ns-eval, ns-render and the viewer: sources come from the camera's subject/frame."""
-        key, sources = self._sources_for_camera(camera)
+        key = self.source_key(camera)
         if self._encoding_cache is not None and self._encoding_cache[0] == key and not self.training:
             encoded = self._encoding_cache[1]
         else:
-            encoded = self.encode(sources)
+            if self.source_provider is None:
+                raise RuntimeError("gm-nerf has no source-view provider: build it through GMNeRFPipeline")
+            encoded = self.encode(self.source_provider(*key))
             self._encoding_cache = (key, encoded)
-        return self.get_outputs(camera, encoded=encoded)
+        outputs = self.get_outputs(camera, encoded=encoded)
+        outputs.pop("grad_rays", None)  # training-only and 1-D: ns-render dataset and the viewer show every output
+        return {"rgb": outputs.pop("rgb"), **outputs}  # the viewer's "Output type" starts on the first key
 
     def train(self, mode: bool = True):
         self._encoding_cache = None  # weights change during training: never reuse an encoding across modes

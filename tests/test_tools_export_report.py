@@ -1,0 +1,62 @@
+"""gmnerf-export-mesh and gmnerf-report on the shared tiny run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imageio.v2 as imageio
+import pytest
+import trimesh
+
+from gmnerf_ns.tools.export_mesh import ExportMesh
+from gmnerf_ns.tools.report import Report
+from tests.runs import TEST_SUBJECT, shared_eval, shared_run
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> Path:
+    return shared_run(tmp_path_factory) / "config.yml"
+
+
+@pytest.mark.parametrize("suffix", [".ply", ".obj"])
+def test_export_mesh_writes_a_closed_surface_inside_the_proxy_box(config, tmp_path, suffix):
+    path = tmp_path / f"mesh{suffix}"
+    # iso-level just above 0: a 3-step model has low density everywhere inside the proxy occupancy
+    ExportMesh(load_config=config, output_path=path, subject=TEST_SUBJECT, frame=1, resolution=16,
+               threshold=1e-3).main()
+    mesh = trimesh.load(path, force="mesh")
+    assert len(mesh.faces) > 100
+    lo, hi = mesh.bounds  # the fixture's person: ellipsoid around (0, 0, 0.9), semi-axes (0.25, 0.15, 0.8) m
+    assert (lo > [-0.6, -0.5, -0.3]).all() and (hi < [0.6, 0.5, 2.1]).all()
+    with pytest.raises(SystemExit, match="--force"):
+        ExportMesh(load_config=config, output_path=path).main()
+
+
+def test_export_mesh_errors_are_clear(config, tmp_path):
+    with pytest.raises(SystemExit, match="available subjects"):
+        ExportMesh(load_config=config, output_path=tmp_path / "m.ply", subject="nobody").main()
+    with pytest.raises(SystemExit, match=r"\.ply or \.obj"):
+        ExportMesh(load_config=config, output_path=tmp_path / "m.stl").main()
+    with pytest.raises(SystemExit, match="never crosses the threshold"):
+        ExportMesh(load_config=config, output_path=tmp_path / "m.ply", resolution=8, threshold=1e9).main()
+
+
+def test_report_writes_html_and_png(config, tmp_path):
+    out = Report(load_config=config, output_dir=tmp_path / "report", num_examples=2).main()
+    html = (out / "report.html").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())["results"]
+    assert TEST_SUBJECT in html and "PSNR" in html and "data:image/png;base64," in html
+    assert f"{metrics['psnr']:.2f}" in html
+    assert metrics["geometry"]["available"]  # the tiny config's geometry settings, as for ns-eval
+    image = imageio.imread(out / "report.png")
+    assert image.shape[0] > 400 and image.shape[1] > 400
+    with pytest.raises(SystemExit, match="--force"):
+        Report(load_config=config, output_dir=out).main()
+
+
+def test_report_from_an_ns_eval_json(config, tmp_path, tmp_path_factory):
+    eval_json = shared_eval(tmp_path_factory) / "eval.json"
+    out = Report(load_config=config, output_dir=tmp_path / "report", eval_json=eval_json, num_examples=1).main()
+    assert (out / "report.png").is_file() and (out / "report.html").is_file()
+    assert json.loads((out / "metrics.json").read_text())["results"] == json.loads(eval_json.read_text())["results"]
