@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from gmnerf_ns.data.datamanager import GMNeRFDataManagerConfig
@@ -18,6 +17,7 @@ from gmnerf_ns.model.encoder import ImageEncoderConfig
 from gmnerf_ns.model.gmnerf_model import GMNeRFModelConfig
 from gmnerf_ns.pipeline import GMNeRFPipelineConfig
 from gmnerf_ns.schedulers import FloatExponentialDecaySchedulerConfig
+from gmnerf_ns.trainer import GMNeRFTrainerConfig
 
 
 def _optimizers(lr: float, max_steps: int, final_ratio: float = 0.1) -> dict:
@@ -30,8 +30,8 @@ def _optimizers(lr: float, max_steps: int, final_ratio: float = 0.1) -> dict:
 
 
 def _trainer(name: str, steps: int, lr: float, datamanager: GMNeRFDataManagerConfig, model: GMNeRFModelConfig,
-             **kwargs) -> TrainerConfig:
-    return TrainerConfig(
+             **kwargs) -> GMNeRFTrainerConfig:
+    return GMNeRFTrainerConfig(
         method_name=name,
         max_num_iterations=steps,
         mixed_precision=False,

@@ -16,7 +16,7 @@ gmnerf-synth --out "$DATA" --skip-if-complete
 
 echo "[demo] 2/4 training gm-nerf-small for $STEPS steps (CPU)"
 ns-train gm-nerf-small --data "$DATA" --output-dir "$OUT" --experiment-name demo \
-  --max-num-iterations "$STEPS" --vis tensorboard --pipeline.datamanager.dataparser.max-eval-frames-per-subject 1
+  --max-num-iterations "$STEPS" --vis tensorboard gmnerf-synthetic --max-eval-frames-per-subject 1
 CONFIG=$(ls -t "$OUT"/demo/gm-nerf-small/*/config.yml | head -n 1)
 RUN=$(dirname "$CONFIG")
 

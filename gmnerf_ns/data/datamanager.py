@@ -10,28 +10,42 @@ number of subjects on disk.
 * ``next_eval`` / ``next_eval_image`` / ``fixed_indices_eval_dataloader``: held-out subjects, the protocol's input
   views as sources and its target views as targets, with the projected-3D-box mask used by the metrics.
 * ``source_views(subject_index, frame_id)``: the provider the model uses for cameras that only carry metadata.
+
+Determinism, background decoding and distributed training: the i-th ``next_train`` call of rank r of W processes
+builds sample number ``g = i * W + r``. Its target view is position ``g mod N`` of an epoch permutation seeded by
+(``seed``, ``g // N``), and its source views and patch come from a ``random.Random`` seeded by (``seed``, ``g``). A
+sample is therefore a pure function of (seed, g, the files): ranks sample disjoint views, W ranks x 1 sample see exactly
+the samples one process sees in W consecutive calls, background workers (``num_workers``) can decode the next
+``prefetch_batches`` samples ahead without the sequence depending on thread timing, and resuming needs only the number
+of calls made so far, which is saved with the pipeline (:meth:`GMNeRFDataManager.get_extra_state`).
 """
 
 from __future__ import annotations
 
+import math
 import random
+import threading
+import warnings
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Dict, List, Literal, Sequence, Tuple, Type
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.configs.dataparser_configs import AnnotatedDataParserUnion
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
-from nerfstudio.data.dataparsers.base_dataparser import DataParserConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
 
 from gmnerf_ns.data.human_record import (
     FrameRecord,
     HumanCollection,
     HumanDataError,
+    HumanDataWarning,
     SubjectRecord,
     ViewRecord,
     load_vertices,
@@ -47,7 +61,9 @@ class GMNeRFDataManagerConfig(FullImageDatamanagerConfig):
     """Cross-subject sampling of (source views, target patch) pairs."""
 
     _target: Type = field(default_factory=lambda: GMNeRFDataManager)
-    dataparser: DataParserConfig = field(default_factory=SyntheticDataParserConfig)
+    dataparser: AnnotatedDataParserUnion = field(default_factory=SyntheticDataParserConfig)
+    """Dataset parser: a subcommand after the method (``ns-train gm-nerf zju-mocap --data zju/313``); default
+    gmnerf-synthetic."""
     patch_size: int = 128
     """Side of the square training patch (full-resolution pixels); the feature image is half of it."""
     foreground_patch_probability: float = 0.95
@@ -56,9 +72,20 @@ class GMNeRFDataManagerConfig(FullImageDatamanagerConfig):
     """Training sources: evenly spaced on the camera ring with a random offset ('ring'), m random cameras ('random'),
     or the protocol's input views ('protocol'). The target view is never a source."""
     view_cache_size: int = 256
-    """Decoded views kept in memory (LRU); bounds memory whatever the number of subjects."""
+    """Decoded views kept in memory (LRU, stored as uint8); bounds memory whatever the number of subjects."""
     seed: int = 0
-    """Seed of the training sampler."""
+    """Seed of the training sampler (target order, source views, patches); the samples depend on nothing else."""
+    num_workers: int = 2
+    """Background threads decoding the next training samples while the model trains (0 = decode synchronously in
+    ``next_train``). The samples are the same for any value."""
+    prefetch_batches: int = 2
+    """Training samples decoded ahead of ``next_train`` when ``num_workers`` > 0 (bounds the memory in flight)."""
+    skip_bad_views: bool = True
+    """A training sample whose files turn out missing or corrupt is replaced by another one with a warning naming the
+    file (after ``max_bad_samples_in_a_row`` failures in a row training stops with the last error); False: stop at the
+    first. Evaluation views always raise."""
+    max_bad_samples_in_a_row: int = 16
+    """Consecutive unreadable training samples after which training stops (the dataset is probably broken)."""
 
 
 class GMNeRFDataManager(FullImageDatamanager):
@@ -70,8 +97,22 @@ class GMNeRFDataManager(FullImageDatamanager):
                  **kwargs):
         super().__init__(config, device=device, test_mode=test_mode, world_size=world_size, local_rank=local_rank,
                          **kwargs)
-        self.rng = random.Random(config.seed + local_rank)  # ranks sample different subjects/views
+        # Global rank and world size: local_rank repeats across machines, so it cannot tell processes apart.
+        initialised = dist.is_available() and dist.is_initialized()
+        self.sampler_rank: int = dist.get_rank() if initialised else local_rank
+        self.sampler_world_size: int = dist.get_world_size() if initialised else world_size
+        self.train_draws = 0
+        """``next_train`` calls made so far by this process (the training sampler's whole state)."""
+        self.eval_draws = 0
+        """``next_eval``/``next_eval_image`` calls made so far by this process."""
         self._cache: "OrderedDict[Path, Tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._epoch_order: Optional[Tuple[int, np.ndarray]] = None
+        self._pending: Dict[int, Future] = {}
+        self._pool: Optional[ThreadPoolExecutor] = None
+        if config.num_workers > 0:
+            self._pool = ThreadPoolExecutor(config.num_workers, thread_name_prefix="gmnerf-decode")
+        self._reported: set = set()
         self.train_collection: HumanCollection = self.train_dataset.metadata["human"]
         self.eval_collection: HumanCollection = self.eval_dataset.metadata["human"]
         self.subject_names: List[str] = self.train_dataset.metadata["subject_names"]
@@ -105,19 +146,30 @@ class GMNeRFDataManager(FullImageDatamanager):
 
     # ------------------------------------------------------------------ loading
     def load(self, view: ViewRecord) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(image (H, W, 3) float in [0, 1], mask (H, W, 1) float) of a view, through the LRU cache."""
+        """(image (H, W, 3) float in [0, 1], mask (H, W, 1) float) of a view, through the LRU cache.
+
+        Thread-safe (the background workers call it). The cache holds uint8/bool tensors, a quarter of the float size.
+        """
         key = view.image_path
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        image, mask = load_view(view)
-        if not mask.any():
-            raise HumanDataError(f"{view.image_path}: the foreground mask is empty")
-        item = (torch.from_numpy(image).float() / 255.0, torch.from_numpy(mask[..., None]).float())
-        self._cache[key] = item
-        if len(self._cache) > self.config.view_cache_size:
-            self._cache.popitem(last=False)
-        return item
+        with self._cache_lock:
+            item = self._cache.get(key)
+            if item is not None:
+                self._cache.move_to_end(key)
+        if item is None:
+            image, mask = load_view(view)
+            if not mask.any():
+                raise HumanDataError(f"{view.image_path}: the foreground mask is empty")
+            item = (torch.from_numpy(image), torch.from_numpy(mask[..., None]))
+            with self._cache_lock:
+                self._cache[key] = item
+                while len(self._cache) > self.config.view_cache_size:
+                    self._cache.popitem(last=False)
+        return item[0].float() / 255.0, item[1].float()
+
+    def cache_bytes(self) -> int:
+        """Bytes of decoded pixels held by the view cache."""
+        with self._cache_lock:
+            return sum(i.nbytes + m.nbytes for i, m in self._cache.values())
 
     def frame(self, subject_index: int, frame_id: int) -> Tuple[SubjectRecord, FrameRecord, HumanCollection]:
         key = (subject_index, frame_id)
@@ -163,8 +215,10 @@ class GMNeRFDataManager(FullImageDatamanager):
         cams = collection.inputs_for(subject, self.num_source_views)
         return self.build_sources(subject, frame, cams, collection.bbox_padding)
 
-    def choose_train_sources(self, subject: SubjectRecord, target: int) -> Tuple[int, ...]:
+    def choose_train_sources(self, subject: SubjectRecord, target: int,
+                             rng: Optional[random.Random] = None) -> Tuple[int, ...]:
         """m source cameras for a training step, never including ``target``."""
+        rng = rng or random.Random(self.config.seed)
         num_cams, m = len(subject.camera_names), self.num_source_views
         if num_cams <= m:
             raise HumanDataError(f"subject {subject.name} has {num_cams} cameras; need more than m={m}")
@@ -175,23 +229,24 @@ class GMNeRFDataManager(FullImageDatamanager):
                 return cams
         if mode in ("ring", "protocol"):
             for _ in range(16):
-                offset = self.rng.uniform(0, num_cams / m)
+                offset = rng.uniform(0, num_cams / m)
                 cams = tuple(sorted({int(offset + i * num_cams / m) % num_cams for i in range(m)}))
                 if target not in cams and len(cams) == m:
                     return cams
         others = [c for c in range(num_cams) if c != target]
-        return tuple(sorted(self.rng.sample(others, m)))
+        return tuple(sorted(rng.sample(others, m)))
 
-    def choose_patch(self, mask: torch.Tensor) -> Tuple[int, int, int, int]:
+    def choose_patch(self, mask: torch.Tensor, rng: Optional[random.Random] = None) -> Tuple[int, int, int, int]:
         """(y0, x0, height, width) of a training patch, usually centred on a foreground pixel."""
+        rng = rng or random.Random(self.config.seed)
         height, width = mask.shape[:2]
         size_y, size_x = min(self.config.patch_size, height), min(self.config.patch_size, width)
-        if self.rng.random() < self.config.foreground_patch_probability:
+        if rng.random() < self.config.foreground_patch_probability:
             ys, xs = torch.nonzero(mask[..., 0] > 0.5, as_tuple=True)
-            k = self.rng.randrange(len(ys))
+            k = rng.randrange(len(ys))
             cy, cx = int(ys[k]), int(xs[k])
         else:
-            cy, cx = self.rng.randrange(height), self.rng.randrange(width)
+            cy, cx = rng.randrange(height), rng.randrange(width)
         y0 = min(max(cy - size_y // 2, 0), height - size_y)
         x0 = min(max(cx - size_x // 2, 0), width - size_x)
         return y0, x0, size_y, size_x
@@ -205,29 +260,91 @@ class GMNeRFDataManager(FullImageDatamanager):
         subject, frame, collection = self.frame(int(meta["subject_index"][index, 0]), int(meta["frame_id"][index, 0]))
         return subject, frame, collection, int(meta["camera_index"][index, 0])
 
-    def _patch_batch(self, dataset: InputDataset, index: int, sources_mode: str) -> Tuple[Cameras, Dict]:
+    def _patch_batch(self, dataset: InputDataset, index: int, sources_mode: str,
+                     rng: random.Random) -> Tuple[Cameras, Dict]:
+        """(CPU camera, batch) of one target patch; pure function of its arguments (runs in the workers)."""
         subject, frame, collection, cam = self._target(dataset, index)
         if sources_mode == "train":
-            source_cams = self.choose_train_sources(subject, cam)
+            source_cams = self.choose_train_sources(subject, cam, rng)
         else:
             source_cams = collection.inputs_for(subject, self.num_source_views)
         sources = self.build_sources(subject, frame, source_cams, collection.bbox_padding)
         image, mask = self.load(frame.views[cam])
-        y0, x0, ph, pw = patch = self.choose_patch(mask)
+        y0, x0, ph, pw = patch = self.choose_patch(mask, rng)
         batch = {
             "image_idx": index,
-            "image": image[y0 : y0 + ph, x0 : x0 + pw],
-            "mask": mask[y0 : y0 + ph, x0 : x0 + pw],
+            "image": image[y0 : y0 + ph, x0 : x0 + pw].clone(),
+            "mask": mask[y0 : y0 + ph, x0 : x0 + pw].clone(),
             "patch": patch,
             "sources": sources,
         }
-        return self._camera(dataset, index), batch
+        return dataset.cameras[index : index + 1], batch
+
+    # ------------------------------------------------------------------ deterministic training sampler
+    def train_sample_number(self, draw: int) -> int:
+        """Global number ``g`` of this process's ``draw``-th training sample (see the module docstring)."""
+        return draw * self.sampler_world_size + self.sampler_rank
+
+    def train_target_index(self, sample: int) -> int:
+        """Target view of training sample ``g``: position ``g mod N`` of the permutation of epoch ``g // N``."""
+        count = len(self.train_dataset)
+        epoch, position = divmod(sample, count)
+        if self._epoch_order is None or self._epoch_order[0] != epoch:
+            self._epoch_order = (epoch, np.random.default_rng([self.config.seed, epoch]).permutation(count))
+        return int(self._epoch_order[1][position])
+
+    def make_train_sample(self, sample: int, index: int) -> Tuple[Cameras, Dict]:
+        """(CPU camera, batch) of training sample ``g`` with target ``index``; replaces unreadable samples."""
+        last: Optional[HumanDataError] = None
+        for attempt in range(max(1, self.config.max_bad_samples_in_a_row)):
+            rng = random.Random(f"gmnerf-train:{self.config.seed}:{sample}:{attempt}")
+            if attempt:
+                index = rng.randrange(len(self.train_dataset))
+            try:
+                return self._patch_batch(self.train_dataset, index, "train", rng)
+            except HumanDataError as err:
+                if not self.config.skip_bad_views:
+                    raise
+                self._report_skip(err)
+                last = err
+        raise HumanDataError(f"{self.config.max_bad_samples_in_a_row} training samples in a row could not be loaded "
+                             f"(run gmnerf-doctor on the dataset); the last one: {last}") from last
+
+    def _report_skip(self, err: HumanDataError) -> None:
+        message = f"skipping a training sample: {err}"
+        with self._cache_lock:
+            if message in self._reported:
+                return
+            self._reported.add(message)
+        warnings.warn(message, HumanDataWarning, stacklevel=2)
+
+    def _submit(self, draw: int) -> None:
+        sample = self.train_sample_number(draw)
+        if self._pool is not None and sample not in self._pending:
+            self._pending[sample] = self._pool.submit(self.make_train_sample, sample, self.train_target_index(sample))
 
     def next_train(self, step: int) -> Tuple[Cameras, Dict]:
-        return self._patch_batch(self.train_dataset, self.rng.randrange(len(self.train_dataset)), "train")
+        draw = self.train_draws
+        self.train_draws += 1
+        sample = self.train_sample_number(draw)
+        if self._pool is None:
+            camera, batch = self.make_train_sample(sample, self.train_target_index(sample))
+        else:
+            self._submit(draw)
+            for ahead in range(1, self.config.prefetch_batches + 1):
+                self._submit(draw + ahead)
+            camera, batch = self._pending.pop(sample).result()
+        return camera.to(self.device), batch
+
+    def _eval_rng(self) -> random.Random:
+        draw = self.eval_draws
+        self.eval_draws += 1
+        return random.Random(f"gmnerf-eval:{self.config.seed}:{self.sampler_rank}:{draw}")
 
     def next_eval(self, step: int) -> Tuple[Cameras, Dict]:
-        return self._patch_batch(self.eval_dataset, self.rng.randrange(len(self.eval_dataset)), "eval")
+        rng = self._eval_rng()
+        camera, batch = self._patch_batch(self.eval_dataset, rng.randrange(len(self.eval_dataset)), "eval", rng)
+        return camera.to(self.device), batch
 
     def eval_image(self, index: int) -> Tuple[Cameras, Dict]:
         """A full held-out target view with the projected-3D-box mask used by the metrics."""
@@ -243,7 +360,42 @@ class GMNeRFDataManager(FullImageDatamanager):
         return self._camera(self.eval_dataset, index), batch
 
     def next_eval_image(self, step: int) -> Tuple[Cameras, Dict]:
-        return self.eval_image(self.rng.randrange(len(self.eval_dataset)))
+        return self.eval_image(self._eval_rng().randrange(len(self.eval_dataset)))
+
+    # ------------------------------------------------------------------ checkpointing and shutdown
+    def get_extra_state(self) -> Dict[str, Any]:
+        """Sampler state, saved by nerfstudio with the pipeline (``datamanager._extra_state``) so a resumed run draws
+        the samples the interrupted one would have drawn."""
+        return {
+            "format": 1,
+            "seed": self.config.seed,
+            "train_samples_consumed": self.train_draws * self.sampler_world_size,
+            "eval_draws": self.eval_draws,
+        }
+
+    def set_extra_state(self, state: Dict[str, Any]) -> None:
+        if not isinstance(state, dict) or state.get("format") != 1:
+            warnings.warn("checkpoint has no usable sampler state; the training samples restart from the beginning",
+                          HumanDataWarning, stacklevel=2)
+            return
+        if state.get("seed") != self.config.seed:
+            warnings.warn(f"checkpoint sampler seed {state.get('seed')} differs from --pipeline.datamanager.seed "
+                          f"{self.config.seed}; continuing with the new seed", HumanDataWarning, stacklevel=2)
+        # Whole steps of the saving run's world size; a different world size continues from the same global sample.
+        self.train_draws = math.ceil(int(state["train_samples_consumed"]) / self.sampler_world_size)
+        self.eval_draws = int(state.get("eval_draws", 0))
+        for future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
+
+    def close(self) -> None:
+        """Stops the background workers (pending samples are dropped)."""
+        for future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     @property
     def fixed_indices_eval_dataloader(self) -> "LazyEvalViews":

@@ -149,7 +149,8 @@ class GMNeRFModel(Model):
         fields = [p for m in (self.registration, self.mean_projection, self.volume, self.field) if m is not None
                   for p in m.parameters()]
         groups = {"encoder": list(self.encoder.parameters()), "fields": fields}
-        groups["renderer"] = list(self.renderer.parameters()) if self.renderer is not None else []
+        if self.renderer is not None:  # nerfstudio's optimizers reject empty groups
+            groups["renderer"] = list(self.renderer.parameters())
         return groups
 
     # ------------------------------------------------------------------ conditioning

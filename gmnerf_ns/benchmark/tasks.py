@@ -1,0 +1,504 @@
+"""One measurement each, run in its own (forked) child process by :mod:`gmnerf_ns.benchmark.run`.
+
+Every task takes a JSON-able ``spec`` dict and returns a JSON-able dict. Memory numbers:
+
+* ``rss_start_mb``: resident set size when the task starts (the forked child shares the orchestrator's imports);
+* ``rss_ready_mb``: after setup (data, model, weights), just before the measured work;
+* ``peak_rss_mb``: ``getrusage(RUSAGE_SELF).ru_maxrss`` when the measured work ends (the process's peak so far);
+* ``peak_increment_mb`` = ``peak_rss_mb - rss_ready_mb``: what the measured work itself added at its peak.
+
+Times are wall-clock (``time.perf_counter``) plus the process's CPU time, whose ratio tells how much of the wall time
+the process actually ran (on a shared machine it may wait for a core).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import resource
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import psutil
+import torch
+
+from gmnerf_ns.benchmark.settings import GM_SYSTEMS, Mode
+
+# ----------------------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process, MiB."""
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def mode_from_spec(spec: Dict[str, Any]) -> Mode:
+    mode = Mode(**{k: v for k, v in spec["mode"].items()})
+    mode.data = Path(mode.data)
+    return mode
+
+
+def gm_config(mode: Mode, system: str, patch_size: Optional[int] = None, **model_overrides):
+    """gm-nerf-small's TrainerConfig on the benchmark data, with the mode's size overrides and the system's flag."""
+    from gmnerf_ns.method_configs import gm_nerf_small
+
+    config = copy.deepcopy(gm_nerf_small.config)
+    dm = config.pipeline.datamanager
+    dm.data = mode.data
+    dm.dataparser.data = mode.data
+    if mode.resolution is not None:
+        dm.dataparser.resolution = mode.resolution
+    dm.patch_size = patch_size or mode.patch_size
+    model = config.pipeline.model
+    for key, value in {**mode.model_overrides, **GM_SYSTEMS[system], **model_overrides}.items():
+        if not hasattr(model, key):
+            raise AttributeError(f"GMNeRFModelConfig has no field {key!r}")
+        setattr(model, key, value)
+    config.pipeline.geometry_resolution = mode.geometry_resolution
+    config.pipeline.geometry_threshold = mode.geometry_threshold
+    return config
+
+
+def setup_pipeline(config, test_mode: str = "test"):
+    pipeline = config.pipeline.setup(device="cpu", test_mode=test_mode)
+    return pipeline
+
+
+def close_pipeline(pipeline) -> None:
+    close = getattr(pipeline.datamanager, "close", None)
+    if close is not None:
+        close()
+
+
+def make_optimizers(config, pipeline):
+    """nerfstudio's Optimizers from the TrainerConfig, for the parameter groups that have parameters.
+
+    (gm-nerf's ``renderer`` group is empty when ``neural_renderer=False``; torch refuses an optimizer without
+    parameters.)
+    """
+    from nerfstudio.engine.optimizers import Optimizers
+
+    groups = {name: params for name, params in pipeline.get_param_groups().items() if len(params) > 0}
+    return Optimizers(config.optimizers, groups)
+
+
+def training_callbacks(pipeline, optimizers):
+    from nerfstudio.engine.callbacks import TrainingCallbackAttributes
+
+    return pipeline.get_training_callbacks(
+        TrainingCallbackAttributes(optimizers=optimizers, grad_scaler=None, pipeline=pipeline, trainer=None))
+
+
+def train_for(pipeline, optimizers, callbacks, budget: float, min_steps: int = 1, max_steps: Optional[int] = None,
+              curve_points: int = 200) -> Dict[str, Any]:
+    """Trains until ``budget`` wall-clock seconds are spent (nerfstudio's train iteration without the writer)."""
+    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+
+    pipeline.train()
+    curve: List[Tuple[float, float]] = []
+    step = 0
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    while True:
+        elapsed = time.perf_counter() - t0
+        if (elapsed >= budget and step >= min_steps) or (max_steps is not None and step >= max_steps):
+            break
+        for callback in callbacks:
+            callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        optimizers.zero_grad_all()
+        _, loss_dict, _ = pipeline.get_train_loss_dict(step=step)
+        loss = sum(loss_dict.values())
+        loss.backward()
+        optimizers.optimizer_step_all()
+        optimizers.scheduler_step_all(step)
+        for callback in callbacks:
+            callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+        curve.append((time.perf_counter() - t0, float(loss.detach())))
+        step += 1
+    wall = time.perf_counter() - t0
+    cpu = cpu_seconds() - cpu0
+    if len(curve) > curve_points:  # keep the plot data small
+        keep = np.unique(np.linspace(0, len(curve) - 1, curve_points).round().astype(int))
+        curve = [curve[i] for i in keep]
+    losses = [c[1] for c in curve]
+    return {"steps": step, "train_seconds": wall, "cpu_seconds": cpu, "cpu_utilisation": cpu / max(wall, 1e-9),
+            "steps_per_second": step / max(wall, 1e-9), "loss_curve": curve,
+            "final_loss": float(np.mean(losses[-5:])) if losses else None}
+
+
+def eval_indices(datamanager, frames: str, max_views: Optional[int] = None) -> List[int]:
+    """Held-out target views to evaluate: of the first frame of each held-out subject ('first') or of all frames;
+    at most ``max_views`` evenly spaced target views per subject-frame."""
+    meta = datamanager.eval_dataset.cameras.metadata
+    subjects = meta["subject_index"][:, 0].tolist()
+    frame_ids = meta["frame_id"][:, 0].tolist()
+    first: Dict[int, int] = {}
+    for s, f in zip(subjects, frame_ids):
+        first.setdefault(s, f)
+    groups: Dict[Tuple[int, int], List[int]] = {}
+    for i, (s, f) in enumerate(zip(subjects, frame_ids)):
+        if frames == "all" or first[s] == f:
+            groups.setdefault((s, f), []).append(i)
+    out: List[int] = []
+    for views in groups.values():
+        if max_views is not None and len(views) > max_views:
+            views = [views[k] for k in np.linspace(0, len(views) - 1, max_views).round().astype(int)]
+        out.extend(views)
+    return sorted(out)
+
+
+def quality_summary(per_image: List[Dict[str, Any]], lpips_status: Dict[str, Any]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"num_images": len(per_image), "lpips_status": lpips_status}
+    for key in ("psnr", "ssim", "lpips"):
+        values = [r[key] for r in per_image if r.get(key) is not None]
+        out[key] = float(np.mean(values)) if values and len(values) == len(per_image) else None
+    out["per_image"] = per_image
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# tasks
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def task_inspect(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """The split: held-out subjects, their evaluated subject-frames and target views, the protocol."""
+    mode = mode_from_spec(spec)
+    config = gm_config(mode, "gm-nerf-small")
+    dm = config.pipeline.datamanager.setup(device="cpu", test_mode="test")
+    try:
+        indices = eval_indices(dm, mode.eval_frames, mode.max_eval_views)
+        meta = dm.eval_dataset.cameras.metadata
+        frames = []
+        for i in indices:
+            key = (int(meta["subject_index"][i, 0]), int(meta["frame_id"][i, 0]))
+            if key not in [(f["subject_index"], f["frame_id"]) for f in frames]:
+                subject, _, collection = dm.frame(*key)
+                frames.append({"subject_index": key[0], "frame_id": key[1], "subject": subject.name,
+                               "input_cameras": [subject.camera_names[c] for c in
+                                                 collection.inputs_for(subject, dm.num_source_views)]})
+        protocol = dm.dataparser.protocol
+        camera = dm.eval_dataset.cameras[0:1]
+        return {
+            "train_subjects": [s.name for s in dm.train_collection.subjects],
+            "test_subjects": [s.name for s in dm.eval_collection.subjects],
+            "num_train_views": len(dm.train_dataset),
+            "num_eval_views_total": len(dm.eval_dataset),
+            "eval_indices": indices,
+            "eval_frames": frames,
+            "protocol": {"name": protocol.name, "num_input_views": protocol.num_input_views,
+                         "resolution": int(camera.height.view(-1)[0]), "bbox_padding": protocol.bbox_padding},
+        }
+    finally:
+        dm.close()
+
+
+def task_train_gm(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Trains one gm-nerf system for the budget, saves its weights, evaluates it on the held-out views."""
+    from gmnerf_ns.tools.evaluation import evaluate_views, lpips_metric
+
+    mode, system, work = mode_from_spec(spec), spec["system"], Path(spec["work"])
+    torch.manual_seed(0)
+    out: Dict[str, Any] = {"system": system, "rss_start_mb": rss_mb()}
+    config = gm_config(mode, system)
+    pipeline = setup_pipeline(config)
+    try:
+        optimizers = make_optimizers(config, pipeline)
+        callbacks = training_callbacks(pipeline, optimizers)
+        out["num_parameters"] = int(sum(p.numel() for p in pipeline.model.parameters()))
+        out["rss_ready_mb"] = rss_mb()
+        out.update(train_for(pipeline, optimizers, callbacks, mode.budget_seconds))
+        out["peak_rss_mb"] = peak_rss_mb()
+        out["peak_increment_mb"] = out["peak_rss_mb"] - out["rss_ready_mb"]
+        model_cfg = config.pipeline.model
+        patch = config.pipeline.datamanager.patch_size
+        factor = 2 if model_cfg.neural_renderer else 1
+        volume_rays = math.ceil(patch / factor) ** 2
+        out["volume_rays_per_step"] = volume_rays
+        out["grad_rays_per_step"] = max(1, int(round(model_cfg.grad_ray_fraction * volume_rays)))
+        out["pixels_per_step"] = patch * patch
+        out["rays_per_second"] = volume_rays * out["steps_per_second"]
+        out["pixels_per_second"] = patch * patch * out["steps_per_second"]
+        work.mkdir(parents=True, exist_ok=True)
+        torch.save(pipeline.model.state_dict(), work / "model.pt")
+
+        # ---- quality on the held-out views ----
+        lpips, status = lpips_metric()
+        indices = spec["eval_indices"]
+        t0 = time.perf_counter()
+        results = evaluate_views(pipeline, lpips=lpips, output_path=work / "renders", indices=indices)
+        out["eval_seconds"] = time.perf_counter() - t0
+        per_image = [{"index": r.index, "subject": r.subject, "frame_id": r.frame_id, "camera": r.camera_name,
+                      "psnr": r.psnr, "ssim": r.ssim, "lpips": r.lpips, "seconds": 1.0 / r.fps} for r in results]
+        out["quality"] = quality_summary(per_image, {"available": status.available, "reason": status.reason})
+        # ---- geometry (marching cubes on the density, gmnerf_ns/tools/geometry.py) ----
+        t0 = time.perf_counter()
+        try:
+            geo = evaluate_geometry_frames(pipeline, spec["eval_frames"], mode)
+        except Exception as err:  # report, never invent
+            geo = {"available": False, "reason": f"geometry evaluation failed: {type(err).__name__}: {err}"}
+        geo["seconds"] = time.perf_counter() - t0
+        out["geometry"] = geo
+    finally:
+        close_pipeline(pipeline)
+    return out
+
+
+def evaluate_geometry_frames(pipeline, frames: List[Dict[str, Any]], mode: Mode) -> Dict[str, Any]:
+    """Chamfer/P2S (cm) of the evaluated held-out subject-frames, with the geometry tools of gmnerf_ns/tools/geometry.py.
+
+    (``gmnerf_ns.tools.evaluation.evaluate_geometry`` does the same for every held-out frame; the benchmark only
+    evaluates the frames whose images it evaluates, with ``mode.geometry_samples`` surface samples.)
+    """
+    from gmnerf_ns.tools import geometry
+
+    dm, model = pipeline.datamanager, pipeline.model
+    out: Dict[str, Any] = {"available": False, "reason": None, "resolution": mode.geometry_resolution,
+                           "threshold": mode.geometry_threshold, "num_samples": mode.geometry_samples,
+                           "per_frame": []}
+    for f in frames:
+        subject, _, _ = dm.frame(f["subject_index"], f["frame_id"])
+        path = geometry.gt_mesh_path(subject, f["frame_id"])
+        entry: Dict[str, Any] = {"subject": subject.name, "frame_id": f["frame_id"],
+                                 "gt_mesh": None if path is None else str(path)}
+        if path is None:
+            entry["error"] = "no ground-truth mesh for this subject-frame"
+        else:
+            try:
+                gt = geometry.load_mesh(path)
+                sources = dm.source_views(f["subject_index"], f["frame_id"])
+                mesh = geometry.model_mesh(model, sources, mode.geometry_resolution, mode.geometry_threshold)
+                entry["num_faces"] = int(len(mesh.faces))
+                entry.update(geometry.mesh_metrics(mesh, gt, num_samples=mode.geometry_samples))
+            except geometry.GeometryError as err:
+                entry["error"] = str(err)
+        out["per_frame"].append(entry)
+    done = [e for e in out["per_frame"] if "chamfer_cm" in e]
+    if done:
+        out["available"] = True
+        out["chamfer_cm"] = float(np.mean([e["chamfer_cm"] for e in done]))
+        out["p2s_cm"] = float(np.mean([e["p2s_cm"] for e in done]))
+    else:
+        out["reason"] = "; ".join(f"{e['subject']} frame {e['frame_id']}: {e.get('error')}" for e in out["per_frame"])
+    return out
+
+
+class _OfflineLPIPS(torch.nn.Module):
+    """Stands in for torchmetrics' LPIPS inside nerfacto (see :func:`task_train_nerfacto`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("nerfacto's own LPIPS is unavailable offline; the benchmark computes its metrics itself")
+
+
+def task_train_nerfacto(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Fits nerfacto to one held-out subject-frame's input views for the budget; evaluates its target views."""
+    from gmnerf_ns.benchmark.nerfacto import nerfacto_config, normalize_camera, write_transforms_dataset
+    from gmnerf_ns.metrics import image_metrics
+    from gmnerf_ns.tools.evaluation import lpips_metric
+
+    mode, work = mode_from_spec(spec), Path(spec["work"])
+    torch.manual_seed(0)
+    subject_index, frame_id = int(spec["subject_index"]), int(spec["frame_id"])
+    out: Dict[str, Any] = {"system": spec["system"], "subject": spec["subject"], "frame_id": frame_id,
+                           "rss_start_mb": rss_mb()}
+    gm_dm = gm_config(mode, "gm-nerf-small").pipeline.datamanager.setup(device="cpu", test_mode="test")
+    try:
+        sources = gm_dm.source_views(subject_index, frame_id)
+        scene = work / "scene"
+        norm = write_transforms_dataset(sources, scene)
+        out["scene"] = str(scene)
+        out["normalization"] = norm
+        config = nerfacto_config(scene, norm, mode.nerfacto_rays_per_batch, work / "outputs", mode.nerfacto_eval_chunk)
+        # nerfacto builds torchmetrics' LPIPS in populate_modules, which downloads AlexNet weights from
+        # download.pytorch.org: offline that raises before training starts. The model only uses it for its own eval
+        # metrics, which the benchmark replaces with gmnerf_ns.metrics (LPIPS only with local weights).
+        import torchmetrics.image.lpip as torchmetrics_lpips
+
+        torchmetrics_lpips.LearnedPerceptualImagePatchSimilarity = _OfflineLPIPS  # this child process only
+        out["nerfacto_lpips_stubbed"] = True
+        pipeline = setup_pipeline(config, test_mode="val")
+        optimizers = make_optimizers(config, pipeline)
+        callbacks = training_callbacks(pipeline, optimizers)
+        out["num_parameters"] = int(sum(p.numel() for p in pipeline.model.parameters()))
+        out["rss_ready_mb"] = rss_mb()
+        out.update(train_for(pipeline, optimizers, callbacks, mode.budget_seconds))
+        out["peak_rss_mb"] = peak_rss_mb()
+        out["peak_increment_mb"] = out["peak_rss_mb"] - out["rss_ready_mb"]
+        rays = mode.nerfacto_rays_per_batch
+        out["volume_rays_per_step"] = rays
+        out["grad_rays_per_step"] = rays
+        out["pixels_per_step"] = rays
+        out["rays_per_second"] = rays * out["steps_per_second"]
+        out["pixels_per_second"] = rays * out["steps_per_second"]
+
+        lpips, status = lpips_metric()
+        model = pipeline.model
+        model.eval()
+        per_image = []
+        (work / "renders").mkdir(parents=True, exist_ok=True)
+        t_eval = time.perf_counter()
+        for i in spec["eval_indices"]:
+            camera, batch = gm_dm.eval_image(i)
+            meta = camera.metadata
+            if (int(meta["subject_index"].view(-1)[0]), int(meta["frame_id"].view(-1)[0])) != (subject_index, frame_id):
+                continue
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                outputs = model.get_outputs_for_camera(normalize_camera(camera, norm))
+            seconds = time.perf_counter() - t0
+            pred = outputs["rgb"].clamp(0, 1).cpu()
+            gt = batch["image"].cpu()
+            metrics = image_metrics(pred, gt, batch["bbox_mask"].cpu(), lpips=lpips)
+            subject, _, _ = gm_dm.frame(subject_index, frame_id)
+            cam = int(meta["camera_index"].view(-1)[0])
+            per_image.append({"index": i, "subject": subject.name, "frame_id": frame_id,
+                              "camera": subject.camera_names[cam], "psnr": float(metrics["psnr"]),
+                              "ssim": float(metrics["ssim"]),
+                              "lpips": None if metrics["lpips"] is None else float(metrics["lpips"]),
+                              "seconds": seconds})
+            _save_png(work / "renders" / f"eval_img_{i:04d}.png",
+                      torch.cat([gt, pred, (pred - gt).abs().mean(-1, keepdim=True).expand(-1, -1, 3)], dim=1))
+        out["eval_seconds"] = time.perf_counter() - t_eval
+        out["quality"] = quality_summary(per_image, {"available": status.available, "reason": status.reason})
+        out["geometry"] = {"available": False, "reason": "not measured for nerfacto (gmnerf_ns/tools/geometry.py "
+                                                         "extracts surfaces from GM-NeRF's field only)"}
+    finally:
+        gm_dm.close()
+    return out
+
+
+def task_render(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Times one full-image render of a trained system at a square resolution (encoding timed separately).
+
+    ``variant``: ``"trained"`` renders the system as trained; ``"volume-full-res"`` renders the same weights with the
+    2D neural renderer detached, i.e. the field's RGB volume-rendered at every output pixel (what the model would cost
+    without half-resolution feature rendering).
+    """
+    mode, system, resolution = mode_from_spec(spec), spec["system"], int(spec["resolution"])
+    out: Dict[str, Any] = {"system": system, "variant": spec["variant"], "resolution": resolution,
+                           "rss_start_mb": rss_mb()}
+    config = gm_config(mode, system)
+    pipeline = setup_pipeline(config)
+    try:
+        model = pipeline.model
+        model.load_state_dict(torch.load(spec["weights"], map_location="cpu"))
+        model.eval()
+        if spec["variant"] == "volume-full-res":
+            model.renderer = None
+        dm = pipeline.datamanager
+        camera, _ = dm.eval_image(int(spec["index"]))
+        camera = copy.deepcopy(camera)
+        camera.rescale_output_resolution(resolution / float(camera.height.view(-1)[0]))
+        camera.height = torch.full_like(camera.height, resolution)
+        camera.width = torch.full_like(camera.width, resolution)
+        meta = camera.metadata
+        sources = dm.source_views(int(meta["subject_index"].view(-1)[0]), int(meta["frame_id"].view(-1)[0]))
+        out["rss_ready_mb"] = rss_mb()
+        times, encode_times = [], []
+        with torch.no_grad():
+            for _ in range(max(1, int(spec.get("repeats", 1)))):
+                t0 = time.perf_counter()
+                encoded = model.encode(sources)
+                encode_times.append(time.perf_counter() - t0)
+                cpu0, t0 = cpu_seconds(), time.perf_counter()
+                outputs = model.get_outputs(camera, encoded=encoded)
+                times.append(time.perf_counter() - t0)
+                out["cpu_seconds"] = cpu_seconds() - cpu0
+        assert tuple(outputs["rgb"].shape[:2]) == (resolution, resolution), outputs["rgb"].shape
+        out["peak_rss_mb"] = peak_rss_mb()
+        out["peak_increment_mb"] = out["peak_rss_mb"] - out["rss_ready_mb"]
+        out["render_seconds"] = min(times)
+        out["render_seconds_all"] = times
+        out["encode_seconds"] = min(encode_times)
+        factor = 2 if model.renderer is not None else 1
+        out["volume_rays"] = math.ceil(resolution / factor) ** 2
+        out["cpu_utilisation"] = out["cpu_seconds"] / max(times[-1], 1e-9)
+    finally:
+        close_pipeline(pipeline)
+    return out
+
+
+def task_train_memory(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Peak memory and step time of a few gm-nerf-small training steps at one patch size and gradient fraction."""
+    mode, patch, fraction = mode_from_spec(spec), int(spec["patch_size"]), float(spec["grad_ray_fraction"])
+    torch.manual_seed(0)
+    out: Dict[str, Any] = {"patch_size": patch, "grad_ray_fraction": fraction, "rss_start_mb": rss_mb()}
+    config = gm_config(mode, "gm-nerf-small", patch_size=patch, grad_ray_fraction=fraction)
+    config.pipeline.datamanager.num_workers = 0  # nothing decoded ahead: the peak is the step's own
+    pipeline = setup_pipeline(config)
+    try:
+        optimizers = make_optimizers(config, pipeline)
+        callbacks = training_callbacks(pipeline, optimizers)
+        pipeline.datamanager.next_train(0)  # decode the views once (cached), so the peak below is the training's
+        pipeline.datamanager.train_draws = 0
+        out["rss_ready_mb"] = rss_mb()
+        steps = int(spec["steps"])
+        result = train_for(pipeline, optimizers, callbacks, budget=0.0, min_steps=steps, max_steps=steps)
+        out["peak_rss_mb"] = peak_rss_mb()
+        out["peak_increment_mb"] = out["peak_rss_mb"] - out["rss_ready_mb"]
+        out["steps"] = result["steps"]
+        out["seconds_per_step"] = result["train_seconds"] / max(result["steps"], 1)
+        out["cpu_utilisation"] = result["cpu_utilisation"]
+        out["volume_rays_per_step"] = math.ceil(patch / 2) ** 2
+    finally:
+        close_pipeline(pipeline)
+    return out
+
+
+def _save_png(path: Path, image: torch.Tensor) -> None:
+    import imageio.v2 as imageio
+
+    imageio.imwrite(path, (image.clamp(0, 1).numpy() * 255).round().astype(np.uint8))
+
+
+TASKS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
+    "inspect": task_inspect,
+    "train_gm": task_train_gm,
+    "train_nerfacto": task_train_nerfacto,
+    "render": task_render,
+    "train_memory": task_train_memory,
+}
+
+
+def run_task(kind: str, spec: Dict[str, Any], result_path: Path) -> None:
+    """Child-process body: set threads, run, write the result (or the error) as JSON."""
+    import traceback
+
+    torch.set_num_threads(int(spec.get("threads", 1)))
+    start = time.perf_counter()
+    try:
+        result = TASKS[kind](spec)
+    except BaseException as err:  # noqa: BLE001 - reported in the results, the run goes on
+        result = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+    result["task_seconds"] = time.perf_counter() - start
+    result["task_peak_rss_mb"] = peak_rss_mb()
+    result_path.write_text(json.dumps(result, default=_json_default))
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value)}")

@@ -1,0 +1,413 @@
+"""``gmnerf-doctor``: checks a dataset and this machine before a long run, and says what a run will use.
+
+It parses the dataset with the chosen dataparser and protocol (both splits), decodes a spread-out sample of views
+(missing or corrupt images and masks, empty masks), loads a sample of frames' proxy vertices (finite, right shape),
+checks that each sampled proxy projects onto its person (a camera that does not match its images shows up there),
+and reports the environment: device, tiny-cuda-nn, distributed backends, pretrained weights (encoder ResNet, VGG for
+the perceptual loss, LPIPS backbone) and body-model files. It prints one table and exits with status 1 if anything is
+an error, 0 otherwise (warnings are things a run works around, e.g. a missing VGG falls back to an SSIM loss).
+
+Examples::
+
+    gmnerf-doctor --data data/synthetic
+    gmnerf-doctor --dataparser zju-mocap --data zju --method gm-nerf --body-model-dir ~/models
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import os
+import platform
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple
+
+import numpy as np
+import torch
+import tyro
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from gmnerf_ns.data.human_record import (
+    FrameRecord,
+    HumanDataError,
+    HumanDataWarning,
+    SubjectRecord,
+    ViewRecord,
+    load_vertices,
+)
+
+Status = Literal["ok", "info", "warn", "error"]
+STYLES = {"ok": "green", "info": "cyan", "warn": "yellow", "error": "bold red"}
+
+
+@dataclass
+class Check:
+    """One row of the report."""
+
+    area: str
+    item: str
+    status: Status
+    detail: str
+
+
+@dataclass
+class DoctorConfig:
+    """Validate a dataset and the environment for gm-nerf."""
+
+    data: Path = Path("synthetic")
+    """Dataset to check, as given to ns-train (a folder, or a short name under $GMNERF_DATA)."""
+    dataparser: str = "gmnerf-synthetic"
+    """Dataparser, as named on the ns-train command line (gmnerf-synthetic, zju-mocap, genebody, thuman2, ...)."""
+    protocol: Optional[str] = None
+    """Protocol preset or YAML path (default: the dataparser's)."""
+    method: str = "gm-nerf-small"
+    """Method whose needs are checked (weights, device): gm-nerf, gm-nerf-small or gm-nerf-finetune."""
+    sample_views: int = 48
+    """Views decoded, spread over both splits (0 = all)."""
+    sample_frames: int = 64
+    """Frames whose proxy vertices are loaded, spread over both splits (0 = all)."""
+    body_model_dir: Optional[Path] = None
+    """Your SMPL/SMPL-X folder (smpl/SMPL_NEUTRAL.pkl, smplx/SMPLX_MALE.npz, ...), needed by gmnerf-render-scans."""
+    num_workers: Optional[int] = None
+    """Background decoding threads the run will use (default: the method's)."""
+    resolution: Optional[int] = None
+    """Override the protocol's image height, as the dataparser's --resolution."""
+    num_input_views: Optional[int] = None
+    """Override the protocol's number of source views m, as the dataparser's --num-input-views."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Environment
+# ----------------------------------------------------------------------------------------------------------------------
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def check_environment(method_name: str) -> List[Check]:
+    from gmnerf_ns import __version__
+
+    rows = [Check("environment", "versions", "info",
+                  f"python {platform.python_version()}, torch {torch.__version__}, nerfstudio {_version('nerfstudio')}, "
+                  f"gmnerf-ns {__version__}")]
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        rows.append(Check("environment", "device", "ok", f"CUDA {torch.version.cuda}: {names} (--machine.device-type "
+                                                         "cuda)"))
+    else:
+        status: Status = "warn" if method_name == "gm-nerf" else "info"
+        hint = "; gm-nerf is sized for a GPU, use gm-nerf-small" if method_name == "gm-nerf" else ""
+        rows.append(Check("environment", "device", status, f"CPU only ({os.cpu_count()} cores){hint}"))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from nerfstudio.utils.external import TCNN_EXISTS
+    except Exception:  # pragma: no cover - nerfstudio itself is broken
+        TCNN_EXISTS = False
+    if TCNN_EXISTS:
+        rows.append(Check("environment", "tiny-cuda-nn", "ok", "present: fused MLPs on CUDA"))
+    else:
+        status = "warn" if torch.cuda.is_available() else "info"
+        rows.append(Check("environment", "tiny-cuda-nn", status,
+                          "absent: pure-torch MLPs (pip install git+https://github.com/NVlabs/tiny-cuda-nn/"
+                          "#subdirectory=bindings/torch on a CUDA machine)"))
+    backends = [name for name, ok in (("gloo", torch.distributed.is_gloo_available()),
+                                      ("nccl", torch.distributed.is_nccl_available())) if ok]
+    rows.append(Check("environment", "multi-process", "info" if backends else "warn",
+                      f"torch.distributed backends: {', '.join(backends) or 'none'} (--machine.num-devices N)"))
+    return rows
+
+
+def check_weights(config) -> List[Check]:
+    """Pretrained weights a run of ``config`` (a TrainerConfig) looks for; never downloads."""
+    import lpips
+
+    from gmnerf_ns.metrics import expected_weights_path
+    from gmnerf_ns.model.encoder import RESNET_WEIGHT_FILES
+
+    model = config.pipeline.model
+    rows = []
+    encoder = model.encoder
+    if encoder.backbone == "small":
+        rows.append(Check("weights", "image encoder", "ok", "small CNN trained from scratch (needs no weights)"))
+    else:
+        path = Path(encoder.pretrained_weights or Path(torch.hub.get_dir()) / "checkpoints"
+                    / RESNET_WEIGHT_FILES[encoder.backbone])
+        rows.append(Check("weights", "image encoder", "ok", f"{encoder.backbone} ImageNet weights: {path}")
+                    if path.is_file() else
+                    Check("weights", "image encoder", "warn", f"{encoder.backbone} ImageNet weights not found at "
+                          f"{path}: the encoder trains from scratch"))
+    if model.perceptual_loss_mult > 0:
+        perceptual = model.perceptual_loss
+        arch = "vgg19" if perceptual.backbone == "vgg" else "vgg16"
+        path = expected_weights_path(arch, perceptual.weights_path)
+        if path.is_file():
+            rows.append(Check("weights", "perceptual loss", "ok", f"{perceptual.backbone} on {arch}: {path}"))
+        else:
+            status: Status = "warn" if perceptual.allow_fallback else "error"
+            after = "falls back to 1 - MS-SSIM" if perceptual.allow_fallback else "training cannot start"
+            rows.append(Check("weights", "perceptual loss", status, f"{arch} weights not found at {path}: {after}"))
+    else:
+        rows.append(Check("weights", "perceptual loss", "info", "disabled (perceptual_loss_mult = 0)"))
+    path = expected_weights_path("alexnet")
+    linear = Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"
+    if path.is_file() and linear.is_file():
+        rows.append(Check("weights", "LPIPS metric", "ok", f"AlexNet {path} + lpips linear layers"))
+    else:
+        missing = path if not path.is_file() else linear
+        rows.append(Check("weights", "LPIPS metric", "warn", f"{missing} not found: ns-eval reports LPIPS as "
+                                                            "unavailable (PSNR/SSIM unaffected)"))
+    return rows
+
+
+def check_body_models(body_model_dir: Optional[Path]) -> List[Check]:
+    if body_model_dir is None:
+        return [Check("body model", "SMPL / SMPL-X", "info", "no --body-model-dir: only gmnerf-render-scans needs the "
+                                                             "files (THuman2.0, Multi-garment); training does not")]
+    found = []
+    for kind, names in (("smpl", ["SMPL_NEUTRAL.pkl", "SMPL_MALE.pkl", "SMPL_FEMALE.pkl"]),
+                        ("smplx", [f"SMPLX_{g}.{e}" for g in ("NEUTRAL", "MALE", "FEMALE") for e in ("npz", "pkl")])):
+        found += [f"{kind}/{n}" for n in names if (Path(body_model_dir) / kind / n).is_file()]
+    if not Path(body_model_dir).is_dir():
+        return [Check("body model", "SMPL / SMPL-X", "error", f"--body-model-dir {body_model_dir} does not exist")]
+    if not found:
+        return [Check("body model", "SMPL / SMPL-X", "warn", f"{body_model_dir} holds no smpl/SMPL_*.pkl or "
+                                                             "smplx/SMPLX_*.npz files")]
+    return [Check("body model", "SMPL / SMPL-X", "ok", f"{body_model_dir}: {', '.join(found)}")]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Dataset
+# ----------------------------------------------------------------------------------------------------------------------
+def dataparser_config(name: str):
+    """The registered config of dataparser ``name`` (a fresh copy); raises KeyError listing the known names."""
+    specs = {ep.name: ep for ep in importlib.metadata.entry_points(group="nerfstudio.dataparser_configs")}
+    if name not in specs:
+        from gmnerf_ns import dataparser_configs as ours
+
+        local = {"gmnerf-synthetic": ours.synthetic_dataparser, "zju-mocap": ours.zju_mocap_dataparser,
+                 "genebody": ours.genebody_dataparser, "thuman2": ours.thuman2_dataparser,
+                 "multi-garment": ours.multigarment_dataparser}
+        if name in local:
+            return copy.deepcopy(local[name].config)
+        raise KeyError(f"unknown dataparser {name!r}; known: {', '.join(sorted(set(specs) | set(local)))}")
+    return copy.deepcopy(specs[name].load().config)
+
+
+def _spread(count: int, wanted: int) -> List[int]:
+    if wanted <= 0 or wanted >= count:
+        return list(range(count))
+    return sorted({int(round(i * (count - 1) / max(wanted - 1, 1))) for i in range(wanted)})
+
+
+def _summarise(area: str, item: str, problems: List[str], total: int, what: str) -> Check:
+    if not problems:
+        return Check(area, item, "ok", f"{total} {what} checked")
+    shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+    return Check(area, item, "error", f"{len(problems)} of {total} {what} failed: {shown}")
+
+
+def _proxy_on_person(view: ViewRecord, vertices: np.ndarray, mask: np.ndarray) -> float:
+    """Fraction of the proxy's vertices in front of the camera that project inside the person's mask."""
+    cam = vertices.astype(np.float64) @ np.asarray(view.R).T + np.asarray(view.T).reshape(1, 3)
+    cam = cam[cam[:, 2] > 1e-6]
+    if len(cam) == 0:
+        return 0.0
+    uv = cam @ view.output_intrinsics.T
+    uv = uv[:, :2] / uv[:, 2:]
+    h, w = mask.shape
+    x, y = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
+    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    hits = np.zeros(len(uv), dtype=bool)
+    hits[inside] = mask[y[inside], x[inside]]
+    return float(hits.mean())
+
+
+def check_dataset(cfg: DoctorConfig, num_source_views_default: Optional[int] = None) -> Tuple[List[Check], Dict]:
+    """Rows for the dataset, and a summary dict (subjects, views, resolution) for the 'will use' rows."""
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    from gmnerf_ns.data.view_loader import load_view
+
+    rows: List[Check] = []
+    summary: Dict = {}
+    try:
+        config = dataparser_config(cfg.dataparser)
+    except KeyError as err:
+        return [Check("dataset", "dataparser", "error", str(err.args[0]))], summary
+    config.data = Path(cfg.data)
+    if cfg.protocol is not None:
+        config.protocol = cfg.protocol
+    for key in ("resolution", "num_input_views"):
+        if getattr(cfg, key) is not None:
+            setattr(config, key, getattr(cfg, key))
+    parser = config.setup()
+    collections = {}
+    quiet, CONSOLE.quiet = CONSOLE.quiet, True  # the parser's own progress lines would break up the table
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", HumanDataWarning)
+        try:
+            for split in ("train", "test"):
+                try:
+                    outputs = parser.get_dataparser_outputs(split=split)
+                except HumanDataError as err:
+                    rows.append(Check("dataset", f"{split} split", "error", str(err)))
+                    continue
+                collection = outputs.metadata["human"]
+                collections[split] = collection
+                protocol = outputs.metadata["protocol"]
+                frames = sum(len(s.frames) for s in collection.subjects)
+                rows.append(Check("dataset", f"{split} split", "ok",
+                                  f"{len(collection.subjects)} subjects, {frames} frames, {len(outputs.image_filenames)} "
+                                  f"target views (protocol {protocol.name}, m={protocol.num_input_views}, "
+                                  f"{protocol.resolution}px)"))
+                summary.update(protocol=protocol.name, m=protocol.num_input_views, resolution=protocol.resolution)
+                summary[f"{split}_subjects"] = [s.name for s in collection.subjects]
+        finally:
+            CONSOLE.quiet = quiet
+    seen = set()
+    for warning in caught:
+        if issubclass(warning.category, HumanDataWarning) and str(warning.message) not in seen:
+            seen.add(str(warning.message))
+            rows.append(Check("dataset", "skipped", "warn", str(warning.message)))
+    if not collections:
+        return rows, summary
+
+    m = summary.get("m", num_source_views_default or 0)
+    few = [f"{s.name} ({len(s.camera_names)})" for c in collections.values() for s in c.subjects
+           if len(s.camera_names) <= m]
+    rows.append(Check("dataset", "cameras per subject", "error" if few else "ok",
+                      f"need more than m={m} cameras; too few: {', '.join(few)}" if few else f"all more than m={m}"))
+
+    # a spread-out sample of frames and views over both splits
+    frames: List[Tuple[SubjectRecord, FrameRecord]] = [(s, f) for c in collections.values() for s in c.subjects
+                                                       for f in s.frames]
+    vertex_problems, vertices = [], {}
+    chosen_frames = _spread(len(frames), cfg.sample_frames)
+    for i in chosen_frames:
+        subject, frame = frames[i]
+        try:
+            expected = None if subject.faces is None else int(subject.faces.max()) + 1
+            verts = load_vertices(frame)
+            if expected is not None and verts.shape[0] < expected:
+                raise HumanDataError(f"{frame.vertices_path}: {verts.shape[0]} vertices but the faces index {expected}")
+            vertices[(subject.name, frame.frame_id)] = verts
+        except HumanDataError as err:
+            vertex_problems.append(str(err))
+    rows.append(_summarise("dataset", "proxy vertices", vertex_problems, len(chosen_frames), "frames"))
+
+    views = [(s, f, v) for s, f in frames for v in f.views]
+    view_problems, empty, off = [], [], []
+    chosen_views = _spread(len(views), cfg.sample_views)
+    for i in chosen_views:
+        subject, frame, view = views[i]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", HumanDataWarning)
+                _, mask = load_view(view)
+        except HumanDataError as err:
+            view_problems.append(str(err))
+            continue
+        if not mask.any():
+            empty.append(str(view.image_path))
+            continue
+        verts = vertices.get((subject.name, frame.frame_id))
+        if verts is None:
+            try:
+                verts = load_vertices(frame)
+            except HumanDataError:
+                continue  # reported above when sampled; otherwise training reports it
+        score = _proxy_on_person(view, verts, mask)
+        if score < 0.3:
+            off.append(f"{view.image_path} ({100 * score:.0f}% of the proxy on the mask)")
+    rows.append(_summarise("dataset", "images and masks", view_problems, len(chosen_views), "views"))
+    if empty:
+        rows.append(Check("dataset", "empty masks", "error", f"{len(empty)} views have no foreground pixel: "
+                                                             f"{', '.join(empty[:3])}"))
+    if off:
+        rows.append(Check("dataset", "cameras vs proxy", "warn",
+                          f"{len(off)} views where the proxy mostly misses the person (camera calibration, image "
+                          f"order or proxy fit off?): {'; '.join(off[:3])}"))
+    else:
+        rows.append(Check("dataset", "cameras vs proxy", "ok", "every sampled proxy projects onto its person"))
+    summary["views"] = len(views)
+    return rows, summary
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------------------------------
+def method_config(name: str):
+    from gmnerf_ns import method_configs
+
+    specs = [method_configs.gm_nerf, method_configs.gm_nerf_small, method_configs.gm_nerf_finetune]
+    configs = {spec.config.method_name: spec.config for spec in specs}
+    if name not in configs:
+        raise KeyError(f"unknown method {name!r}; known: {', '.join(configs)}")
+    return copy.deepcopy(configs[name])
+
+
+def run_checks(cfg: DoctorConfig) -> List[Check]:
+    """Every check, in report order."""
+    try:
+        config = method_config(cfg.method)
+    except KeyError as err:
+        return [Check("run", "method", "error", str(err.args[0]))]
+    rows = check_environment(cfg.method)
+    rows += check_weights(config)
+    rows += check_body_models(cfg.body_model_dir)
+    data_rows, summary = check_dataset(cfg)
+    rows += data_rows
+    device = "cuda" if torch.cuda.is_available() and config.machine.device_type == "cuda" else "cpu"
+    tcnn = device == "cuda" and any(r.item == "tiny-cuda-nn" and r.status == "ok" for r in rows)
+    workers = cfg.num_workers if cfg.num_workers is not None else config.pipeline.datamanager.num_workers
+    rows.append(Check("run", cfg.method, "info",
+                      f"device {device}, {'tiny-cuda-nn' if tcnn else 'torch'} MLPs, {workers} decoding thread(s), "
+                      f"patch {config.pipeline.datamanager.patch_size}px, {config.max_num_iterations} steps"))
+    if summary.get("train_subjects"):
+        rows.append(Check("run", "data", "info",
+                          f"train on {len(summary['train_subjects'])} subjects, evaluate on "
+                          f"{', '.join(summary.get('test_subjects', [])) or '-'}; {summary['views']} views at "
+                          f"{summary['resolution']}px, m={summary['m']} source views"))
+    return rows
+
+
+def render(rows: List[Check], console: Optional[Console] = None) -> None:
+    table = Table(title="gmnerf-doctor", show_lines=False)
+    for name in ("area", "item", "status", "details"):
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        style = STYLES[row.status]
+        table.add_row(row.area, row.item, f"[{style}]{row.status}[/{style}]", escape(row.detail))
+    console = console or Console()
+    console.print(table)
+    for row in rows:  # unwrapped, so they can be copied and searched
+        if row.status == "error":
+            console.print(f"[bold red]error[/bold red] {escape(row.item)}: {escape(row.detail)}", soft_wrap=True)
+    errors = sum(r.status == "error" for r in rows)
+    warns = sum(r.status == "warn" for r in rows)
+    verdict = "[bold red]errors found[/bold red]" if errors else "[green]ready[/green]"
+    console.print(f"{verdict}: {errors} error(s), {warns} warning(s)")
+
+
+def main(cfg: DoctorConfig, console: Optional[Console] = None) -> int:
+    """Runs the checks, prints the table, returns the exit status (1 if any check is an error)."""
+    rows = run_checks(cfg)
+    render(rows, console)
+    return 1 if any(r.status == "error" for r in rows) else 0
+
+
+def entrypoint() -> None:
+    """``gmnerf-doctor`` console script."""
+    sys.exit(main(tyro.cli(DoctorConfig)))
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,579 @@
+"""nerfstudio's Trainer with resumable atomic checkpoints, protected outputs, clear input errors and CPU multi-process runs.
+
+What this adds to :class:`nerfstudio.engine.trainer.Trainer` (every ``gm-nerf*`` method uses it):
+
+* **Exact resume.** A checkpoint also holds every rank's Python/NumPy/torch RNG state (the datamanager's sampler state
+  rides along in the pipeline's ``state_dict``, see ``GMNeRFDataManager.get_extra_state``), so a run killed after a
+  checkpoint and resumed with ``--load-dir`` continues with the same samples, the same random rays and the same losses
+  as the uninterrupted run. ``max_num_iterations`` counts from the start of the run: a resumed run stops where the
+  uninterrupted one would have (nerfstudio trains that many *more* steps).
+* **Atomic checkpoints.** Written to a temporary file next to the checkpoint folder, flushed, fsynced and renamed with
+  ``os.replace``; only then are older checkpoints removed. A kill at any moment leaves the previous checkpoint intact
+  and nothing half-written in ``nerfstudio_models/`` (nerfstudio parses every file name there).
+* **Nothing overwritten.** A run folder that already holds checkpoints is refused unless the run resumes from it
+  (``--load-dir``/``--load-checkpoint`` inside it) or ``--force`` is given.
+* **One clear error.** Dataset problems (:class:`HumanDataError`), checkpoints of another method or model size, and
+  configs of another gmnerf-ns version end ``ns-train`` with a single ``gmnerf error: ...`` line (exit status 1)
+  instead of a traceback; loading such a ``config.yml`` in ``ns-eval``/``ns-render`` raises
+  :class:`IncompatibleConfigError` naming what is wrong.
+* **CPU multi-process training.** nerfstudio 1.1.5's launcher asserts CUDA in its worker (its gloo branch is
+  unreachable) and wraps the model in ``DDP(device_ids=[rank])``, which torch rejects for CPU modules;
+  ``--machine.device-type cpu --machine.num-devices N`` is made to work by swapping in a gloo worker (installed by
+  :meth:`GMNeRFTrainerConfig.save_config`, the last thing ``ns-train`` calls before launching) and building the
+  pipeline's DDP without ``device_ids`` on CPU. Gradients are averaged by DDP; only rank 0 writes checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import random
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import tyro
+import yaml
+from nerfstudio.engine.callbacks import TrainingCallbackLocation
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils import comms
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from gmnerf_ns import __version__
+from gmnerf_ns.data.human_record import HumanDataError
+
+CONFIG_FORMAT = 1
+"""Version of the saved ``config.yml`` layout. Bump it when a config class is renamed or a field changes meaning."""
+CHECKPOINT_FORMAT = 1
+"""Version of the extra checkpoint entries written here (``gmnerf``, ``rng_states``)."""
+CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Errors
+# ----------------------------------------------------------------------------------------------------------------------
+class RunInputError(ValueError):
+    """A user-fixable problem with a run's inputs: checkpoint, output folder or config. The message says what to do."""
+
+
+class CheckpointError(RunInputError):
+    """A checkpoint is missing, unreadable, of another method, or of a differently sized gm-nerf model."""
+
+
+class ExistingRunError(RunInputError):
+    """The output folder already holds a run with checkpoints."""
+
+
+class IncompatibleConfigError(RunInputError):
+    """A ``config.yml`` written by another gmnerf-ns version (other config format, renamed or removed class)."""
+
+
+class CleanExit(SystemExit):
+    """Ends ``ns-train`` with one line naming the problem and exit status 1; ``error`` holds the original exception."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(f"gmnerf error: {error}")
+        self.error = error
+
+
+USER_ERRORS = (HumanDataError, RunInputError)
+"""Exceptions that are the user's to fix (bad data, wrong file): reported as one line, without a traceback."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# config.yml of other versions
+# ----------------------------------------------------------------------------------------------------------------------
+_YAML_TAGS = ("python/object:", "python/object/apply:", "python/object/new:", "python/name:")
+
+
+def _yaml_guard(kind: str):
+    def construct(loader: yaml.Loader, suffix: str, node: yaml.Node):
+        name = "gmnerf_ns." + suffix
+        try:
+            loader.find_python_name(name, node.start_mark)
+        except yaml.constructor.ConstructorError as err:
+            raise IncompatibleConfigError(
+                f"this config.yml was written by another gmnerf-ns version: it refers to {name} (line "
+                f"{node.start_mark.line + 1}), which gmnerf-ns {__version__} does not have. Load it with the gmnerf-ns "
+                "version that wrote it, or train again with this one"
+            ) from err
+        method = {
+            "python/object:": loader.construct_python_object,
+            "python/object/apply:": loader.construct_python_object_apply,
+            "python/object/new:": loader.construct_python_object_new,
+            "python/name:": loader.construct_python_name,
+        }[kind]
+        return method(name, node)
+
+    return construct
+
+
+def install_yaml_guard() -> None:
+    """Makes ``yaml.load`` of a config naming a gmnerf_ns class that no longer exists raise
+    :class:`IncompatibleConfigError` instead of a bare "cannot find ... in the module" (ns-eval, ns-render and
+    ``ns-train --load-config`` all load config.yml with ``yaml.Loader``). Successful loads are unchanged: the guard
+    only checks the name, then hands the node to PyYAML's own constructor."""
+    for loader in (yaml.Loader, yaml.UnsafeLoader):
+        if getattr(loader, "_gmnerf_guard", False):
+            continue
+        guards = {f"tag:yaml.org,2002:{kind}gmnerf_ns.": _yaml_guard(kind) for kind in _YAML_TAGS}
+        # PyYAML takes the first matching prefix in insertion order: ours must precede its generic python/* ones.
+        loader.yaml_multi_constructors = {**guards, **loader.yaml_multi_constructors}
+        loader._gmnerf_guard = True
+
+
+install_yaml_guard()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Checkpoint files
+# ----------------------------------------------------------------------------------------------------------------------
+def list_checkpoints(folder: Path) -> List[Tuple[int, Path]]:
+    """(step, path) of every ``step-<n>.ckpt`` in ``folder``, oldest first (empty if the folder does not exist)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), folder / m.group(0)) for m in map(CHECKPOINT_NAME.match, os.listdir(folder)) if m]
+    return sorted(found)
+
+
+def _partial_name(path: Path) -> Path:
+    # Outside the checkpoint folder: nerfstudio's --load-dir and ns-eval parse every file name in it as step-N.ckpt.
+    return path.parent.parent / f".{path.parent.name}-{path.name}.partial-{os.getpid()}"
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` so that a reader (or a crash) only ever sees the old file or the complete new one."""
+    path = Path(path)
+    tmp = _partial_name(path)
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable (not supported on every filesystem)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes a text file through a temporary file and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp.write_text(text, "utf8")
+    os.replace(tmp, path)
+
+
+def remove_stale_partials(checkpoint_dir: Path) -> None:
+    """Deletes temporary files left by a save that was killed (they never replaced a checkpoint)."""
+    for stale in checkpoint_dir.parent.glob(f".{checkpoint_dir.name}-step-*.ckpt.partial-*"):
+        stale.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: Path) -> Dict[str, Any]:
+    """Loads a nerfstudio checkpoint as plain weights, with a clear error for missing, truncated or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # torch refused a non-tensor object: not written by this trainer
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is not a gm-nerf checkpoint: it holds Python objects other than tensors and "
+                              f"numbers, which gm-nerf checkpoints never do ({first})") from err
+    except Exception as err:
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(state, dict) or not isinstance(state.get("pipeline"), dict) or "step" not in state:
+        raise CheckpointError(f"{path} is not a nerfstudio checkpoint (no 'pipeline' weights and 'step')")
+    return state
+
+
+def model_weights(state: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    """The model's tensors in a checkpoint, without nerfstudio's ``_model.`` and DDP's ``module.`` prefixes."""
+    weights = {}
+    for key, value in state["pipeline"].items():
+        if key.startswith("_model."):
+            key = key[len("_model."):]
+            weights[key[len("module."):] if key.startswith("module.") else key] = value
+    return weights
+
+
+def check_checkpoint_fits(model: nn.Module, state: Dict[str, Any], path: Path, purpose: Literal["resume", "init"]
+                          ) -> None:
+    """Raises :class:`CheckpointError` unless ``state`` holds weights of this very model (``resume``) or of a gm-nerf
+    model with the same tensor shapes (``init``, missing/extra tensors allowed)."""
+    ours = model.state_dict()
+    theirs = model_weights(state)
+    stamp = state.get("gmnerf") if isinstance(state.get("gmnerf"), dict) else {}
+    writer = f" (written by {stamp['method_name']})" if stamp.get("method_name") else ""
+    flag = "--load-dir/--load-checkpoint" if purpose == "resume" else "--pipeline.pretrained-checkpoint"
+    shared = ours.keys() & theirs.keys()
+    if len(shared) < max(1, len(ours) // 2):
+        example = ", ".join(sorted(theirs)[:2]) or "no model weights at all"
+        raise CheckpointError(
+            f"{path} is not a gm-nerf checkpoint{writer}: it holds {len(shared)} of this model's {len(ours)} tensors "
+            f"(its model has e.g. {example}); {flag} must point at a gm-nerf run's nerfstudio_models"
+        )
+    wrong = sorted(k for k in shared if tuple(ours[k].shape) != tuple(theirs[k].shape))
+    missing, unexpected = sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys())
+    if wrong or (purpose == "resume" and (missing or unexpected)):
+        details = []
+        if wrong:
+            k = wrong[0]
+            details.append(f"{len(wrong)} tensors differ in shape, e.g. {k}: checkpoint {tuple(theirs[k].shape)}, "
+                           f"this config {tuple(ours[k].shape)}")
+        if missing and purpose == "resume":
+            details.append(f"{len(missing)} missing, e.g. {missing[0]}")
+        if unexpected and purpose == "resume":
+            details.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
+        raise CheckpointError(
+            f"{path} holds a gm-nerf model of another configuration{writer} ({'; '.join(details)}); "
+            + ("resume with the method and model options the run was trained with"
+               if purpose == "resume" else "use a checkpoint of the same model size")
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# RNG state (every rank's)
+# ----------------------------------------------------------------------------------------------------------------------
+def get_rng_state() -> Dict[str, Any]:
+    """This process's Python, NumPy and torch RNG states in a form ``torch.load(weights_only=True)`` accepts."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Inverse of :func:`get_rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Output folders
+# ----------------------------------------------------------------------------------------------------------------------
+def _inside(path: Optional[Path], folder: Path) -> bool:
+    return path is not None and Path(path).resolve().is_relative_to(folder.resolve())
+
+
+def check_output_dir(config: "GMNeRFTrainerConfig") -> None:
+    """Refuses to write into a run folder that already holds checkpoints, unless resuming from it or ``--force``
+    (which deletes those checkpoints, so the new run's are never mixed with them)."""
+    base = config.get_base_dir()
+    found = list_checkpoints(config.get_checkpoint_dir())
+    if not found or _inside(config.load_dir, base) or _inside(config.load_checkpoint, base):
+        return
+    if config.force:
+        for _, path in found:
+            path.unlink(missing_ok=True)
+        CONSOLE.log(f"--force: deleted {len(found)} checkpoint(s) of the previous run in {base}")
+        return
+    raise ExistingRunError(
+        f"{base} already holds a run (checkpoint step-{found[-1][0]:09d}.ckpt); nothing was changed. Resume it with "
+        f"--load-dir {config.get_checkpoint_dir()} and the run's options (ns-train --load-config ignores other "
+        "options), pick another --timestamp or --experiment-name, or pass --force to overwrite it"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# CPU multi-process launching
+# ----------------------------------------------------------------------------------------------------------------------
+def distributed_worker_cpu(local_rank: int, main_func, world_size: int, num_devices_per_machine: int,
+                           machine_rank: int, dist_url: str, config: TrainerConfig,
+                           timeout: timedelta = timedelta(minutes=30), device_type: str = "cpu") -> Any:
+    """nerfstudio's ``_distributed_worker`` for ``--machine.device-type cpu``: gloo, no CUDA assertions, and the
+    machine's cores split between its processes."""
+    global_rank = machine_rank * num_devices_per_machine + local_rank
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_devices_per_machine))
+    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size, rank=global_rank,
+                            timeout=timeout)
+    for machine in range(world_size // num_devices_per_machine):
+        ranks = list(range(machine * num_devices_per_machine, (machine + 1) * num_devices_per_machine))
+        group = dist.new_group(ranks)
+        if machine == machine_rank:
+            comms.LOCAL_PROCESS_GROUP = group
+    try:
+        output = main_func(local_rank, world_size, config, global_rank)
+        comms.synchronize()
+    finally:
+        dist.destroy_process_group()
+    return output
+
+
+def install_cpu_launcher(config: TrainerConfig) -> None:
+    """Points ``ns-train``'s launcher at :func:`distributed_worker_cpu` for multi-process CPU runs."""
+    machine = config.machine
+    if machine.device_type == "cuda" or machine.num_devices * machine.num_machines <= 1:
+        return
+    import nerfstudio.scripts.train as ns_train
+
+    # `python -m nerfstudio.scripts.train` runs the launcher as __main__, a second copy of the module.
+    for module in (ns_train, sys.modules.get("__main__")):
+        spec = getattr(module, "__spec__", None)
+        if module is ns_train or (spec is not None and spec.name == ns_train.__name__):
+            module._distributed_worker = distributed_worker_cpu
+
+
+class CpuDistributedDataParallel(DistributedDataParallel):
+    """DDP that ignores ``device_ids``: torch accepts them only for single-GPU modules, nerfstudio always passes them."""
+
+    def __init__(self, module: nn.Module, *args, device_ids=None, **kwargs):
+        super().__init__(module, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def cpu_ddp_support(device: str):
+    """While the pipeline is built, nerfstudio's DDP wrapping of a CPU model uses :class:`CpuDistributedDataParallel`
+    (a subclass, so nerfstudio's ``isinstance(model, DDP)`` checks still hold)."""
+    from nerfstudio.pipelines import base_pipeline
+
+    if device.startswith("cuda"):
+        yield
+        return
+    original = base_pipeline.DDP
+    base_pipeline.DDP = CpuDistributedDataParallel
+    try:
+        yield
+    finally:
+        base_pipeline.DDP = original
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Config and trainer
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class GMNeRFTrainerConfig(TrainerConfig):
+    """nerfstudio's trainer config plus resume, overwrite protection and version stamps (see the module docstring)."""
+
+    _target: Type = field(default_factory=lambda: GMNeRFTrainer)
+    force: bool = False
+    """Overwrite a run folder that already holds checkpoints (they are deleted first). Without it such a folder is
+    refused unless the run resumes from it."""
+    max_num_iterations_is_total: bool = True
+    """A resumed run stops at step max_num_iterations counted from the start of the run (False: nerfstudio's
+    behaviour, max_num_iterations more steps)."""
+    config_format: tyro.conf.Suppress[int] = CONFIG_FORMAT
+    """Layout version of this config (checked when a config.yml is loaded)."""
+    gmnerf_version: tyro.conf.Suppress[str] = __version__
+    """gmnerf-ns version that wrote this config."""
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        # yaml.load (ns-eval, ns-render, --load-config), pickle and deepcopy all restore the config through here.
+        found = state.get("config_format", CONFIG_FORMAT)
+        if found != CONFIG_FORMAT:
+            raise IncompatibleConfigError(
+                f"this config.yml was written by gmnerf-ns {state.get('gmnerf_version', '?')} (config format {found}); "
+                f"gmnerf-ns {__version__} reads format {CONFIG_FORMAT}. Load it with the version that wrote it, or "
+                "train again with this one"
+            )
+        self.__dict__.update(state)
+
+    def save_config(self) -> None:
+        """Checks the output folder (:func:`check_output_dir`), then writes config.yml atomically. ``ns-train`` calls
+        this last before launching the training processes, so the CPU multi-process launcher is installed here too."""
+        try:
+            check_output_dir(self)
+        except RunInputError as err:
+            raise CleanExit(err) from err
+        base = self.get_base_dir()
+        base.mkdir(parents=True, exist_ok=True)
+        path = base / "config.yml"
+        force, self.force = self.force, False  # never saved: `--load-config` of this file must not delete anything
+        try:
+            text = yaml.dump(self)
+        finally:
+            self.force = force
+        if path.exists() and path.read_text("utf8") != text:  # resuming in place with other options: keep the old
+            path.rename(base / f"config.{time.strftime('%Y-%m-%d_%H%M%S')}.yml")
+        CONSOLE.log(f"Saving config to: {path}")
+        atomic_write_text(path, text)
+        install_cpu_launcher(self)
+
+
+class GMNeRFTrainer(Trainer):
+    """See the module docstring."""
+
+    config: GMNeRFTrainerConfig
+
+    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        try:
+            self._setup(test_mode)
+        except USER_ERRORS as err:
+            raise CleanExit(err) from err
+
+    def _setup(self, test_mode: Literal["test", "val", "inference"]) -> None:
+        if comms.is_main_process():
+            check_output_dir(self.config)
+            remove_stale_partials(self.checkpoint_dir)
+        for flag, path in (("--load-checkpoint", self.config.load_checkpoint),
+                           ("--pipeline.pretrained-checkpoint", getattr(self.config.pipeline, "pretrained_checkpoint",
+                                                                        None))):
+            if path is not None and not Path(path).is_file():  # fail before the dataset is parsed
+                raise CheckpointError(f"{flag} {path}: file not found")
+        if self.config.load_dir is not None and not Path(self.config.load_dir).is_dir():
+            raise CheckpointError(f"--load-dir {self.config.load_dir}: folder not found")
+        if self.device.startswith("cuda") and self.world_size > 1:
+            torch.cuda.set_device(self.local_rank)  # collectives (RNG-state gathering) use the current device
+        # The pretrained checkpoint is checked and loaded in _load_checkpoint, with the other checkpoints.
+        self._pretrained = getattr(self.config.pipeline, "pretrained_checkpoint", None)
+        try:
+            if self._pretrained is not None:
+                self.config.pipeline.pretrained_checkpoint = None
+            with cpu_ddp_support(self.device):
+                super().setup(test_mode=test_mode)
+        finally:
+            if self._pretrained is not None:
+                self.config.pipeline.pretrained_checkpoint = self._pretrained
+
+    # ------------------------------------------------------------------ training
+    def train(self) -> None:
+        total = self.config.max_num_iterations
+        remaining = total - self._start_step if self.config.max_num_iterations_is_total else total
+        try:
+            if remaining <= 0:
+                CONSOLE.print(f"The checkpoint is at step {self._start_step - 1} and max_num_iterations is {total}: "
+                              "nothing left to train.")
+                return
+            self.config.max_num_iterations = remaining  # nerfstudio runs steps [start, start + max_num_iterations)
+            try:
+                super().train()
+            finally:
+                self.config.max_num_iterations = total
+        except USER_ERRORS as err:
+            raise CleanExit(err) from err
+        finally:
+            close = getattr(self.pipeline.datamanager, "close", None)
+            if close is not None:
+                close()
+
+    def _after_train(self) -> None:
+        if comms.is_main_process():
+            super()._after_train()
+            return
+        # Other ranks: take part in the final save (it gathers their RNG state) without printing the summary again.
+        self.training_state = "completed"
+        self.save_checkpoint(self.step)
+        for callback in self.callbacks:
+            callback.run_callback_at_location(step=self.step, location=TrainingCallbackLocation.AFTER_TRAIN)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_to_resume(self) -> Optional[Tuple[Path, Dict[str, Any]]]:
+        """(path, state) of the checkpoint named by --load-dir/--load-step/--load-checkpoint, or None."""
+        if self.config.load_checkpoint is not None:
+            path = Path(self.config.load_checkpoint)
+            return path, read_checkpoint(path)
+        if self.config.load_dir is None:
+            return None
+        folder = Path(self.config.load_dir)
+        found = list_checkpoints(folder)
+        if not found and list_checkpoints(folder / "nerfstudio_models"):
+            folder = folder / "nerfstudio_models"  # the run folder was given
+            found = list_checkpoints(folder)
+        if not found:
+            raise CheckpointError(f"--load-dir {self.config.load_dir}: no step-*.ckpt checkpoint in it (point it at a "
+                                  "run's nerfstudio_models folder)")
+        if self.config.load_step is not None:
+            path = folder / f"step-{self.config.load_step:09d}.ckpt"
+            if not path.is_file():
+                raise CheckpointError(f"{path} does not exist; steps available: {', '.join(str(s) for s, _ in found)}")
+            return path, read_checkpoint(path)
+        for i, (_, path) in enumerate(reversed(found)):
+            try:
+                return path, read_checkpoint(path)
+            except CheckpointError as err:
+                if i == len(found) - 1 or "unreadable" not in str(err):
+                    raise
+                CONSOLE.print(f"[bold yellow]WARNING: {err}; falling back to the previous checkpoint")
+        return None
+
+    def _load_checkpoint(self) -> None:
+        if getattr(self, "_pretrained", None) is not None:
+            pretrained = Path(self._pretrained)
+            check_checkpoint_fits(self.pipeline.model, read_checkpoint(pretrained), pretrained, "init")
+            self.pipeline.load_pretrained(pretrained)
+        found = self._checkpoint_to_resume()
+        if found is None:
+            CONSOLE.print("No checkpoint to resume from: training from scratch.")
+            return
+        path, state = found
+        check_checkpoint_fits(self.pipeline.model, state, path, "resume")
+        self._start_step = int(state["step"]) + 1
+        self.pipeline.load_pipeline(state["pipeline"], int(state["step"]))
+        self.optimizers.load_optimizers(state["optimizers"])
+        if "schedulers" in state and self.config.load_scheduler:
+            self.optimizers.load_schedulers(state["schedulers"])
+        self.grad_scaler.load_state_dict(state["scalers"])
+        rng_states = state.get("rng_states") or []
+        rank = comms.get_rank()
+        if rank < len(rng_states):
+            set_rng_state(rng_states[rank])
+        if len(rng_states) != comms.get_world_size():
+            CONSOLE.print(f"[bold yellow]WARNING: the checkpoint holds the random-number state of {len(rng_states)} "
+                          f"process(es), this run has {comms.get_world_size()}: it continues, but its random draws "
+                          "differ from the interrupted run's")
+        CONSOLE.print(f"Resuming from {path} (step {state['step']}); training continues at step {self._start_step}")
+
+    def _gathered_rng_states(self) -> List[Dict[str, Any]]:
+        state = get_rng_state()
+        if self.world_size > 1 and comms.is_dist_avail_and_initialized():
+            states: List[Any] = [None] * comms.get_world_size()
+            dist.all_gather_object(states, state)
+            return states
+        return [state]
+
+    def save_checkpoint(self, step: int) -> None:
+        """Saves model, optimizers, schedulers, scaler, sampler and every rank's RNG state atomically (rank 0 only;
+        every rank must call this, the RNG states are gathered)."""
+        rng_states = self._gathered_rng_states()
+        if not comms.is_main_process():
+            return
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
+        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        atomic_save(
+            {
+                "step": step,
+                "pipeline": pipeline.state_dict(),  # includes datamanager._extra_state (sampler position)
+                "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
+                "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
+                "scalers": self.grad_scaler.state_dict(),
+                "rng_states": rng_states,
+                "gmnerf": {"format": CHECKPOINT_FORMAT, "version": __version__,
+                           "method_name": self.config.method_name, "world_size": self.world_size},
+            },
+            path,
+        )
+        if self.config.save_only_latest_checkpoint:
+            for _, other in list_checkpoints(self.checkpoint_dir):
+                if other != path:
+                    other.unlink(missing_ok=True)

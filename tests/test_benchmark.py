@@ -1,0 +1,133 @@
+"""scripts/benchmark.py: the --quick smoke run writes its files with every system and finite metrics; target logic."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gmnerf_ns.benchmark.report import evaluate_targets
+from gmnerf_ns.benchmark.settings import FULL_RES, GM_SYSTEMS, NERFACTO, NO_PROXY, QUICK, REFERENCE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("benchmark")
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--out", str(tmp / "benchmarks"),
+         "--run-name", "ci", "--data", str(tmp / "data")],
+        cwd=tmp, capture_output=True, text=True, timeout=600, check=False)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    print(f"benchmark --quick took {elapsed:.0f} s")
+    return tmp / "benchmarks" / "ci"
+
+
+@pytest.mark.slow
+def test_quick_run_writes_table_plots_and_json(quick_run):
+    for name in ("results.md", "results.json", "log.txt", "quality.png", "render_time.png", "train_memory.png",
+                 "loss_curves.png", "qualitative.png"):
+        assert (quick_run / name).is_file(), name
+        assert (quick_run / name).stat().st_size > 0, name
+    table = (quick_run / "results.md").read_text()
+    for heading in ("## Machine", "## Quality", "## Speed", "## Training memory", "## Targets", "## Not run"):
+        assert heading in table
+    for system in [*GM_SYSTEMS, NERFACTO]:
+        assert f"| {system} |" in table
+    assert "python scripts/benchmark.py --quick" in table
+
+
+@pytest.mark.slow
+def test_quick_run_json_has_every_system_with_finite_metrics(quick_run):
+    doc = json.loads((quick_run / "results.json").read_text())
+    assert doc["mode"] == "quick"
+    assert set(doc["systems"]) == {*GM_SYSTEMS, NERFACTO}
+    for name, entry in doc["systems"].items():
+        assert "error" not in entry, (name, entry.get("error"))
+        assert entry["steps"] >= 1, name
+        for key in ("train_seconds", "steps_per_second", "rays_per_second", "pixels_per_second", "peak_rss_mb",
+                    "cpu_utilisation"):
+            assert finite(entry[key]) and entry[key] > 0, (name, key, entry.get(key))
+        quality = entry["quality"]
+        assert quality["num_images"] >= 1
+        assert finite(quality["psnr"]) and 0 < quality["ssim"] <= 1, (name, quality)
+        if quality["lpips"] is None:  # only without local weights, and then the reason is given
+            assert not quality["lpips_status"]["available"] and quality["lpips_status"]["reason"]
+        else:
+            assert finite(quality["lpips"])
+        geometry = entry["geometry"]
+        if geometry["available"]:
+            assert finite(geometry["chamfer_cm"]) and finite(geometry["p2s_cm"]), name
+        else:
+            assert geometry["reason"], name
+    for name in GM_SYSTEMS:  # the geometry tools exist: gm-nerf systems get Chamfer/P2S at quick mode's iso-level
+        assert doc["systems"][name]["geometry"]["available"], (name, doc["systems"][name]["geometry"])
+
+    renders = {(r["system"], r["variant"], r["resolution"]): r for r in doc["render"]}
+    for res in QUICK.render_resolutions:
+        for variant in ("trained", "volume-full-res"):
+            entry = renders[(REFERENCE, variant, res)]
+            assert "error" not in entry, entry.get("error")
+            assert finite(entry["render_seconds"]) and entry["render_seconds"] > 0
+            assert finite(entry["peak_rss_mb"])
+    assert (FULL_RES, "trained", QUICK.render_resolution) in renders
+    memory = {(m["patch_size"], m["grad_ray_fraction"]) for m in doc["train_memory"] if "error" not in m}
+    assert {(QUICK.patch_size, 0.25), (QUICK.patch_size, 1.0)} <= memory
+
+    assert len(doc["targets"]) == 4
+    for target in doc["targets"]:
+        assert target["verdict"] in ("PASS", "FAIL"), target
+        assert "QUICK MODE" in target["explanation"]
+    machine = doc["machine"]
+    assert machine["cpu_model"] and machine["usable_cores"] >= 1 and machine["torch"]
+    assert finite(doc["load"]["start"]["load1"]) and finite(doc["load"]["end"]["load1"])
+    assert "gsplat" in doc["not_run"]["splatfacto"]
+    assert "pixelnerf" in doc["not_run"]["nerfstudio-pixelnerf"].lower()
+    scene = json.loads(next(Path(doc["work_dir"]).glob("nerfacto-*/scene/transforms.json")).read_text())
+    assert len(scene["frames"]) == doc["split"]["protocol"]["num_input_views"] == 4
+
+
+def _doc(psnr_ref, psnr_none, psnr_nerfacto, render_fast, render_slow, mem_partial, mem_full):
+    def system(psnr):
+        return {"steps": 10, "train_seconds": 1.0, "quality": {"per_image": [{"index": 0, "psnr": psnr}]}}
+
+    return {
+        "mode": "full", "settings": {"budget_seconds": 1, "render_resolution": 512, "patch_size": 64,
+                                     "gm_nerf_small_grad_ray_fraction": 0.25},
+        "load": {"under_load": False, "max_load1": 0.5}, "machine": {"usable_cores": 2},
+        "systems": {REFERENCE: system(psnr_ref), NO_PROXY: system(psnr_none), NERFACTO: system(psnr_nerfacto)},
+        "render": [
+            {"system": REFERENCE, "variant": "trained", "resolution": 512, "render_seconds": render_fast,
+             "encode_seconds": 0.1, "volume_rays": 256 * 256},
+            {"system": REFERENCE, "variant": "volume-full-res", "resolution": 512, "render_seconds": render_slow,
+             "encode_seconds": 0.1, "volume_rays": 512 * 512},
+        ],
+        "train_memory": [
+            {"patch_size": 64, "grad_ray_fraction": 0.25, "peak_increment_mb": mem_partial,
+             "peak_rss_mb": 500 + mem_partial, "rss_ready_mb": 500},
+            {"patch_size": 64, "grad_ray_fraction": 1.0, "peak_increment_mb": mem_full, "peak_rss_mb": 500 + mem_full,
+             "rss_ready_mb": 500},
+        ],
+    }
+
+
+def test_targets_pass_and_fail_on_the_measured_numbers():
+    verdicts = [t["verdict"] for t in evaluate_targets(_doc(25.0, 22.5, 20.0, 1.0, 3.5, 100, 250))]
+    assert verdicts == ["PASS", "PASS", "PASS", "PASS"]
+    verdicts = [t["verdict"] for t in evaluate_targets(_doc(25.0, 23.5, 26.0, 1.0, 2.5, 100, 150))]
+    assert verdicts == ["FAIL", "FAIL", "FAIL", "FAIL"]
+    doc = _doc(25.0, 22.5, 20.0, 1.0, 3.5, 100, 250)
+    doc["train_memory"][1]["error"] = "killed"
+    assert evaluate_targets(doc)[3]["verdict"] == "n/a"

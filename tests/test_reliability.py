@@ -1,0 +1,496 @@
+"""Reliability end to end: exact resume after SIGKILL, atomic checkpoints, protected outputs, one clear error per bad
+input (through ``ns-train``'s ``main`` and ``eval_setup``, in process), and ``gmnerf-doctor``.
+
+The kill/resume runs are real processes (``python -m tests.test_reliability train ...``, which calls nerfstudio's
+``train.main`` exactly as ``ns-train`` does) that log every step's losses to a JSON-lines file.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tests.fixtures_human import make_synthetic_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS, SAVE_EVERY = 6, 2
+
+
+def tiny(data: Path, out: Path, timestamp: str = "run", steps: int = STEPS, save_every: int = SAVE_EVERY):
+    """``gm-nerf-small`` shrunk to about a second per step (48-px images, 8 samples, 16^3 volume)."""
+    from gmnerf_ns.method_configs import gm_nerf_small
+
+    config = copy.deepcopy(gm_nerf_small.config)
+    config.output_dir, config.experiment_name, config.timestamp = out, "tiny", timestamp
+    config.vis = "tensorboard"
+    config.max_num_iterations, config.steps_per_save = steps, save_every
+    config.steps_per_eval_batch, config.steps_per_eval_image, config.steps_per_eval_all_images = 2, 3, 1_000_000
+    dm = config.pipeline.datamanager
+    dm.data = dm.dataparser.data = data
+    dm.patch_size = 32
+    dm.dataparser.resolution, dm.dataparser.num_input_views = 48, 3
+    model = config.pipeline.model
+    model.num_samples, model.volume_resolution, model.eval_num_rays_per_chunk = 8, 16, 1024
+    return config
+
+
+def make_data(root: Path) -> Path:
+    make_synthetic_dataset(root, subjects=(0, 1, 2), test=(2,), num_frames=2, num_vertices=600)
+    return root
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Driver: one training process (run as `python -m tests.test_reliability train ...`)
+# ----------------------------------------------------------------------------------------------------------------------
+def driver(argv: List[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("log", type=Path)
+    parser.add_argument("--load-dir", type=Path)
+    parser.add_argument("--stall-saving-step", type=int, help="write half of this step's checkpoint, then hang")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+
+    from nerfstudio.scripts.train import main
+
+    from gmnerf_ns.trainer import GMNeRFTrainer
+
+    config = tiny(args.data, args.out)
+    config.load_dir = args.load_dir
+    log = open(args.log, "a")
+    iteration = GMNeRFTrainer.train_iteration
+
+    def logged(self, step):
+        loss, losses, metrics = iteration(self, step)
+        log.write(json.dumps({"step": step, "loss": float(loss), **{k: float(v) for k, v in losses.items()}}) + "\n")
+        log.flush()
+        return loss, losses, metrics
+
+    GMNeRFTrainer.train_iteration = logged
+    if args.stall_saving_step is not None:
+        real_save = torch.save
+
+        def stalling_save(obj, handle, *a, **kw):
+            if isinstance(obj, dict) and obj.get("step") == args.stall_saving_step:
+                buffer = io.BytesIO()
+                real_save(obj, buffer, *a, **kw)
+                handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+                handle.flush()
+                time.sleep(600)  # half written: the test SIGKILLs this process now
+            return real_save(obj, handle, *a, **kw)
+
+        torch.save = stalling_save
+    main(config)
+
+
+def start(data: Path, out: Path, log: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "tests.test_reliability", "train", str(data), str(out), str(log),
+                             *extra], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> None:
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-4000:]
+
+
+def losses(log: Path) -> Dict[int, Dict[str, float]]:
+    """Step -> losses; a resumed run's entries replace the killed run's for the same step."""
+    out = {}
+    for line in log.read_text().splitlines():
+        entry = json.loads(line)
+        out[entry.pop("step")] = entry
+    return out
+
+
+def checkpoints(run: Path) -> List[Path]:
+    return sorted((run / "nerfstudio_models").glob("*"))
+
+
+def run_dir(out: Path) -> Path:
+    return out / "tiny" / "gm-nerf-small" / "run"
+
+
+def partials(run: Path, step: str = "*") -> List[Path]:
+    return sorted(run.glob(f".nerfstudio_models-step-{step}.ckpt.partial-*"))
+
+
+@pytest.fixture(scope="module")
+def kill_and_resume(tmp_path_factory):
+    """An uninterrupted run, and a run SIGKILLed from outside after its step-2 checkpoint, while it writes the step-4
+    one, then resumed with --load-dir: (root, facts observed between the kill and the resume)."""
+    root = tmp_path_factory.mktemp("resume")
+    data = make_data(root / "data")
+    reference = start(data, root / "reference", root / "reference.jsonl")
+    victim = start(data, root / "victim", root / "victim.jsonl", "--stall-saving-step", str(2 * SAVE_EVERY))
+    run = run_dir(root / "victim")
+    deadline = time.time() + 300
+    torn = f"{2 * SAVE_EVERY:09d}"
+    while not (partials(run, torn) and partials(run, torn)[0].stat().st_size > 0) and time.time() < deadline:
+        assert victim.poll() is None, victim.stderr.read()[-4000:]
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    facts = {"returncode": victim.returncode, "steps_logged": sorted(losses(root / "victim.jsonl")),
+             "checkpoints": [p.name for p in checkpoints(run)], "partials": len(partials(run))}
+    facts["loads"] = torch.load(checkpoints(run)[0], map_location="cpu")["step"]
+    resumed = start(data, root / "victim", root / "victim.jsonl", "--load-dir", str(run / "nerfstudio_models"))
+    finish(reference)
+    finish(resumed)
+    return root, facts
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_save_leaves_the_previous_checkpoint_intact(kill_and_resume):
+    root, facts = kill_and_resume
+    assert facts["returncode"] == -signal.SIGKILL and facts["steps_logged"] == list(range(5))
+    # Only the complete step-2 checkpoint is in nerfstudio_models (nerfstudio parses every name there) and it loads
+    # as plain weights; the torn step-4 write is a hidden partial file next to the folder, removed on resume.
+    assert facts["checkpoints"] == [f"step-{SAVE_EVERY:09d}.ckpt"] and facts["loads"] == SAVE_EVERY
+    assert facts["partials"] == 1 and not partials(run_dir(root / "victim"))
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_reproduces_the_uninterrupted_run(kill_and_resume):
+    root, _ = kill_and_resume
+    expected, got = losses(root / "reference.jsonl"), losses(root / "victim.jsonl")
+    assert sorted(expected) == sorted(got) == list(range(STEPS))
+    for step in range(STEPS):  # steps 3.. come from the resumed process
+        for key, value in expected[step].items():
+            assert got[step][key] == pytest.approx(value, rel=1e-5, abs=1e-7), (step, key)
+    final = {}
+    for name in ("reference", "victim"):
+        (path,) = checkpoints(run_dir(root / name))
+        assert path.name == f"step-{STEPS - 1:09d}.ckpt"  # the resumed run stops where the uninterrupted one did
+        final[name] = torch.load(path, map_location="cpu")  # torch's weights_only default: tensors and numbers only
+    for key, value in final["reference"]["pipeline"].items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            assert torch.allclose(final["victim"]["pipeline"][key], value, rtol=1e-5, atol=1e-6), key
+    assert final["victim"]["schedulers"] == final["reference"]["schedulers"]
+    assert final["victim"]["pipeline"]["datamanager._extra_state"] == final["reference"]["pipeline"][
+        "datamanager._extra_state"]
+    for group, state in final["reference"]["optimizers"].items():
+        for index, moments in state["state"].items():
+            for name in ("exp_avg", "exp_avg_sq"):
+                assert torch.allclose(final["victim"]["optimizers"][group]["state"][index][name], moments[name],
+                                      rtol=1e-4, atol=1e-9), (group, index, name)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Bad inputs, in process through ns-train's main and eval_setup
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_data(tmp_path_factory.mktemp("bad") / "data")
+
+
+def copy_data(data: Path, tmp_path: Path) -> Path:
+    shutil.copytree(data, tmp_path / "data")
+    return tmp_path / "data"
+
+
+def ns_train(config) -> None:
+    from nerfstudio.scripts.train import main
+
+    main(config)
+
+
+def expect_clean_exit(config, match: str):
+    from gmnerf_ns.trainer import CleanExit
+
+    with pytest.raises(CleanExit, match=match) as info:
+        ns_train(config)
+    assert str(info.value).startswith("gmnerf error: ") and "\n" not in str(info.value)
+    return info.value.error
+
+
+def test_unknown_subject_lists_the_available_ones(data, tmp_path):
+    from gmnerf_ns.data.human_record import HumanDataError
+
+    config = tiny(data / "subject_009", tmp_path / "out")
+    error = expect_clean_exit(config, "available subjects: subject_000, subject_001, subject_002")
+    assert isinstance(error, HumanDataError)
+
+
+def test_mismatched_cameras_are_one_error(data, tmp_path):
+    data = copy_data(data, tmp_path)
+    annots_path = data / "subject_001" / "annots.npy"
+    annots = np.load(annots_path, allow_pickle=True).item()
+    annots["cams"] = {k: v[:-1] for k, v in annots["cams"].items()}  # one camera fewer than the images
+    np.save(annots_path, annots)
+    expect_clean_exit(tiny(data, tmp_path / "out"), "subject_001.*camera count mismatch")
+
+
+def test_nan_proxy_vertices_are_one_error(data, tmp_path):
+    data = copy_data(data, tmp_path)
+    path = data / "subject_000" / "vertices" / "0.npy"
+    vertices = np.load(path)
+    vertices[5, 1] = np.nan
+    np.save(path, vertices)
+    expect_clean_exit(tiny(data, tmp_path / "out"), r"vertices/0\.npy: proxy vertices contain NaN")
+
+
+def test_unreadable_training_data_stops_after_a_bounded_number_of_tries(data, tmp_path):
+    data = copy_data(data, tmp_path)
+    for mask in data.glob("subject_00[01]/mask/Camera_B*/*.png"):
+        mask.write_bytes(b"garbage")  # every mask of both training subjects (the parser does not read masks)
+    expect_clean_exit(tiny(data, tmp_path / "out"), r"16 training samples in a row could not be loaded .*gmnerf-doctor"
+                                                    r".*mask file is unreadable or corrupt")
+
+
+def test_corrupt_training_frames_are_skipped_and_training_goes_on(data, tmp_path):
+    from gmnerf_ns.data.human_record import HumanDataWarning
+
+    data = copy_data(data, tmp_path)
+    for image in data.glob("subject_000/Camera_B*/000001.jpg"):
+        image.write_bytes(b"garbage")
+    vertices = np.load(data / "subject_001" / "vertices" / "1.npy")
+    vertices[0, 0] = np.inf
+    np.save(data / "subject_001" / "vertices" / "1.npy", vertices)
+    config = tiny(data, tmp_path / "out", steps=3, save_every=3)
+    with pytest.warns(HumanDataWarning, match="skipping a training sample"):
+        ns_train(config)
+    assert checkpoints(config.get_base_dir())[-1].name == "step-000000002.ckpt"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, data) -> Path:
+    """A finished 2-step run (config.yml + checkpoint) to resume, refuse, load and corrupt."""
+    config = tiny(data, tmp_path_factory.mktemp("finished") / "out", steps=2, save_every=2)
+    ns_train(config)
+    return config.get_base_dir()
+
+
+def saved_config(run: Path):
+    return yaml.load((run / "config.yml").read_text(), Loader=yaml.Loader)
+
+
+def test_an_existing_run_is_not_overwritten(finished_run, tmp_path):
+    from gmnerf_ns.trainer import ExistingRunError
+
+    assert saved_config(finished_run).force is False
+    before = {p: p.stat().st_mtime_ns for p in finished_run.rglob("*")}
+    error = expect_clean_exit(saved_config(finished_run), "already holds a run .* --load-dir .* --force")
+    assert isinstance(error, ExistingRunError)
+    assert {p: p.stat().st_mtime_ns for p in finished_run.rglob("*")} == before  # nothing touched
+
+    config = saved_config(finished_run)
+    config.output_dir = tmp_path / "out"
+    copy = config.get_base_dir()
+    shutil.copytree(finished_run, copy)
+    config.load_dir = copy / "nerfstudio_models"  # resuming in place is allowed
+    config.save_config()
+    config.load_dir, config.force = None, True  # --force deletes the old checkpoints so runs never mix
+    config.save_config()
+    assert not list((copy / "nerfstudio_models").glob("*.ckpt"))
+
+
+def test_resume_when_already_finished_trains_nothing(finished_run, tmp_path):
+    config = saved_config(finished_run)
+    config.timestamp = "again"
+    config.load_dir = finished_run / "nerfstudio_models"
+    config.output_dir = tmp_path
+    ns_train(config)  # step 1 of 2 is the last: nothing to train, and no checkpoint of step 0 replaces it
+    assert not list(config.get_checkpoint_dir().glob("*.ckpt"))
+
+
+def test_truncated_latest_checkpoint_falls_back_to_the_previous(finished_run, tmp_path):
+    from gmnerf_ns.trainer import CleanExit
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (good,) = finished_run.glob("nerfstudio_models/*.ckpt")
+    shutil.copy(good, models / "step-000000001.ckpt")
+    (models / "step-000000003.ckpt").write_bytes(good.read_bytes()[:1000])
+    config = saved_config(finished_run)
+    config.output_dir, config.timestamp, config.load_dir = tmp_path, "fallback", models
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    assert trainer._start_step == 2
+    (models / "step-000000001.ckpt").unlink()
+    config.timestamp = "truncated"
+    with pytest.raises(CleanExit, match="unreadable or truncated checkpoint"):
+        config.setup(local_rank=0, world_size=1).setup()
+
+
+def nerfacto_checkpoint(folder: Path, with_numpy: bool) -> Path:
+    """A checkpoint laid out as nerfacto writes it: its real field and proposal-network modules under nerfacto's
+    names (the full model would fetch LPIPS weights), numpy learning rates in the scheduler state optionally."""
+    from nerfstudio.fields.density_fields import HashMLPDensityField
+    from nerfstudio.fields.nerfacto_field import NerfactoField
+
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    modules = {"field": NerfactoField(aabb, num_images=4, num_levels=2, log2_hashmap_size=8, implementation="torch"),
+               "proposal_networks.0": HashMLPDensityField(aabb, num_levels=2, log2_hashmap_size=8,
+                                                          implementation="torch")}
+    weights = {f"_model.{name}.{k}": v for name, module in modules.items() for k, v in module.state_dict().items()}
+    state = {"step": 29999, "pipeline": weights, "optimizers": {},
+             "schedulers": {"fields": {"base_lrs": [np.float64(0.01)]}} if with_numpy else {}, "scalers": {}}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "step-000029999.ckpt"
+    torch.save(state, path)
+    return path
+
+
+def test_load_dir_of_another_method_is_one_error(data, tmp_path):
+    from gmnerf_ns.trainer import CheckpointError
+
+    path = nerfacto_checkpoint(tmp_path / "nerfacto" / "nerfstudio_models", with_numpy=True)
+    config = tiny(data, tmp_path / "out")
+    config.load_dir = path.parent
+    error = expect_clean_exit(config, "is not a gm-nerf checkpoint")
+    assert isinstance(error, CheckpointError)
+
+
+def test_pretrained_checkpoint_of_another_method_is_one_error(data, tmp_path):
+    path = nerfacto_checkpoint(tmp_path / "nerfacto", with_numpy=False)
+    config = tiny(data, tmp_path / "out")
+    config.pipeline.pretrained_checkpoint = path
+    expect_clean_exit(config, r"is not a gm-nerf checkpoint: it holds \d+ of this model's \d+ tensors .*field")
+
+
+def test_pretrained_gm_nerf_checkpoint_initialises_a_fresh_run(finished_run, data, tmp_path):
+    from gmnerf_ns.trainer import model_weights
+
+    (path,) = finished_run.glob("nerfstudio_models/*.ckpt")
+    config = tiny(data, tmp_path / "out")
+    config.pipeline.pretrained_checkpoint = path
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    assert trainer._start_step == 0  # weights only: step and optimizer start fresh
+    expected = model_weights(torch.load(path, map_location="cpu"))
+    for name, value in trainer.pipeline.model.state_dict().items():
+        assert torch.equal(value, expected[name]), name
+    assert config.pipeline.pretrained_checkpoint == path  # the saved config still names it
+
+
+def test_checkpoint_of_another_model_size_is_one_error(finished_run, data, tmp_path):
+    config = tiny(data, tmp_path / "out")
+    config.pipeline.model.hidden_dim = 32
+    config.load_dir = finished_run / "nerfstudio_models"
+    expect_clean_exit(config, "gm-nerf model of another configuration .*written by gm-nerf-small.*differ in shape")
+
+
+def test_missing_load_dir_fails_before_parsing(data, tmp_path):
+    config = tiny(data, tmp_path / "out")
+    config.load_dir = tmp_path / "nowhere"
+    expect_clean_exit(config, "--load-dir .*nowhere: folder not found")
+
+
+def test_config_of_another_version_is_one_error(finished_run, tmp_path):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from gmnerf_ns.trainer import GMNeRFTrainerConfig, IncompatibleConfigError
+
+    text = (finished_run / "config.yml").read_text()
+    newer = tmp_path / "newer.yml"
+    newer.write_text(text.replace("config_format: 1", "config_format: 99"))
+    with pytest.raises(IncompatibleConfigError, match="config format 99.* reads format 1"):
+        eval_setup(newer)
+    renamed = tmp_path / "renamed.yml"
+    assert "gmnerf_ns.model.gmnerf_model.GMNeRFModelConfig" in text
+    renamed.write_text(text.replace("gmnerf_ns.model.gmnerf_model.GMNeRFModelConfig", "gmnerf_ns.model.old.OldConfig"))
+    with pytest.raises(IncompatibleConfigError, match="gmnerf_ns.model.old.OldConfig .*does not have"):
+        eval_setup(renamed)
+    with pytest.raises(IncompatibleConfigError):  # ns-train --load-config reads it the same way
+        ns_train(GMNeRFTrainerConfig(load_config=renamed))
+    assert eval_setup(finished_run / "config.yml")[3] == 1  # the unmodified config still loads
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# gmnerf-doctor
+# ----------------------------------------------------------------------------------------------------------------------
+def doctor(data: Path, **kwargs):
+    """(exit status, {(item, status)}, every row's details and the printed text as one whitespace-normalised string)."""
+    from rich.console import Console
+
+    from gmnerf_ns.doctor import DoctorConfig, render, run_checks
+
+    config = DoctorConfig(data=data, resolution=48, num_input_views=3, sample_views=0, sample_frames=0, **kwargs)
+    rows = run_checks(config)
+    console = Console(file=io.StringIO(), width=160)
+    render(rows, console)
+    text = " ".join([r.detail for r in rows] + console.file.getvalue().split())
+    return int(any(r.status == "error" for r in rows)), {(r.item, r.status) for r in rows}, text
+
+
+def test_doctor_passes_a_good_dataset(data):
+    code, rows, text = doctor(data)
+    assert code == 0, text
+    assert {("train split", "ok"), ("test split", "ok"), ("images and masks", "ok"), ("proxy vertices", "ok"),
+            ("cameras vs proxy", "ok")} <= rows
+    for item in ("device", "tiny-cuda-nn", "image encoder", "perceptual loss", "LPIPS metric", "SMPL / SMPL-X"):
+        assert item in text
+    assert "ready: 0 error(s)" in text
+
+
+def test_doctor_reports_broken_files_and_exits_nonzero(data, tmp_path):
+    data = copy_data(data, tmp_path)
+    (data / "subject_001" / "Camera_B3" / "000001.jpg").write_bytes(b"garbage")
+    (data / "subject_002" / "mask" / "Camera_B2" / "000001.png").unlink()
+    vertices = np.load(data / "subject_000" / "vertices" / "1.npy")
+    vertices[3] = np.nan
+    np.save(data / "subject_000" / "vertices" / "1.npy", vertices)
+    mask_path = data / "subject_001" / "mask" / "Camera_B5" / "000000.png"
+    import cv2
+
+    cv2.imwrite(str(mask_path), np.zeros((48, 48), np.uint8))
+    code, rows, text = doctor(data, body_model_dir=tmp_path / "no_models")
+    assert code == 1
+    assert {("images and masks", "error"), ("proxy vertices", "error"), ("empty masks", "error"),
+            ("SMPL / SMPL-X", "error")} <= rows
+    for needle in ("subject_001/Camera_B3/000001.jpg: image file is unreadable or corrupt",
+                   "subject_002/Camera_B2/000001.jpg: no mask found", "subject_000/vertices/1.npy: proxy vertices "
+                   "contain NaN", "subject_001/Camera_B5/000000.jpg", "no_models does not exist"):
+        assert needle in text, needle
+
+
+def test_doctor_flags_cameras_that_do_not_match_the_images(data, tmp_path):
+    data = copy_data(data, tmp_path)
+    annots_path = data / "subject_000" / "annots.npy"
+    annots = np.load(annots_path, allow_pickle=True).item()
+    for T in annots["cams"]["T"]:  # the calibration of another session: every camera 40 cm off (T is in mm)
+        T[0] += 400.0
+    np.save(annots_path, annots)
+    code, rows, text = doctor(data)
+    assert ("cameras vs proxy", "warn") in rows and "subject_000" in text
+
+
+def test_doctor_unknown_dataparser_and_subject(data):
+    code, rows, text = doctor(data, dataparser="nope")
+    assert code == 1 and "known:" in text and "gmnerf-synthetic" in text
+    code, rows, text = doctor(data / "subject_007")
+    assert code == 1 and "available subjects: subject_000, subject_001, subject_002" in " ".join(text.split())
+
+
+def test_doctor_command_line(data, monkeypatch, capsys):
+    from gmnerf_ns import doctor as doctor_module
+
+    monkeypatch.setattr(sys, "argv", ["gmnerf-doctor", "--data", str(data / "missing"), "--sample-views", "4"])
+    with pytest.raises(SystemExit) as info:
+        doctor_module.entrypoint()
+    out = " ".join(capsys.readouterr().out.split())
+    assert info.value.code == 1 and "error train split: subject 'missing' not found" in out
+    assert "available subjects: subject_000, subject_001, subject_002" in out
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "train":
+        driver(sys.argv[2:])
