@@ -21,10 +21,23 @@ CONFIG=$(ls -t "$OUT"/demo/gm-nerf-small/*/config.yml | head -n 1)
 RUN=$(dirname "$CONFIG")
 
 echo "[demo] 3/4 orbit of a held-out subject"
-gmnerf-orbit --load-config "$CONFIG" --output-dir "$RUN/orbit"
+gmnerf-render orbit --load-config "$CONFIG" --num-views 36 --output-format images --output-path "$RUN/orbit.mp4"
+python - "$RUN/orbit" <<'PY'
+import sys
+from pathlib import Path
 
-echo "[demo] 4/4 evaluation on the held-out subjects"
+import imageio.v2 as imageio
+import numpy as np
+
+folder = Path(sys.argv[1])
+frames = [imageio.imread(p) for p in sorted(folder.glob("*.jpg")) + sorted(folder.glob("*.png"))]
+imageio.mimsave(folder / "orbit.gif", frames, duration=1 / 12, loop=0)
+imageio.imwrite(folder / "orbit_sheet.png", np.concatenate(frames[:: max(1, len(frames) // 6)][:6], axis=1))
+PY
+
+echo "[demo] 4/4 evaluation on the held-out subjects, and a report"
 ns-eval --load-config "$CONFIG" --output-path "$RUN/eval.json" --render-output-path "$RUN/eval_images"
+gmnerf-report --load-config "$CONFIG" --eval-json "$RUN/eval.json"
 
 echo
 echo "[demo] done"
@@ -32,6 +45,7 @@ echo "  run:        $RUN"
 echo "  checkpoint: $RUN/nerfstudio_models/"
 echo "  orbit:      $RUN/orbit/orbit.gif (frames and orbit_sheet.png beside it)"
 echo "  metrics:    $RUN/eval.json   (per-image renders in $RUN/eval_images/)"
+echo "  report:     $RUN/report/report.html (and report.png)"
 python - "$RUN/eval.json" <<'PY'
 import json, sys
 results = json.load(open(sys.argv[1]))["results"]
