@@ -125,8 +125,8 @@ def write_figure(summary: Dict[str, Any], shown: Sequence[ViewResult], path: Pat
     rows = _rows(summary)
     fig = Figure(figsize=(max(10.0, 1.6 * columns), 3.2 + 0.25 * len(rows) + 1.7 * len(examples)), dpi=100)
     heights = [0.4 + 0.25 * len(rows), 2.6] + [1.6] * len(examples)
-    grid = fig.add_gridspec(len(heights), columns, height_ratios=heights, hspace=0.45, wspace=0.05)
-    fig.suptitle(title, fontsize=10)
+    grid = fig.add_gridspec(len(heights), columns, height_ratios=heights, hspace=0.45, wspace=0.05, top=0.95)
+    fig.suptitle(title, fontsize=10, y=0.995)  # above the notes line of the table, not on it
 
     table_ax = fig.add_subplot(grid[0, :])
     table_ax.axis("off")
