@@ -259,41 +259,13 @@ def task_train_gm(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def evaluate_geometry_frames(pipeline, frames: List[Dict[str, Any]], mode: Mode) -> Dict[str, Any]:
-    """Chamfer/P2S (cm) of the evaluated held-out subject-frames, with the geometry tools of gmnerf_ns/tools/geometry.py.
+    """Chamfer/P2S (cm) of the evaluated held-out subject-frames (ns-eval's geometry evaluation, restricted to the
+    frames whose images the benchmark evaluates, with ``mode.geometry_samples`` surface samples)."""
+    from gmnerf_ns.tools.evaluation import evaluate_geometry
 
-    (``gmnerf_ns.tools.evaluation.evaluate_geometry`` does the same for every held-out frame; the benchmark only
-    evaluates the frames whose images it evaluates, with ``mode.geometry_samples`` surface samples.)
-    """
-    from gmnerf_ns.tools import geometry
-
-    dm, model = pipeline.datamanager, pipeline.model
-    out: Dict[str, Any] = {"available": False, "reason": None, "resolution": mode.geometry_resolution,
-                           "threshold": mode.geometry_threshold, "num_samples": mode.geometry_samples,
-                           "per_frame": []}
-    for f in frames:
-        subject, _, _ = dm.frame(f["subject_index"], f["frame_id"])
-        path = geometry.gt_mesh_path(subject, f["frame_id"])
-        entry: Dict[str, Any] = {"subject": subject.name, "frame_id": f["frame_id"],
-                                 "gt_mesh": None if path is None else str(path)}
-        if path is None:
-            entry["error"] = "no ground-truth mesh for this subject-frame"
-        else:
-            try:
-                gt = geometry.load_mesh(path)
-                sources = dm.source_views(f["subject_index"], f["frame_id"])
-                mesh = geometry.model_mesh(model, sources, mode.geometry_resolution, mode.geometry_threshold)
-                entry["num_faces"] = int(len(mesh.faces))
-                entry.update(geometry.mesh_metrics(mesh, gt, num_samples=mode.geometry_samples))
-            except geometry.GeometryError as err:
-                entry["error"] = str(err)
-        out["per_frame"].append(entry)
-    done = [e for e in out["per_frame"] if "chamfer_cm" in e]
-    if done:
-        out["available"] = True
-        out["chamfer_cm"] = float(np.mean([e["chamfer_cm"] for e in done]))
-        out["p2s_cm"] = float(np.mean([e["p2s_cm"] for e in done]))
-    else:
-        out["reason"] = "; ".join(f"{e['subject']} frame {e['frame_id']}: {e.get('error')}" for e in out["per_frame"])
+    out = evaluate_geometry(pipeline, mode.geometry_resolution, mode.geometry_threshold, mode.geometry_samples,
+                            frames=[(f["subject_index"], f["frame_id"]) for f in frames])
+    out["num_samples"] = mode.geometry_samples
     return out
 
 

@@ -275,8 +275,10 @@ def summarize(results: List[ViewResult], lpips_status: LPIPSStatus, get_std: boo
 
 
 def evaluate_geometry(pipeline, resolution: int = 96, threshold: float = geometry.DEFAULT_DENSITY_THRESHOLD,
-                      num_samples: int = 10_000) -> Dict[str, Any]:
-    """Chamfer/P2S (cm) of each evaluation subject-frame that has a ground-truth mesh.
+                      num_samples: int = 10_000,
+                      frames: Optional[Iterable[Tuple[int, int]]] = None) -> Dict[str, Any]:
+    """Chamfer/P2S (cm) of each evaluation subject-frame that has a ground-truth mesh (only the given
+    ``(subject_index, frame_id)`` pairs when ``frames`` is set, as the benchmark does).
 
     Returns ``{"available": bool, "reason": str | None, "resolution", "threshold", "chamfer_cm", "p2s_cm",
     "per_frame": [...]}``; a frame whose surface cannot be extracted is listed with its ``error``.
@@ -287,12 +289,14 @@ def evaluate_geometry(pipeline, resolution: int = 96, threshold: float = geometr
     if resolution <= 0:
         out["reason"] = "geometry evaluation disabled (geometry_resolution = 0)"
         return out
+    if frames is None:
+        frames = [(dm.subject_names.index(s.name), f.frame_id) for s in dm.eval_collection.subjects for f in s.frames]
     todo = []
-    for subject in dm.eval_collection.subjects:
-        for frame in subject.frames:
-            path = geometry.gt_mesh_path(subject, frame.frame_id)
-            if path is not None:
-                todo.append((subject, frame.frame_id, path))
+    for subject_index, frame_id in frames:
+        subject = dm.frame(subject_index, frame_id)[0]
+        path = geometry.gt_mesh_path(subject, frame_id)
+        if path is not None:
+            todo.append((subject, frame_id, path))
     if not todo:
         out["reason"] = "the evaluation subjects have no ground-truth meshes (SubjectRecord.gt_mesh_dir/<frame>.ply)"
         return out
@@ -304,6 +308,7 @@ def evaluate_geometry(pipeline, resolution: int = 96, threshold: float = geometr
                 gt = geometry.load_mesh(path)
                 sources = dm.source_views(dm.subject_names.index(subject.name), frame_id)
                 mesh = geometry.model_mesh(model, sources, resolution, threshold)
+                entry["num_faces"] = int(len(mesh.faces))
                 entry.update(geometry.mesh_metrics(mesh, gt, num_samples=num_samples))
             except geometry.GeometryError as err:
                 entry["error"] = str(err)
