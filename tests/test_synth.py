@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from gmnerf_ns.model.sources import SourceViews, proxy_depth_maps, vertex_visibility
 from gmnerf_ns.render.rasterize import (
     area_downsample,
     coverage_mask,
@@ -19,7 +20,6 @@ from gmnerf_ns.render.rasterize import (
     project_points,
     rasterize,
     scale_intrinsics,
-    vertex_visibility,
     world_to_camera,
 )
 from gmnerf_ns.synth import generator as gen
@@ -239,7 +239,10 @@ def test_proxy_projects_inside_mask(tiny):
                 K = torch.as_tensor(annots["cams"]["K"][c])
                 R = torch.as_tensor(annots["cams"]["R"][c])
                 T = torch.as_tensor(annots["cams"]["T"][c]).reshape(3) / 1000.0
-                visible = vertex_visibility(verts, faces, K, R, T, 64, 64, tolerance=0.03)
+                view = SourceViews(images=torch.zeros(1, 3, 64, 64), masks=torch.zeros(1, 1, 64, 64),
+                                   intrinsics=K[None].float(), rotations=R[None].float(), translations=T[None].float(),
+                                   vertices=verts.float(), bbox=torch.zeros(2, 3), faces=faces)
+                visible = vertex_visibility(view, proxy_depth_maps(view, resolution=64), depth_tolerance=0.03)[0]
                 uv, _ = project_points(verts[visible], K, R, T)
                 px = uv.floor().long().numpy()
                 assert visible.sum() > 100

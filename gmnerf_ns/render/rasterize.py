@@ -208,33 +208,6 @@ def interpolate(
     return values, mask
 
 
-@torch.no_grad()
-def vertex_visibility(
-    verts_world: Float[Tensor, "V 3"],
-    faces: Int[Tensor, "F 3"],
-    K: Float[Tensor, "3 3"],
-    R: Float[Tensor, "3 3"],
-    T: Float[Tensor, "3"],
-    height: int,
-    width: int,
-    tolerance: float = 0.02,
-) -> Bool[Tensor, "V"]:
-    """Vertices of a mesh that a camera sees: inside the image and at most ``tolerance`` metres behind the z-buffer.
-
-    The tolerance absorbs the depth difference between a vertex and the pixel centre its pixel is sampled at; use
-    about the surface's depth change over one pixel (a few centimetres at 64 px, a few millimetres at 1024 px).
-    """
-    R = torch.as_tensor(R, dtype=torch.float32, device=verts_world.device)
-    T = torch.as_tensor(T, dtype=torch.float32, device=verts_world.device).reshape(3)
-    rast = rasterize(world_to_camera(verts_world.float(), R, T), faces, K, height, width)
-    uv, depth = project_points(verts_world.float(), K, R, T)
-    px, py = torch.floor(uv[:, 0]).long(), torch.floor(uv[:, 1]).long()
-    inside = (depth > 0) & (px >= 0) & (px < width) & (py >= 0) & (py < height)
-    zbuf = torch.full_like(depth, -float("inf"))
-    zbuf[inside] = rast.depth[py[inside], px[inside]]
-    return inside & (depth <= zbuf + tolerance)
-
-
 def scale_intrinsics(K: Float[Tensor, "3 3"], scale: float) -> Float[Tensor, "3 3"]:
     """Intrinsics of the same camera at ``scale x`` the resolution (exact in the pixel-centre convention)."""
     K = torch.as_tensor(K).clone()
