@@ -57,6 +57,18 @@ class ZJUMocapDataParserConfig(HumanDataParserConfig):
     warning."""
 
 
+def zju_short_name(data: Path) -> Optional[Path]:
+    """Where a short name ``zju``/``zju/<id>[/...]`` points (``$GMNERF_DATA/zju_mocap[/CoreView_<id>...]``), or None
+    if ``data`` is no such name (or exists as given: a real path wins)."""
+    path = Path(data)
+    if path.exists() or not path.parts or path.parts[0] != "zju":
+        return None
+    rest = list(path.parts[1:])
+    if rest and rest[0].isdigit():
+        rest[0] = f"CoreView_{rest[0]}"
+    return (data_root() / "zju_mocap").joinpath(*rest)
+
+
 class ZJUMocapDataParser(HumanDataParser):
     """Maps ZJU-MoCap's ``annots.npy`` and folders onto :class:`SubjectRecord`."""
 
@@ -64,16 +76,13 @@ class ZJUMocapDataParser(HumanDataParser):
 
     def resolve_root(self) -> Path:
         path = Path(self.config.data)
-        if path.exists() or not path.parts or path.parts[0] != "zju":
+        candidate = zju_short_name(path)
+        if candidate is None:
             return super().resolve_root()
-        base = data_root() / "zju_mocap"
-        rest = list(path.parts[1:])
-        if rest and rest[0].isdigit():
-            rest[0] = f"CoreView_{rest[0]}"
-        candidate = base.joinpath(*rest)
         if candidate.exists():
             return candidate
-        if rest and base.is_dir():
+        base = data_root() / "zju_mocap"
+        if len(path.parts) > 1 and base.is_dir():
             available = ", ".join(sorted(self.find_subjects(base))) or "(none)"
             raise HumanDataError(f"{path}: no subject folder {candidate}; available subjects: {available}")
         raise HumanDataError(f"{path}: ZJU-MoCap not found at {candidate} (set $GMNERF_DATA to the folder holding "

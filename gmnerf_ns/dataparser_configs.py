@@ -2,12 +2,18 @@
 
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
+from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
 from gmnerf_ns.dataparsers.genebody import GeneBodyDataParserConfig
 from gmnerf_ns.dataparsers.multigarment import MultiGarmentDataParserConfig
 from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
 from gmnerf_ns.dataparsers.thuman2 import THuman2DataParserConfig
 from gmnerf_ns.dataparsers.zju_mocap import ZJUMocapDataParserConfig
 
+auto_dataparser = DataParserSpecification(
+    config=AutoDataParserConfig(),
+    description="gm-nerf default: detects the dataset from --data (zju/313, genebody/<subject>, a dataset folder) "
+    "and uses its dataparser.",
+)
 synthetic_dataparser = DataParserSpecification(
     config=SyntheticDataParserConfig(),
     description="gmnerf-ns built-in synthetic humans (gmnerf-synth), ZJU-MoCap layout with ground-truth meshes.",

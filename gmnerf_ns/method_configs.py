@@ -12,7 +12,7 @@ from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from gmnerf_ns.data.datamanager import GMNeRFDataManagerConfig
-from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
+from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
 from gmnerf_ns.model.encoder import ImageEncoderConfig
 from gmnerf_ns.model.gmnerf_model import GMNeRFModelConfig
 from gmnerf_ns.pipeline import GMNeRFPipelineConfig
@@ -52,7 +52,7 @@ gm_nerf = MethodSpecification(
         steps_per_eval_image=1000,
         steps_per_eval_all_images=50_000,
         steps_per_save=5000,
-        datamanager=GMNeRFDataManagerConfig(dataparser=SyntheticDataParserConfig(resolution=512), patch_size=256),
+        datamanager=GMNeRFDataManagerConfig(dataparser=AutoDataParserConfig(resolution=512), patch_size=256),
         model=GMNeRFModelConfig(
             encoder=ImageEncoderConfig(backbone="resnet18", out_channels=64),
             vertex_code_dim=64,
@@ -81,7 +81,7 @@ gm_nerf_small = MethodSpecification(
         steps_per_eval_all_images=1_000_000,
         steps_per_save=250,
         machine=MachineConfig(device_type="cpu"),
-        datamanager=GMNeRFDataManagerConfig(patch_size=64),
+        datamanager=GMNeRFDataManagerConfig(dataparser=AutoDataParserConfig(), patch_size=64),
         model=GMNeRFModelConfig(),
     ),
     description="GM-NeRF sized for 2 CPU cores: trains on the built-in synthetic humans in minutes.",
@@ -96,7 +96,8 @@ gm_nerf_finetune = MethodSpecification(
         steps_per_eval_image=500,
         steps_per_eval_all_images=1_000_000,
         steps_per_save=1000,
-        datamanager=GMNeRFDataManagerConfig(patch_size=128, train_source_views="protocol"),
+        datamanager=GMNeRFDataManagerConfig(dataparser=AutoDataParserConfig(), patch_size=128,
+                                            train_source_views="protocol"),
         model=GMNeRFModelConfig(),
     ),
     description="Per-subject fine-tuning of a cross-subject GM-NeRF (--pipeline.pretrained-checkpoint; one subject).",

@@ -11,7 +11,7 @@ from nerfstudio.plugins.registry import discover_methods
 from nerfstudio.plugins.registry_dataparser import discover_dataparsers
 
 METHODS = ["gm-nerf", "gm-nerf-small", "gm-nerf-finetune"]
-DATAPARSERS = ["gmnerf-synthetic", "zju-mocap", "genebody", "thuman2", "multi-garment"]
+DATAPARSERS = ["gmnerf-auto", "gmnerf-synthetic", "zju-mocap", "genebody", "thuman2", "multi-garment"]
 
 
 def test_methods_registered():

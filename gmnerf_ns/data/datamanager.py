@@ -52,7 +52,7 @@ from gmnerf_ns.data.human_record import (
     proxy_bbox,
 )
 from gmnerf_ns.data.view_loader import load_view
-from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
+from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
 from gmnerf_ns.model.sources import SourceViews
 
 
@@ -61,9 +61,9 @@ class GMNeRFDataManagerConfig(FullImageDatamanagerConfig):
     """Cross-subject sampling of (source views, target patch) pairs."""
 
     _target: Type = field(default_factory=lambda: GMNeRFDataManager)
-    dataparser: AnnotatedDataParserUnion = field(default_factory=SyntheticDataParserConfig)
-    """Dataset parser: a subcommand after the method (``ns-train gm-nerf zju-mocap --data zju/313``); default
-    gmnerf-synthetic."""
+    dataparser: AnnotatedDataParserUnion = field(default_factory=AutoDataParserConfig)
+    """Dataset parser: gmnerf-auto (default) detects the dataset from --data (``ns-train gm-nerf --data zju/313``);
+    a dataset's own subcommand after the method takes its options (``ns-train gm-nerf zju-mocap --data zju/313``)."""
     patch_size: int = 128
     """Side of the square training patch (full-resolution pixels); the feature image is half of it."""
     foreground_patch_probability: float = 0.95

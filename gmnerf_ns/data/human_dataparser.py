@@ -46,6 +46,14 @@ def data_root() -> Path:
     return Path(os.environ.get(DATA_ROOT_ENV, "data"))
 
 
+def existing_data_path(data: Path) -> Optional[Path]:
+    """``data`` if it exists, else ``data`` under the data root if that exists, else None (how ``--data`` resolves)."""
+    for candidate in (Path(data), data_root() / data):
+        if candidate.exists():
+            return candidate
+    return None
+
+
 @dataclass
 class HumanDataParserConfig(DataParserConfig):
     """Options shared by every human dataset; each dataset's config subclasses this."""
@@ -108,11 +116,10 @@ class HumanDataParser(DataParser):
     def resolve_root(self) -> Path:
         """The dataset folder: ``config.data`` if it exists, else ``config.data`` under the data root."""
         path = Path(self.config.data)
-        if path.exists():
-            return path
+        found = existing_data_path(path)
+        if found is not None:
+            return found
         candidate = data_root() / path
-        if candidate.exists():
-            return candidate
         for parent in (path.parent, candidate.parent):  # a subject that is not there: list the ones that are
             if str(path.parent) not in ("", ".") and parent.is_dir():
                 try:

@@ -1,0 +1,169 @@
+"""The default dataparser: tells from ``--data`` which dataset it is and hands over to that dataset's parser.
+
+So ``ns-train gm-nerf --data zju/313`` works without naming the dataparser. In this order:
+
+1. ``--data`` exists as given: its folder layout is detected (below).
+2. Its first part is a dataset's short name (``zju/<id>``, ``genebody[/<subject>]``, ``synthetic``,
+   ``thuman2_render``, ``multigarment_render``: each parser's default ``--data``): that parser, which resolves the
+   name against ``$GMNERF_DATA`` (default ./data) as usual.
+3. It exists under ``$GMNERF_DATA``: its folder layout is detected.
+
+Layouts (a dataset root or one subject folder; files are only stat-ed, plus one ``subject.json``):
+
+* built-in (``gmnerf-synth``, ``gmnerf-render-scans``): ``split.json`` at the root, or a ZJU-layout subject with
+  ``subject.json``/``body_model.npz``. ``subject.json``'s ``dataset`` (written by gmnerf-render-scans) tells rendered
+  THuman2.0 and Multi-garment scans from gmnerf-synth's humans.
+* GeneBody: ``genebody_split.npy`` at the root, or subjects with ``annots.npy`` and ``image/``, ``mask/``, ``smpl/``.
+* ZJU-MoCap: subjects with ``annots.npy`` and ``Camera_B<n>``/``Camera (<n>)`` folders.
+
+The detected dataset's parser gets the shared options (``--data``, ``--protocol``, subject lists, ``--resolution``,
+``--num-input-views``, ``--max-eval-frames-per-subject``) and its own defaults for the rest; its own options need
+its subcommand (``ns-train gm-nerf zju-mocap --help``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import List, NamedTuple, Optional, Tuple, Type
+
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from gmnerf_ns.data.human_dataparser import (
+    DATA_ROOT_ENV,
+    HumanDataParser,
+    HumanDataParserConfig,
+    data_root,
+    existing_data_path,
+)
+from gmnerf_ns.data.human_record import HumanDataError
+
+from .genebody import GeneBodyDataParserConfig
+from .multigarment import MultiGarmentDataParserConfig
+from .synthetic import SyntheticDataParserConfig
+from .thuman2 import THuman2DataParserConfig
+from .zju_mocap import CAMERA_FOLDER, ZJUMocapDataParserConfig, zju_short_name
+
+
+class Dataset(NamedTuple):
+    subcommand: str
+    """The dataset's own dataparser (``ns-train gm-nerf <subcommand>``)."""
+    config: Type[HumanDataParserConfig]
+    label: str
+
+
+ZJU = Dataset("zju-mocap", ZJUMocapDataParserConfig, "ZJU-MoCap")
+GENEBODY = Dataset("genebody", GeneBodyDataParserConfig, "GeneBody")
+SYNTHETIC = Dataset("gmnerf-synthetic", SyntheticDataParserConfig, "built-in synthetic humans (gmnerf-synth)")
+THUMAN2 = Dataset("thuman2", THuman2DataParserConfig, "THuman2.0 renders (gmnerf-render-scans)")
+MULTIGARMENT = Dataset("multi-garment", MultiGarmentDataParserConfig, "Multi-garment renders (gmnerf-render-scans)")
+DATASETS = (ZJU, GENEBODY, SYNTHETIC, THUMAN2, MULTIGARMENT)
+
+RENDERED_SCANS = {"THuman2.0": THUMAN2, "Multi-garment": MULTIGARMENT}
+"""``subject.json``'s ``dataset`` as gmnerf-render-scans writes it."""
+
+LOOKED_FOR = (
+    "ZJU-MoCap: <subject>/annots.npy with Camera_B<n>/ or 'Camera (<n>)'/ folders (short name zju/<id> = "
+    f"${DATA_ROOT_ENV}/zju_mocap/CoreView_<id>)",
+    "GeneBody: genebody_split.npy, or <subject>/annots.npy with image/, mask/, smpl/",
+    "built-in (gmnerf-synth, gmnerf-render-scans): split.json, or a ZJU-layout <subject>/ with subject.json",
+)
+
+
+@dataclass
+class AutoDataParserConfig(HumanDataParserConfig):
+    """Detects the dataset from --data and uses its dataparser (see dataparsers/auto.py); default of the gm-nerf
+    methods."""
+
+    _target: Type = field(default_factory=lambda: HumanDataParser)
+    """Not instantiated: :meth:`setup` returns the detected dataset's parser (tyro wants a class here)."""
+    data: Path = Path("synthetic")
+    """zju/<id>, genebody[/<subject>], synthetic, thuman2_render, multigarment_render (under $GMNERF_DATA, default
+    ./data), or a dataset / subject folder, whose layout tells the dataset."""
+    protocol: Optional[str] = None
+    """Protocol preset or YAML path (None = the detected dataset's default)."""
+
+    def detect(self) -> Tuple[HumanDataParserConfig, Dataset, str]:
+        """(the detected dataset's parser config with the shared options copied, the dataset, why it was chosen)."""
+        dataset, why = detect_dataset(Path(self.data))
+        config = dataset.config()
+        for f in fields(HumanDataParserConfig):
+            value = getattr(self, f.name)
+            if f.name != "_target" and not (f.name == "protocol" and value is None):
+                setattr(config, f.name, value)
+        return config, dataset, why
+
+    def setup(self, **kwargs) -> HumanDataParser:
+        """The detected dataset's dataparser."""
+        config, dataset, why = self.detect()
+        CONSOLE.log(f"[bold]--data {self.data}[/bold]: {dataset.label} ({why}); using the {dataset.subcommand} "
+                    f"dataparser (its own options: ns-train <method> {dataset.subcommand} --help)")
+        return config.setup(**kwargs)
+
+
+def detect_dataset(data: Path) -> Tuple[Dataset, str]:
+    """The dataset ``--data`` names and why; raises :class:`HumanDataError` saying what was looked for."""
+    path = Path(data)
+    if path.exists():
+        return _detect_folder(path, data)
+    zju = zju_short_name(path)
+    if zju is not None:
+        return ZJU, f"short name zju/... = {zju}"
+    for dataset in DATASETS:
+        short = Path(dataset.config.data)
+        if path.parts and path.parts[0] == short.parts[0]:
+            return dataset, f"short name {short} = {data_root() / path}"
+    found = existing_data_path(path)
+    if found is not None:
+        return _detect_folder(found, data)
+    names = ", ".join(["zju/<id>"] + [str(d.config.data) for d in DATASETS if d is not ZJU])
+    raise HumanDataError(f"--data {data}: no such folder (also looked in {data_root() / path}; set ${DATA_ROOT_ENV} "
+                         f"to your data root) and not a dataset short name ({names}). {_explicit()}")
+
+
+def _detect_folder(folder: Path, data: Path) -> Tuple[Dataset, str]:
+    if (folder / "split.json").is_file():
+        return _built_in(_subjects(folder), "split.json")
+    if (folder / "genebody_split.npy").is_file():
+        return GENEBODY, f"{folder}/genebody_split.npy"
+    subjects = _subjects(folder)
+    for subject in subjects:
+        if all((subject / sub).is_dir() for sub in ("image", "mask", "smpl")):
+            return GENEBODY, f"{subject.name}/ has annots.npy, image/, mask/, smpl/"
+        if any(p.is_dir() and CAMERA_FOLDER.match(p.name) for p in subject.iterdir()):
+            if (subject / "subject.json").is_file() or (subject / "body_model.npz").is_file():
+                return _built_in([subject], f"{subject.name}/ has camera folders and subject.json or body_model.npz")
+            return ZJU, f"{subject.name}/ has annots.npy and camera folders"
+    found = (f"{len(subjects)} folder(s) with annots.npy but neither camera folders nor image/mask/smpl"
+             if subjects else "no annots.npy, split.json or genebody_split.npy")
+    raise HumanDataError(f"--data {data}: cannot tell which dataset {folder} is ({found}). Looked for:\n  "
+                         + "\n  ".join(LOOKED_FOR) + f"\n{_explicit()}")
+
+
+def _subjects(folder: Path) -> List[Path]:
+    """``folder`` if it is a subject (has annots.npy), else its sub-folders that are."""
+    if (folder / "annots.npy").is_file():
+        return [folder]
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.iterdir()) if p.is_dir() and (p / "annots.npy").is_file()]
+
+
+def _built_in(subjects: List[Path], why: str) -> Tuple[Dataset, str]:
+    """gmnerf-synth's humans, or rendered scans if the first subject.json says which dataset they came from."""
+    for subject in subjects:
+        path = subject / "subject.json"
+        if path.is_file():
+            try:
+                source = json.loads(path.read_text()).get("dataset")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if source in RENDERED_SCANS:
+                return RENDERED_SCANS[source], f"{why}; subject.json: dataset {source}"
+            break
+    return SYNTHETIC, why
+
+
+def _explicit() -> str:
+    return ("Or name the dataset: " + ", ".join(f"ns-train gm-nerf {d.subcommand} --data ..." for d in DATASETS))

@@ -1,0 +1,148 @@
+"""gmnerf-auto, the gm-nerf methods' default dataparser: ``--data`` alone picks the dataset's parser."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
+from gmnerf_ns.dataparsers.genebody import GeneBodyDataParser, GeneBodyDataParserConfig
+from gmnerf_ns.dataparsers.multigarment import MultiGarmentDataParserConfig
+from gmnerf_ns.dataparsers.synthetic import SyntheticDataParser, SyntheticDataParserConfig
+from gmnerf_ns.dataparsers.thuman2 import THuman2DataParserConfig
+from gmnerf_ns.dataparsers.zju_mocap import ZJUMocapDataParser, ZJUMocapDataParserConfig
+
+from gmnerf_ns.data.human_record import HumanDataError
+from tests.fixtures_human import make_genebody, make_synthetic_dataset, make_zju_subject
+
+RES = 16
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A data root holding every layout: zju_mocap/, genebody/, synthetic/, thuman2_render/, multigarment_render/."""
+    root = tmp_path_factory.mktemp("data")
+    make_zju_subject(root / "zju_mocap", 313, legacy=True, lists=True, num_frames=2, size=32, num_vertices=300)
+    make_zju_subject(root / "zju_mocap", 377, num_frames=2, size=32, num_vertices=300)
+    make_genebody(root / "genebody", {"amanda": [1, 13, 25, 37, 40], "dannier": [1, 13, 25, 37]},
+                  split={"train": ["dannier"], "test": ["amanda"]})
+    for name in ("synthetic", "thuman2_render", "multigarment_render"):
+        make_synthetic_dataset(root / name, subjects=(0, 1), test=(1,), num_frames=1, num_vertices=300)
+    for name, source in (("thuman2_render", "THuman2.0"), ("multigarment_render", "Multi-garment")):
+        for subject in ("subject_000", "subject_001"):  # as gmnerf-render-scans writes it
+            (root / name / subject / "subject.json").write_text(json.dumps({"dataset": source}))
+    return root
+
+
+@pytest.fixture
+def data_root(data, monkeypatch):
+    monkeypatch.setenv("GMNERF_DATA", str(data))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(data / "cache"))  # GeneBody's crop cache
+    return data
+
+
+def outputs(parser, split):
+    out = parser.get_dataparser_outputs(split)
+    return len(out.cameras), [p.relative_to(parser.resolve_root()) for p in out.image_filenames]
+
+
+def test_zju_short_name_uses_the_zju_parser(data_root):
+    parser = AutoDataParserConfig(data=Path("zju/313"), resolution=RES).setup()
+    assert type(parser) is ZJUMocapDataParser and parser.protocol.name == "zju-nhp"  # the dataset's default protocol
+    assert parser.resolve_root() == data_root / "zju_mocap" / "CoreView_313"
+    explicit = ZJUMocapDataParserConfig(data=Path("zju/313"), resolution=RES).setup()
+    for split in ("train", "test"):
+        count, names = outputs(parser, split)
+        assert count > 0 and (count, names) == outputs(explicit, split)
+
+
+@pytest.mark.parametrize("rel, expected", [
+    ("zju_mocap", ZJUMocapDataParserConfig),
+    ("zju_mocap/CoreView_377", ZJUMocapDataParserConfig),
+    ("zju_mocap/CoreView_313", ZJUMocapDataParserConfig),  # legacy "Camera (N)" folders
+    ("genebody", GeneBodyDataParserConfig),  # genebody_split.npy
+    ("genebody/amanda", GeneBodyDataParserConfig),
+    ("synthetic", SyntheticDataParserConfig),  # split.json
+    ("synthetic/subject_001", SyntheticDataParserConfig),  # subject.json
+    ("thuman2_render", THuman2DataParserConfig),
+    ("multigarment_render/subject_000", MultiGarmentDataParserConfig),
+])
+def test_direct_paths_are_detected_by_layout(data, monkeypatch, rel, expected):
+    monkeypatch.setenv("GMNERF_DATA", str(data / "nowhere"))  # a real path, not a short name
+    auto = AutoDataParserConfig(data=data / rel, protocol="synthetic", train_subjects=("a",), resolution=RES,
+                                num_input_views=2, max_eval_frames_per_subject=1)
+    config, dataset, why = auto.detect()
+    assert type(config) is expected and dataset.config is expected and why
+    assert config.data == data / rel and config.protocol == "synthetic" and config.train_subjects == ("a",)
+    assert (config.resolution, config.num_input_views, config.max_eval_frames_per_subject) == (RES, 2, 1)
+    assert type(AutoDataParserConfig(data=data / rel).detect()[0]) is expected
+
+
+def test_folder_under_data_root_and_short_names(data_root):
+    config, _, _ = AutoDataParserConfig(data=Path("zju_mocap/CoreView_377")).detect()  # not a short name: layout
+    assert type(config) is ZJUMocapDataParserConfig and config.protocol == "zju-nhp"
+    config, _, _ = AutoDataParserConfig(data=Path("genebody/amanda")).detect()
+    assert type(config) is GeneBodyDataParserConfig and config.protocol == "genebody-test10"
+    assert type(AutoDataParserConfig(data=Path("thuman2_render")).detect()[0]) is THuman2DataParserConfig
+    parser = AutoDataParserConfig(data=Path("genebody/amanda"), resolution=RES).setup()
+    assert type(parser) is GeneBodyDataParser and len(parser.get_dataparser_outputs("test").cameras) > 0
+
+
+def test_builtin_synthetic_default(data, tmp_path, monkeypatch):
+    from gmnerf_ns.method_configs import gm_nerf, gm_nerf_finetune, gm_nerf_small
+
+    for method in (gm_nerf, gm_nerf_small, gm_nerf_finetune):
+        default = method.config.pipeline.datamanager.dataparser
+        assert type(default) is AutoDataParserConfig and default.data == SyntheticDataParserConfig().data
+    assert gm_nerf.config.pipeline.datamanager.dataparser.resolution == 512
+    monkeypatch.delenv("GMNERF_DATA", raising=False)
+    (tmp_path / "data").symlink_to(data, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)  # ./data/synthetic, where gmnerf-synth writes by default
+    auto = AutoDataParserConfig(num_input_views=3, max_eval_frames_per_subject=1)
+    parser = auto.setup()
+    assert type(parser) is SyntheticDataParser and parser.protocol.name == "synthetic"
+    explicit = SyntheticDataParserConfig(num_input_views=3, max_eval_frames_per_subject=1).setup()
+    assert outputs(parser, "train") == outputs(explicit, "train")
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path / "empty")  # nothing generated yet: the synthetic parser's own hint
+    with pytest.raises(HumanDataError, match="gmnerf-synth"):
+        AutoDataParserConfig().setup().resolve_root()
+
+
+def test_unknown_folder_and_path_say_what_was_looked_for(tmp_path, monkeypatch):
+    monkeypatch.setenv("GMNERF_DATA", str(tmp_path))
+    (tmp_path / "photos" / "a").mkdir(parents=True)
+    with pytest.raises(HumanDataError) as err:
+        AutoDataParserConfig(data=tmp_path / "photos").setup()
+    message = str(err.value)
+    for text in ("cannot tell which dataset", "annots.npy", "Camera_B<n>", "image/, mask/, smpl/", "split.json",
+                 "ns-train gm-nerf zju-mocap --data", "ns-train gm-nerf genebody --data"):
+        assert text in message
+    with pytest.raises(HumanDataError, match=r"no such folder .*zju/<id>.*ns-train gm-nerf zju-mocap --data"):
+        AutoDataParserConfig(data=Path("nothing/here")).setup()
+
+
+def test_ns_train_cli(data_root):
+    import tyro
+    from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
+
+    def cli(*args):
+        return tyro.cli(AnnotatedBaseConfigUnion, args=list(args))
+
+    config = cli("gm-nerf", "--data", "zju/313")
+    dataparser = config.pipeline.datamanager.dataparser
+    assert type(dataparser) is AutoDataParserConfig and config.data == Path("zju/313")
+    assert dataparser.resolution == 512  # the method's default survives
+    dataparser.data = config.data  # what ns-train and the datamanager do with the top-level --data
+    assert type(dataparser.detect()[0]) is ZJUMocapDataParserConfig
+
+    dataparser = cli("gm-nerf-small", "gmnerf-auto", "--data", "zju/313").pipeline.datamanager.dataparser
+    assert type(dataparser) is AutoDataParserConfig and dataparser.data == Path("zju/313")
+    dataparser = cli("gm-nerf-small", "zju-mocap", "--data", "zju/313").pipeline.datamanager.dataparser
+    assert type(dataparser) is ZJUMocapDataParserConfig and dataparser.data == Path("zju/313")
+    # scripts/demo.sh
+    config = cli("gm-nerf-small", "--data", "data/synthetic", "gmnerf-synthetic", "--max-eval-frames-per-subject", "1")
+    dataparser = config.pipeline.datamanager.dataparser
+    assert type(dataparser) is SyntheticDataParserConfig and dataparser.max_eval_frames_per_subject == 1
+    assert config.data == Path("data/synthetic")
