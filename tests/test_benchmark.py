@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from gmnerf_ns.benchmark.report import evaluate_targets
 from gmnerf_ns.benchmark.settings import FULL_RES, GM_SYSTEMS, NERFACTO, NO_PROXY, QUICK, REFERENCE
@@ -86,6 +87,22 @@ def test_quick_run_json_has_every_system_with_finite_metrics(quick_run):
     memory = {(m["patch_size"], m["grad_ray_fraction"]) for m in doc["train_memory"] if "error" not in m}
     assert {(QUICK.patch_size, 0.25), (QUICK.patch_size, 1.0)} <= memory
 
+    for entry in renders.values():  # cold (encoding included) and warm (encoding cached), split into phases
+        if "error" not in entry:
+            assert finite(entry["cold_seconds"]) and finite(entry["warm_seconds"]) and finite(entry["encode_seconds"])
+            assert entry["warm_seconds"] < entry["cold_seconds"] + 1.0
+            assert set(entry["warm_breakdown"]) == {"rays_seconds", "renderer_seconds", "other_seconds"}
+    for entry in doc["train_memory"]:  # activation memory next to RSS, by phase; the gradient rays' part shrinks
+        assert entry["saved_mb"] > 0 and set(entry["saved_mb_by_phase"]) == {"encode", "rays", "renderer", "losses",
+                                                                           "other"}
+        assert entry["device_peak_mb"] is None  # CPU
+    part = next(m for m in doc["train_memory"] if m["grad_ray_fraction"] == 0.25)
+    full = next(m for m in doc["train_memory"] if m["grad_ray_fraction"] == 1.0)
+    assert full["saved_mb_by_phase"]["rays"] > 2 * part["saved_mb_by_phase"]["rays"]
+    assert full["saved_mb_by_phase"]["encode"] == pytest.approx(part["saved_mb_by_phase"]["encode"])
+    assert "activations" in doc["targets"][3]["measured"]
+    assert "warm" in doc["targets"][2]["measured"] and "cold" in doc["targets"][2]["measured"]
+
     assert len(doc["targets"]) == 4
     for target in doc["targets"]:
         assert target["verdict"] in ("PASS", "FAIL"), target
@@ -121,6 +138,49 @@ def _doc(psnr_ref, psnr_none, psnr_nerfacto, render_fast, render_slow, mem_parti
              "rss_ready_mb": 500},
         ],
     }
+
+
+def test_render_target_is_judged_warm_and_memory_target_on_the_peak():
+    doc = _doc(25.0, 22.5, 20.0, 1.0, 3.5, 100, 150)
+    for entry, (warm, cold) in zip(doc["render"], ((1.0, 3.0), (3.5, 5.5))):  # 3.5x warm, 1.8x cold
+        entry.update(warm_seconds=warm, render_seconds=warm, cold_seconds=cold, encode_seconds=2.0)
+    for entry, saved in zip(doc["train_memory"], (100.0, 400.0)):  # 4x activations, 1.5x peak RSS increment
+        entry.update(saved_mb=saved, saved_mb_by_phase={"encode": 50.0, "rays": saved - 60.0, "renderer": 5.0,
+                                                        "losses": 5.0, "other": 0.0}, device_peak_mb=None)
+    render, memory = evaluate_targets(doc)[2:]
+    assert render["verdict"] == "PASS" and "1.83x cold" in render["measured"]
+    assert memory["verdict"] == "FAIL" and "1.50x peak" in memory["measured"] and "4.00x activations" in memory["measured"]
+    for entry, peak in zip(doc["train_memory"], (100.0, 250.0)):  # on CUDA the device's peak is judged
+        entry["device_peak_mb"] = peak
+    assert evaluate_targets(doc)[3]["verdict"] == "PASS"
+
+
+def test_saved_tensor_meter_counts_activations_once_per_storage_by_phase():
+    from gmnerf_ns.benchmark.probes import SavedTensorMeter, model_phases
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(8, 8)
+
+        def encode(self, x):
+            return self.layer(x)  # saves x and the weight (a parameter: not counted)
+
+        def render_rays(self, x):
+            y = torch.relu(x)  # saves its output
+            return y * y  # saves y once (same storage twice)
+
+    model = Toy()
+    x = torch.randn(100, 8, requires_grad=True)  # so that the linear layer also saves its weight
+    meter = SavedTensorMeter(model)
+    with meter.measure(model):
+        model.render_rays(model.encode(x)).sum().backward()
+    assert meter.bytes["encode"] == 100 * 8 * 4
+    assert meter.bytes["rays"] == 100 * 8 * 4
+    assert meter.excluded_hits >= 1
+    assert "encode" not in vars(model) and "render_rays" not in vars(model)  # the wrappers are removed
+    with model_phases(model, []) as state:
+        assert state.current == "other"
 
 
 def test_targets_pass_and_fail_on_the_measured_numbers():

@@ -154,8 +154,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads in every measurement (default 1: on a shared machine torch's pool "
                              "spin-waits; use the machine's cores on a quiet one)")
-    parser.add_argument("--systems", nargs="+", default=None,
-                        help=f"subset of systems to train (default all): {', '.join([*GM_SYSTEMS, 'nerfacto'])}")
+    parser.add_argument("--systems", nargs="*", default=None,
+                        help=f"subset of systems to train (default all): {', '.join([*GM_SYSTEMS, 'nerfacto'])}; "
+                             "given with no name, nothing is trained (e.g. '--systems --skip-render': only the "
+                             "training-memory measurements, which need no trained weights)")
     parser.add_argument("--eval-frames", choices=("first", "all"), default=None,
                         help="held-out frames evaluated (default 'first': the frame nerfacto is fitted to)")
     parser.add_argument("--max-eval-views", type=int, default=None,
@@ -163,7 +165,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              "quick 1)")
     parser.add_argument("--render-resolutions", type=int, nargs="+", default=None)
     parser.add_argument("--memory-patch-sizes", type=int, nargs="+", default=None)
+    parser.add_argument("--memory-steps", type=int, default=None,
+                        help="training steps per memory measurement (default 3, quick 2)")
+    parser.add_argument("--memory-device", default="cpu",
+                        help="device of the training-memory measurements (default cpu; on 'cuda' they also record "
+                             "torch.cuda.max_memory_allocated)")
     parser.add_argument("--skip-speed", action="store_true", help="skip the render-time and memory measurements")
+    parser.add_argument("--skip-render", action="store_true", help="skip the render-time measurements")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the training-memory measurements")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="weights, renders and nerfacto scenes (default outputs/benchmark-work/<run-name>, "
                              "outside the committed run folder)")
@@ -189,6 +198,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         max_eval_views=args.max_eval_views,
         render_resolutions=tuple(args.render_resolutions) if args.render_resolutions else None,
         memory_patch_sizes=tuple(args.memory_patch_sizes) if args.memory_patch_sizes else None,
+        memory_steps=args.memory_steps,
     )
     if args.render_resolutions and mode.render_resolution not in mode.render_resolutions:
         mode.render_resolutions = tuple(sorted({*mode.render_resolutions, mode.render_resolution}))
@@ -204,7 +214,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     work = (args.work_dir or Path("outputs") / "benchmark-work" / run_name).resolve()
     work.mkdir(parents=True, exist_ok=True)
     systems = list(GM_SYSTEMS) + ["nerfacto"]
-    if args.systems:
+    if args.systems is not None:
         unknown = [s for s in args.systems if s not in systems]
         if unknown:
             print(f"benchmark: unknown systems {unknown}; choose from {systems}", file=sys.stderr)
@@ -269,8 +279,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 subject=frame["subject"], subject_index=frame["subject_index"], frame_id=frame["frame_id"]))
         results["systems"][NERFACTO] = combine_nerfacto(results["nerfacto_fits"])
 
-    if not args.skip_speed:
-        log("render time per resolution")
+    if not (args.skip_speed or args.skip_render):
+        log("render time per resolution (cold: encoding the sources included; warm: encoding cached)")
         index = split["eval_indices"][0]
         plan = []
         if REFERENCE in gm_systems:
@@ -291,12 +301,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             entry.setdefault("variant", variant)
             entry.setdefault("resolution", res)
             results["render"].append(entry)
+    if not (args.skip_speed or args.skip_memory):
         log("training memory per patch size, partial vs full gradient")
         fraction = gm_nerf_small_fraction()
         for patch in mode.memory_patch_sizes:
             for frac in (fraction, 1.0):
                 entry = child("train_memory", f"memory-p{patch}-g{frac:g}", patch_size=patch, grad_ray_fraction=frac,
-                              steps=mode.memory_steps)
+                              steps=mode.memory_steps, device=args.memory_device)
                 entry.setdefault("patch_size", patch)
                 entry.setdefault("grad_ray_fraction", frac)
                 results["train_memory"].append(entry)
