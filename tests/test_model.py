@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+import torch.nn.functional as F
 from nerfstudio.data.scene_box import SceneBox
 
-from gmnerf_ns.model.attention import VertexRegistration, ViewAttention
+from gmnerf_ns.model.attention import VertexRegistration, ViewAttention, window_offsets
 from gmnerf_ns.model.gmnerf_model import GMNeRFModel, GMNeRFModelConfig, ray_box_intersection
 from gmnerf_ns.model.losses import PerceptualLossConfig
 from gmnerf_ns.model.sources import proxy_depth_maps, vertex_visibility
@@ -45,13 +48,65 @@ def test_view_attention_ignores_invalid_views():
     assert any_valid.all()
 
 
+def test_view_attention_equals_standard_multi_head_attention():
+    """The projection-free formulation is the textbook one (per-token key/value projections), gradients included."""
+    torch.manual_seed(0)
+    att = ViewAttention(4, 6, 5, 8, 2, 3)
+    for layer in (att.to_k, att.to_v):
+        torch.nn.init.normal_(layer.bias)  # biases must cancel / pass through exactly, so make them non-zero
+    q = torch.randn(7, 4, requires_grad=True)
+    k, v = torch.randn(7, 9, 6), torch.randn(7, 9, 5)
+    valid = torch.rand(7, 9) > 0.4
+    valid[0] = False  # a point with no valid token attends over all of them
+
+    def reference(q):
+        n, t = k.shape[:2]
+        qh = att.to_q(q).view(n, 1, 2, 4)
+        kh, vh = att.to_k(k).view(n, t, 2, 4), att.to_v(v).view(n, t, 2, 4)
+        logits = (qh * kh).sum(-1) / 2.0
+        mask = valid | ~valid.any(1, keepdim=True)
+        w = torch.softmax(logits.masked_fill(~mask[..., None], float("-inf")), dim=1)
+        return att.to_out((w[..., None] * vh).sum(1).reshape(n, -1)), w.mean(-1)
+
+    out, weights, _ = att(q, k, v, valid)
+    ref_out, ref_weights = reference(q)
+    assert torch.allclose(out, ref_out, atol=1e-5) and torch.allclose(weights, ref_weights, atol=1e-6)
+    grad, = torch.autograd.grad(out.square().sum(), q)
+    ref_grad, = torch.autograd.grad(ref_out.square().sum(), q)
+    assert torch.allclose(grad, ref_grad, atol=1e-5)
+
+
 def test_vertex_registration_zero_code_without_visible_views():
     reg = VertexRegistration(feature_dim=6, code_dim=4, hidden_dim=8, num_heads=2)
     visible = torch.zeros(5, 3, dtype=torch.bool)
     visible[:2, 0] = True
-    codes = reg(torch.rand(5, 3), torch.randn(5, 3, 6), torch.randn(5, 3, 3), visible)
+    offsets = window_offsets(3)
+    codes = reg(torch.rand(5, 3), torch.randn(5, 3, 9, 6), torch.randn(5, 3, 3), visible, offsets)
     assert codes.shape == (5, 4)
     assert torch.all(codes[2:] == 0) and codes[:2].abs().sum() > 0
+
+
+def test_vertex_registration_ignores_every_window_sample_of_invisible_views():
+    torch.manual_seed(0)
+    reg = VertexRegistration(feature_dim=6, code_dim=4, hidden_dim=8, num_heads=2)
+    visible = torch.tensor([[True, False, True]] * 4)
+    feats, dirs, offsets = torch.randn(4, 3, 9, 6), torch.randn(4, 3, 3), window_offsets(3)
+    feats2 = feats.clone()
+    feats2[:, 1] = 50.0  # every window sample of the hidden view
+    positions = torch.rand(4, 3)
+    assert torch.allclose(reg(positions, feats, dirs, visible, offsets), reg(positions, feats2, dirs, visible, offsets),
+                          atol=1e-6)
+    feats3 = feats.clone()
+    feats3[:, 0, 0] = 50.0  # a corner sample of a visible view does count
+    assert not torch.allclose(reg(positions, feats, dirs, visible, offsets), reg(positions, feats3, dirs, visible, offsets))
+
+
+def test_window_offsets_centre_and_spacing():
+    offsets = window_offsets(3)
+    assert offsets.shape == (9, 2)
+    assert torch.equal(offsets[4], torch.zeros(2))  # centre sample = the projection itself
+    assert torch.equal(offsets[0], torch.tensor([-1.0, -1.0])) and torch.equal(offsets[5], torch.tensor([1.0, 0.0]))
+    assert torch.equal(window_offsets(1), torch.zeros(1, 2))
 
 
 def test_visibility_front_and_back():
@@ -155,10 +210,47 @@ def test_short_overfit_lowers_the_loss():
 
 
 def test_ablations_build_and_render():
-    for overrides in ({"registration": "mean"}, {"registration": "none"}, {"neural_renderer": False}):
+    for overrides in ({"registration": "mean"}, {"registration": "none"}, {"neural_renderer": False},
+                      {"registration": "mean", "appearance_fusion": "mean"}, {"registration_window": 1}):
         model = small_model(**overrides)
         model.eval()
         out = model.get_outputs_for_camera(nerfstudio_camera(3))
         assert out["rgb"].shape == (32, 32, 3) and torch.isfinite(out["rgb"]).all(), overrides
         if overrides.get("registration") == "none":
             assert model.volume is None and model.registration is None
+        if overrides.get("appearance_fusion") == "mean":
+            assert model.field.appearance.attention is None
+
+
+def test_mean_appearance_fusion_averages_the_views_a_sample_projects_into():
+    from gmnerf_ns.model.attention import PointAppearance
+
+    fuse = PointAppearance(geometry_dim=5, feature_dim=4, out_dim=3, fusion="mean")
+    colors = torch.tensor([[[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]] * 2)
+    valid = torch.tensor([[True, True, False], [False, False, False]])
+    code, blended = fuse(torch.randn(2, 5), torch.randn(2, 3, 4), colors, torch.randn(2, 3, 2), torch.randn(2, 3, 4),
+                         valid)
+    assert code.shape == (2, 3)
+    assert torch.allclose(blended[0], torch.tensor([0.5, 0.5, 0.0]))  # the hidden third view is ignored
+    assert torch.allclose(blended[1], torch.full((3,), 1 / 3))  # no valid view: all of them
+
+
+def test_encoder_fuses_like_concatenated_upsampled_stages():
+    """The per-stage 1x1 fuse equals the textbook fuse of the concatenated, upsampled stage maps (resolution-linear)."""
+    from gmnerf_ns.model.encoder import ImageEncoderConfig
+
+    torch.manual_seed(0)
+    for backbone in ("small", "resnet18"):
+        encoder = ImageEncoderConfig(backbone=backbone, channels=8, out_channels=6,
+                                     pretrained_weights=Path("/nonexistent.pth")).setup()
+        torch.nn.init.normal_(encoder.fuse.bias)
+        images = torch.rand(2, 3, 64, 48)
+        out = encoder(images)
+        x, feats = (images - 0.45) / 0.225, []
+        for stage in encoder.stages:
+            x = stage(x)
+            feats.append(x)
+        size = feats[0].shape[-2:]
+        up = [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]]
+        assert out.shape == (2, 6, *size)
+        assert torch.allclose(out, encoder.fuse(torch.cat(up, dim=1)), atol=1e-5)

@@ -5,8 +5,11 @@ between an imperfect body fit and the pixels [PAPER, abstract]. The equations ar
 the reconstruction in ``paper.md`` §1.2 (c) and (e) [INFER]:
 
 * :class:`VertexRegistration`: each proxy vertex attends over the views that *see* it (depth-tested visibility masks
-  invisible views); its query comes from its position and the mean of its visible features, keys from each view's
-  feature at the vertex's projection plus the viewing direction.
+  invisible views) *and* over a small k x k window of pixels around each projection. Its query comes from its
+  position and the mean of its visible features; keys from each window sample's feature, its offset from the
+  projection and the viewing direction. The window is what lets a vertex of a misfitted or naked body proxy pick the
+  pixels the person actually covers, instead of whatever lies under its projection (the misalignment GM-NeRF's
+  registration is meant to absorb); the ``mean`` ablation averages the features at the projections only.
 * :class:`PointAppearance`: each 3D sample attends over the views its projection falls in; the query is the sample's
   *geometry code* (from the registered proxy volume), keys/values the pixel-aligned features, colours and the
   direction of each source ray relative to the target ray (IBRNet-style). The attention weights also blend the source
@@ -17,7 +20,7 @@ Both share :class:`ViewAttention`, a masked multi-head attention whose softmax r
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Literal, Tuple
 
 import torch
 from jaxtyping import Bool, Float
@@ -25,9 +28,15 @@ from torch import Tensor, nn
 
 
 class ViewAttention(nn.Module):
-    """Multi-head attention of one query per point over that point's m views, with a validity mask.
+    """Multi-head attention of one query per point over that point's tokens (views, window samples), with a mask.
 
-    Points with no valid view attend over all views (their output is still defined; callers get ``any_valid``).
+    Points with no valid token attend over all of them (their output is still defined; callers get ``any_valid``).
+
+    Computed without per-token key/value projections, which is the same function as standard attention with the
+    ``to_k``/``to_v`` linear layers, by linearity: ``q . (W_k k_t + b_k) = (W_k^T q) . k_t + q . b_k`` (the second
+    term is the same for every token, so the softmax ignores it), and ``sum_t a_t (W_v v_t + b_v) = W_v (sum_t a_t
+    v_t) + b_v`` (the weights sum to one). Nothing of size tokens x hidden is built or saved for backward, which
+    makes registering thousands of vertices over m views x a pixel window cheap in memory and time.
     """
 
     def __init__(self, query_dim: int, key_dim: int, value_dim: int, hidden_dim: int, num_heads: int, out_dim: int):
@@ -43,22 +52,23 @@ class ViewAttention(nn.Module):
     def forward(
         self,
         query: Float[Tensor, "N Dq"],
-        keys: Float[Tensor, "N m Dk"],
-        values: Float[Tensor, "N m Dv"],
-        valid: Bool[Tensor, "N m"],
-    ) -> Tuple[Float[Tensor, "N out"], Float[Tensor, "N m"], Bool[Tensor, "N"]]:
-        """Returns the attended output, the head-averaged weights over views, and whether any view was valid."""
-        n, m = keys.shape[:2]
-        q = self.to_q(query).view(n, 1, self.num_heads, self.head_dim)
-        k = self.to_k(keys).view(n, m, self.num_heads, self.head_dim)
-        v = self.to_v(values).view(n, m, self.num_heads, self.head_dim)
-        logits = (q * k).sum(-1) / self.head_dim**0.5  # (N, m, heads)
+        keys: Float[Tensor, "N T Dk"],
+        values: Float[Tensor, "N T Dv"],
+        valid: Bool[Tensor, "N T"],
+    ) -> Tuple[Float[Tensor, "N out"], Float[Tensor, "N T"], Bool[Tensor, "N"]]:
+        """Returns the attended output, the head-averaged weights over tokens, and whether any token was valid."""
+        n = keys.shape[0]
+        heads, hd = self.num_heads, self.head_dim
+        q = self.to_q(query).view(n, heads, hd)
+        q_in_key_space = torch.einsum("nhd,hdk->nhk", q, self.to_k.weight.view(heads, hd, -1)) / hd**0.5
+        logits = torch.bmm(keys, q_in_key_space.transpose(1, 2))  # (N, T, heads); bmm: no copies of the keys
         any_valid = valid.any(dim=1)
-        mask = valid | ~any_valid[:, None]  # all views for points that no view sees
+        mask = valid | ~any_valid[:, None]  # all tokens for points that no token is valid for
         logits = logits.masked_fill(~mask[..., None], float("-inf"))
-        weights = torch.softmax(logits, dim=1)  # (N, m, heads)
-        out = (weights[..., None] * v).sum(1).reshape(n, -1)  # (N, hidden)
-        return self.to_out(out), weights.mean(-1), any_valid
+        weights = torch.softmax(logits, dim=1)  # (N, T, heads)
+        pooled = torch.bmm(weights.transpose(1, 2), values)  # (N, heads, Dv)
+        out = torch.einsum("nhv,hdv->nhd", pooled, self.to_v.weight.view(heads, hd, -1)) + self.to_v.bias.view(heads, hd)
+        return self.to_out(out.reshape(n, -1)), weights.mean(-1), any_valid
 
 
 def positional_encoding(x: Float[Tensor, "N D"], num_frequencies: int) -> Float[Tensor, "N D*(2F+1)"]:
@@ -71,38 +81,69 @@ def positional_encoding(x: Float[Tensor, "N D"], num_frequencies: int) -> Float[
 
 
 class VertexRegistration(nn.Module):
-    """Registers per-view features sampled at the proxy vertices into one code per vertex."""
+    """Registers per-view features sampled in a window around each proxy vertex's projections into one code per vertex.
+
+    Tokens are (view, window offset) pairs: ``features`` (V, m, W, C) with W = k*k window samples, the window's
+    offsets (W, 2) in units of the window spacing (the centre is (0, 0)). With W = 1 this is attention over views.
+    """
 
     def __init__(self, feature_dim: int, code_dim: int, hidden_dim: int = 64, num_heads: int = 4, pe_freqs: int = 4):
         super().__init__()
         self.pe_freqs = pe_freqs
         pos_dim = 3 * (2 * pe_freqs + 1)
         self.query = nn.Sequential(nn.Linear(pos_dim + feature_dim, hidden_dim), nn.ReLU(inplace=True))
-        self.attention = ViewAttention(hidden_dim, feature_dim + 4, feature_dim, hidden_dim, num_heads, code_dim)
+        # key: feature, direction to the camera, visibility, window offset
+        self.attention = ViewAttention(hidden_dim, feature_dim + 4 + 2, feature_dim, hidden_dim, num_heads, code_dim)
 
     def forward(
         self,
         positions: Float[Tensor, "V 3"],
-        features: Float[Tensor, "V m C"],
+        features: Float[Tensor, "V m W C"],
         directions: Float[Tensor, "V m 3"],
         visible: Bool[Tensor, "V m"],
+        offsets: Float[Tensor, "W 2"],
     ) -> Float[Tensor, "V code"]:
         """``positions`` normalised to the proxy box ([-1, 1]); ``directions`` unit vectors vertex -> camera."""
+        num_vertices, m, window, channels = features.shape
+        centre = features[:, :, window // 2]  # the projection itself (odd k: the middle sample)
         weights = visible.float()[..., None]
-        mean = (features * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        mean = (centre * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         query = self.query(torch.cat([positional_encoding(positions, self.pe_freqs), mean], dim=-1))
-        keys = torch.cat([features, directions, visible.float()[..., None]], dim=-1)
-        code, _, any_visible = self.attention(query, keys, features, visible)
+        expand = lambda x: x[:, :, None].expand(-1, -1, window, -1)  # noqa: E731  per view -> per token
+        keys = torch.cat([
+            features,
+            expand(directions),
+            expand(visible.float()[..., None]),
+            offsets[None, None].expand(num_vertices, m, -1, -1),
+        ], dim=-1).reshape(num_vertices, m * window, -1)
+        valid = visible[:, :, None].expand(-1, -1, window).reshape(num_vertices, m * window)
+        values = keys[..., :channels]  # the features again, as a view: one (V, m*W, .) tensor is kept for backward
+        code, _, any_visible = self.attention(query, keys, values, valid)
         return code * any_visible[:, None].float()  # vertices that no view sees carry no appearance
 
 
-class PointAppearance(nn.Module):
-    """Fuses the pixel-aligned features of a 3D sample across views, queried by the sample's geometry code."""
+def window_offsets(size: int, device: torch.device | None = None) -> Float[Tensor, "W 2"]:
+    """(dx, dy) of a ``size`` x ``size`` window in units of its spacing, row-major, centre at index W // 2."""
+    r = torch.arange(size, device=device, dtype=torch.float32) - (size - 1) / 2
+    dy, dx = torch.meshgrid(r, r, indexing="ij")
+    return torch.stack([dx.reshape(-1), dy.reshape(-1)], dim=-1)
 
-    def __init__(self, geometry_dim: int, feature_dim: int, out_dim: int, hidden_dim: int = 64, num_heads: int = 4):
+
+class PointAppearance(nn.Module):
+    """Fuses the pixel-aligned features of a 3D sample across views, queried by the sample's geometry code.
+
+    ``fusion="mean"`` is the naive-projection ablation (pixelNeRF/NHP-style average pooling): the same tokens averaged
+    over the views the sample projects into, and the plain mean source colour; the geometry code then plays no part
+    in choosing views.
+    """
+
+    def __init__(self, geometry_dim: int, feature_dim: int, out_dim: int, hidden_dim: int = 64, num_heads: int = 4,
+                 fusion: Literal["attention", "mean"] = "attention"):
         super().__init__()
         key_dim = feature_dim + 3 + 4 + 2  # features, colour, relative direction (dot + diff), source mask, occlusion
-        self.attention = ViewAttention(geometry_dim, key_dim, key_dim, hidden_dim, num_heads, out_dim)
+        self.attention = ViewAttention(geometry_dim, key_dim, key_dim, hidden_dim, num_heads, out_dim) \
+            if fusion == "attention" else None
+        self.mean_projection = nn.Linear(key_dim, out_dim) if fusion == "mean" else None
 
     def forward(
         self,
@@ -113,9 +154,14 @@ class PointAppearance(nn.Module):
         relative_dirs: Float[Tensor, "N m 4"],
         valid: Bool[Tensor, "N m"],
     ) -> Tuple[Float[Tensor, "N out"], Float[Tensor, "N 3"]]:
-        """Returns the appearance code and the attention-blended source colour. ``source_cues``: the source mask at the
+        """Returns the appearance code and the blended source colour. ``source_cues``: the source mask at the
         projection and how far the point lies behind the proxy surface seen by that view."""
         tokens = torch.cat([features, colors, relative_dirs, source_cues], dim=-1)
-        code, weights, _ = self.attention(geometry, tokens, tokens, valid)
+        if self.attention is not None:
+            code, weights, _ = self.attention(geometry, tokens, tokens, valid)
+        else:
+            use = valid | ~valid.any(dim=1, keepdim=True)  # all views for samples outside every view
+            weights = use.float() / use.float().sum(1, keepdim=True)
+            code = self.mean_projection((weights[..., None] * tokens).sum(1))
         blended = (weights[..., None] * colors).sum(1)
         return code, blended

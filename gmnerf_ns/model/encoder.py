@@ -68,9 +68,15 @@ class ImageEncoder(nn.Module):
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
+        # fuse(cat(upsample(f_i))) computed as sum_i upsample(fuse_i(f_i)): the same function (a 1x1 conv and bilinear
+        # upsampling are both linear, so they commute), without the wide concatenated map at half resolution that
+        # autograd would keep for the 1x1 conv.
         size = feats[0].shape[-2:]
-        up = [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]]
-        return self.fuse(torch.cat(up, dim=1))
+        weights = self.fuse.weight.split([f.shape[1] for f in feats], dim=1)
+        out = F.conv2d(feats[0], weights[0], self.fuse.bias)
+        for f, w in zip(feats[1:], weights[1:]):
+            out = out + F.interpolate(F.conv2d(f, w), size=size, mode="bilinear", align_corners=False)
+        return out
 
 
 def _conv_block(cin: int, cout: int, stride: int) -> nn.Module:

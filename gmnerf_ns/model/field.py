@@ -60,6 +60,7 @@ class GMNeRFField(nn.Module):
         use_silhouette_hull: bool = True,
         implementation: Literal["tcnn", "torch"] = "torch",
         geometry_from_pixels: bool = False,
+        appearance_fusion: Literal["attention", "mean"] = "attention",
     ):
         super().__init__()
         # no-proxy baseline (pixelNeRF-style): the geometry code is the mean of the pixel-aligned features
@@ -67,7 +68,8 @@ class GMNeRFField(nn.Module):
         self.pe_frequencies = pe_frequencies
         self.use_silhouette_hull = use_silhouette_hull
         self.feature_dim = feature_dim
-        self.appearance = PointAppearance(geometry_dim, image_feature_dim, appearance_dim, hidden_dim=hidden_dim)
+        self.appearance = PointAppearance(geometry_dim, image_feature_dim, appearance_dim, hidden_dim=hidden_dim,
+                                          fusion=appearance_fusion)
         density_in = geometry_dim + 3 * (2 * pe_frequencies + 1) + (2 if use_silhouette_hull else 0)
         self.geometry_mlp = MLP(density_in, 3, hidden_dim, out_dim=hidden_dim + 1, implementation=implementation)
         self.feature_mlp = MLP(hidden_dim + appearance_dim + 3, 2, hidden_dim, out_dim=feature_dim + 3,
