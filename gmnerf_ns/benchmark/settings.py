@@ -10,8 +10,10 @@ from typing import Any, Dict, Optional, Tuple
 from gmnerf_ns.tools.geometry import DEFAULT_DENSITY_THRESHOLD
 
 REFERENCE = "gm-nerf-small"
-"""The full method; every ablation differs from it in one model flag."""
+"""The full method; every ablation differs from it in one aspect (model-config overrides)."""
 NO_PROXY = "registration=none"
+NO_ATTENTION = "attention=mean"
+"""Both geometry-guided attentions (vertex registration and per-sample view fusion) replaced by means over views."""
 FULL_RES = "neural_renderer=False"
 FULL_GRAD = "grad_ray_fraction=1.0"
 NERFACTO = "nerfacto (per subject)"
@@ -19,6 +21,7 @@ NERFACTO = "nerfacto (per subject)"
 GM_SYSTEMS: Dict[str, Dict[str, Any]] = {
     REFERENCE: {},
     "registration=mean": {"registration": "mean"},
+    NO_ATTENTION: {"registration": "mean", "appearance_fusion": "mean"},
     NO_PROXY: {"registration": "none"},
     FULL_RES: {"neural_renderer": False},
     FULL_GRAD: {"grad_ray_fraction": 1.0},
@@ -28,7 +31,9 @@ GM_SYSTEMS: Dict[str, Dict[str, Any]] = {
 
 SYSTEM_NOTES: Dict[str, str] = {
     REFERENCE: "full method (geometry-guided attention, proxy volume, half-res features + 2D renderer, partial gradient)",
-    "registration=mean": "plain mean over visible views instead of geometry-guided attention",
+    "registration=mean": "vertex registration by a plain mean over visible views (per-sample attention kept)",
+    NO_ATTENTION: "no geometry-guided attention: vertex codes and per-sample appearance are plain means over views "
+    "(naive projection)",
     NO_PROXY: "no geometry proxy: pixelNeRF-style, geometry code from pixel-aligned features (proxy only bounds the box)",
     FULL_RES: "full-resolution volume rendering of RGB, no 2D neural renderer",
     FULL_GRAD: "every ray carries gradient (no partial gradient backpropagation)",
