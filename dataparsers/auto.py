@@ -117,6 +117,13 @@ def detect_dataset(data: Path) -> Tuple[Dataset, str]:
     found = existing_data_path(path)
     if found is not None:
         return _detect_folder(found, data)
+    for parent in path.parents:  # a missing subject of an existing dataset: its parser lists the available ones
+        if parent != Path(".") and parent.is_dir():
+            try:
+                dataset, why = _detect_folder(parent, data)
+            except HumanDataError:
+                break
+            return dataset, f"{path.name} is not in {parent}, which is {why}"
     names = ", ".join(["zju/<id>"] + [str(d.config.data) for d in DATASETS if d is not ZJU])
     raise HumanDataError(f"--data {data}: no such folder (also looked in {data_root() / path}; set ${DATA_ROOT_ENV} "
                          f"to your data root) and not a dataset short name ({names}). {_explicit()}")
