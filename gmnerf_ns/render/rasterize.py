@@ -27,6 +27,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from gmnerf_ns.model.sources import project_to_views  # the one projection (batched over views); this is one view
+
 _NO_HIT = torch.iinfo(torch.int64).max
 
 
@@ -52,11 +54,8 @@ def project_points(
     """
     dtype = points.dtype if points.is_floating_point() else torch.float32
     K, R, T = (torch.as_tensor(x, dtype=dtype, device=points.device) for x in (K, R, T))
-    cam = points.to(dtype) @ R.T + T.reshape(1, 3)
-    depth = cam[:, 2]
-    uvw = cam @ K.T
-    uv = uvw[:, :2] / torch.where(depth.abs() < 1e-12, torch.full_like(depth, 1e-12), depth)[:, None]
-    return uv, depth
+    uv, depth = project_to_views(points.to(dtype), K[None], R[None], T.reshape(1, 3))
+    return uv[0], depth[0]
 
 
 def world_to_camera(
