@@ -61,8 +61,9 @@ class DoctorConfig:
 
     data: Path = Path("synthetic")
     """Dataset to check, as given to ns-train (a folder, or a short name under $GMNERF_DATA)."""
-    dataparser: str = "gmnerf-synthetic"
-    """Dataparser, as named on the ns-train command line (gmnerf-synthetic, zju-mocap, genebody, thuman2, ...)."""
+    dataparser: str = "gmnerf-auto"
+    """Dataparser, as named on the ns-train command line (gmnerf-auto: detected from --data like ns-train's default;
+    or gmnerf-synthetic, zju-mocap, genebody, thuman2, multi-garment)."""
     protocol: Optional[str] = None
     """Protocol preset or YAML path (default: the dataparser's)."""
     method: str = "gm-nerf-small"
@@ -192,7 +193,7 @@ def dataparser_config(name: str):
     if name not in specs:
         from gmnerf_ns import dataparser_configs as ours
 
-        local = {"gmnerf-synthetic": ours.synthetic_dataparser, "zju-mocap": ours.zju_mocap_dataparser,
+        local = {"gmnerf-auto": ours.auto_dataparser, "gmnerf-synthetic": ours.synthetic_dataparser, "zju-mocap": ours.zju_mocap_dataparser,
                  "genebody": ours.genebody_dataparser, "thuman2": ours.thuman2_dataparser,
                  "multi-garment": ours.multigarment_dataparser}
         if name in local:
