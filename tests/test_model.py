@@ -254,3 +254,15 @@ def test_encoder_fuses_like_concatenated_upsampled_stages():
         up = [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]]
         assert out.shape == (2, 6, *size)
         assert torch.allclose(out, encoder.fuse(torch.cat(up, dim=1)), atol=1e-5)
+
+
+def test_training_patch_that_misses_the_proxy_still_backpropagates_without_the_2d_renderer():
+    """A patch whose gradient rays all skip empty space renders a constant; backward() must still work (nerfstudio's
+    trainer calls it every step), with zero gradient."""
+    model = small_model(neural_renderer=False)
+    model.train()
+    out = model(nerfstudio_camera(1), sources=cylinder_sources(), patch=(0, 0, 2, 2))  # a corner: background only
+    assert out["accumulation"].abs().max() == 0  # nothing near the proxy there
+    loss = out["rgb"].square().mean() + out["accumulation"].mean()
+    loss.backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.field.parameters())

@@ -265,6 +265,10 @@ class GMNeRFModel(Model):
             density = density.index_copy(0, idx, out["density"])
             rgb = rgb.index_copy(0, idx, out["rgb"])
             feats = feats.index_copy(0, idx, out["features"])
+        elif torch.is_grad_enabled() and self.training:
+            # no sample of these rays is near the proxy: the render is constant. Keep a (zero-gradient) graph to the
+            # field so that backward() works when nothing else carries gradient (neural_renderer=False)
+            density = density + 0.0 * sum(p.view(-1)[0] for p in self.field.parameters())
         density, rgb, feats = (x.view(num_rays, num_samples, -1) for x in (density, rgb, feats))
         alpha = 1.0 - torch.exp(-density[..., 0] * delta)  # (R, S)
         trans = torch.cumprod(torch.cat([alpha.new_ones(num_rays, 1), 1.0 - alpha + 1e-10], dim=1), dim=1)[:, :-1]
