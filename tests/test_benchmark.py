@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -120,6 +121,24 @@ def test_quick_run_json_has_every_system_with_finite_metrics(quick_run):
     assert "pixelnerf" in doc["not_run"]["nerfstudio-pixelnerf"].lower()
     scene = json.loads(next(Path(doc["work_dir"]).glob("nerfacto-*/scene/transforms.json")).read_text())
     assert len(scene["frames"]) == doc["split"]["protocol"]["num_input_views"] == 4
+
+
+@pytest.mark.slow
+def test_resume_reuses_finished_measurements_and_refuses_other_settings(quick_run):
+    tmp = quick_run.parents[1]
+    work = tmp / "work-resumed"
+    shutil.copytree(tmp / "outputs" / "benchmark-work" / "ci", work)  # a copy: the other tests read the original
+    base = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--out", str(tmp / "resumed"),
+            "--run-name", "ci", "--data", str(tmp / "data"), "--work-dir", str(work), "--resume",
+            "--systems", REFERENCE, "--skip-speed"]
+    proc = subprocess.run(base, cwd=tmp, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    doc = json.loads((tmp / "resumed" / "ci" / "results.json").read_text())
+    assert set(doc["reused"]) == {"inspect", f"train-{REFERENCE}"}  # nothing was trained again
+    assert "Resumed run" in (tmp / "resumed" / "ci" / "results.md").read_text()
+    proc = subprocess.run(base + ["--budget-seconds", "3"], cwd=tmp, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 2 and "other settings" in proc.stderr
 
 
 def _doc(psnr_ref, psnr_none, psnr_nerfacto, render_fast, render_slow, mem_partial, mem_full, psnr_no_attention=24.0):

@@ -257,6 +257,11 @@ def markdown(doc: Dict[str, Any]) -> str:
         add("")
     add(f"Command: `{doc['command']}`  ")
     add(f"Started {doc['started']}, finished {doc['finished']} ({doc['wall_seconds']:.0f} s).")
+    if doc.get("reused"):
+        add("")
+        add(f"Resumed run (`--resume`): {len(doc['reused'])} measurement(s) reused as an earlier invocation with the "
+            f"same settings wrote them ({', '.join(doc['reused'])}); the times above are this invocation's, the "
+            "load table covers only what ran in it.")
     add("")
     add("## Machine")
     add("")

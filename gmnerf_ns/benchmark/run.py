@@ -177,6 +177,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="weights, renders and nerfacto scenes (default outputs/benchmark-work/<run-name>, "
                              "outside the committed run folder)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    parser.add_argument("--resume", action="store_true",
+                        help="complete an interrupted or partly failed run: measurements whose result is in the work "
+                             "dir without an error are reused (listed in the report), the rest run again; refused "
+                             "when the work dir was made with other settings")
     parser.add_argument("--rebuild-report", type=Path, default=None, metavar="RUN_DIR",
                         help="only rewrite RUN_DIR's results.md, targets and plots from its results.json")
     return parser.parse_args(argv)
@@ -208,11 +212,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     started = _dt.datetime.now()
     run_name = args.run_name or f"{mode_name}-{started:%Y%m%d-%H%M%S}"
     run_dir = (args.out / run_name).resolve()
-    if (run_dir / "results.json").exists() and not args.force:
-        print(f"benchmark: {run_dir} already holds results (use --force or another --run-name)", file=sys.stderr)
+    if (run_dir / "results.json").exists() and not (args.force or args.resume):
+        print(f"benchmark: {run_dir} already holds results (use --force, --resume or another --run-name)",
+              file=sys.stderr)
         return 2
     work = (args.work_dir or Path("outputs") / "benchmark-work" / run_name).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    settings_path = work / "settings.json"
+    settings = json.loads(json.dumps({"mode": asdict(mode), "threads": args.threads}, default=str))
+    if args.resume and settings_path.exists() and json.loads(settings_path.read_text()) != settings:
+        print(f"benchmark: --resume: {work} was measured with other settings ({settings_path}); use the same options "
+              "or another --run-name", file=sys.stderr)
+        return 2
+    settings_path.write_text(json.dumps(settings, indent=1))
+    reused: List[str] = []
     systems = list(GM_SYSTEMS) + ["nerfacto"]
     if args.systems is not None:
         unknown = [s for s in args.systems if s not in systems]
@@ -251,6 +264,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     timeout = mode.child_timeout + 3 * mode.budget_seconds
 
     def child(kind: str, name: str, **spec) -> Dict[str, Any]:
+        previous = work / f"{name}.json"
+        if args.resume and previous.exists():
+            result = json.loads(previous.read_text())
+            if "error" not in result:
+                reused.append(name)
+                log(f"  {name}: reused from {previous}")
+                return result
         loads.append(load_sample(f"{name} start"))
         result = run_child(kind, {**base_spec, **spec}, work / f"{name}.json", timeout)
         loads.append(load_sample(f"{name} end"))
@@ -331,6 +351,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(mode).items()},
                      "gm_nerf_small_grad_ray_fraction": gm_nerf_small_fraction()},
         "split": split,
+        "reused": reused,
         "not_run": {"splatfacto": SPLATFACTO_REASON, "nerfstudio-pixelnerf": pixelnerf_status()},
         **results,
     }
