@@ -140,6 +140,21 @@ def train_for(pipeline, optimizers, callbacks, budget: float, min_steps: int = 1
             "final_loss": float(np.mean(losses[-5:])) if losses else None}
 
 
+def train_measured(config, pipeline, budget: float, volume_rays: int, grad_rays: int, pixels: int) -> Dict[str, Any]:
+    """Trains ``pipeline`` for ``budget`` seconds (:func:`train_for`) with the TrainerConfig's optimizers and callbacks;
+    adds parameter count, memory (RSS when ready, peak, increment) and throughput from the per-step ray/pixel counts."""
+    optimizers = make_optimizers(config, pipeline)
+    callbacks = training_callbacks(pipeline, optimizers)
+    out: Dict[str, Any] = {"num_parameters": int(sum(p.numel() for p in pipeline.model.parameters())),
+                           "rss_ready_mb": rss_mb()}
+    out.update(train_for(pipeline, optimizers, callbacks, budget))
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["peak_increment_mb"] = out["peak_rss_mb"] - out["rss_ready_mb"]
+    out.update(volume_rays_per_step=volume_rays, grad_rays_per_step=grad_rays, pixels_per_step=pixels,
+               rays_per_second=volume_rays * out["steps_per_second"], pixels_per_second=pixels * out["steps_per_second"])
+    return out
+
+
 def eval_indices(datamanager, frames: str, max_views: Optional[int] = None) -> List[int]:
     """Held-out target views to evaluate: of the first frame of each held-out subject ('first') or of all frames;
     at most ``max_views`` evenly spaced target views per subject-frame."""
@@ -217,22 +232,13 @@ def task_train_gm(spec: Dict[str, Any]) -> Dict[str, Any]:
     config = gm_config(mode, system)
     pipeline = setup_pipeline(config)
     try:
-        optimizers = make_optimizers(config, pipeline)
-        callbacks = training_callbacks(pipeline, optimizers)
-        out["num_parameters"] = int(sum(p.numel() for p in pipeline.model.parameters()))
-        out["rss_ready_mb"] = rss_mb()
-        out.update(train_for(pipeline, optimizers, callbacks, mode.budget_seconds))
-        out["peak_rss_mb"] = peak_rss_mb()
-        out["peak_increment_mb"] = out["peak_rss_mb"] - out["rss_ready_mb"]
         model_cfg = config.pipeline.model
         patch = config.pipeline.datamanager.patch_size
         factor = 2 if model_cfg.neural_renderer else 1
         volume_rays = math.ceil(patch / factor) ** 2
-        out["volume_rays_per_step"] = volume_rays
-        out["grad_rays_per_step"] = max(1, int(round(model_cfg.grad_ray_fraction * volume_rays)))
-        out["pixels_per_step"] = patch * patch
-        out["rays_per_second"] = volume_rays * out["steps_per_second"]
-        out["pixels_per_second"] = patch * patch * out["steps_per_second"]
+        out.update(train_measured(config, pipeline, mode.budget_seconds, volume_rays=volume_rays,
+                                  grad_rays=max(1, int(round(model_cfg.grad_ray_fraction * volume_rays))),
+                                  pixels=patch * patch))
         work.mkdir(parents=True, exist_ok=True)
         torch.save(pipeline.model.state_dict(), work / "model.pt")
 
@@ -306,19 +312,8 @@ def task_train_nerfacto(spec: Dict[str, Any]) -> Dict[str, Any]:
         torchmetrics_lpips.LearnedPerceptualImagePatchSimilarity = _OfflineLPIPS  # this child process only
         out["nerfacto_lpips_stubbed"] = True
         pipeline = setup_pipeline(config, test_mode="val")
-        optimizers = make_optimizers(config, pipeline)
-        callbacks = training_callbacks(pipeline, optimizers)
-        out["num_parameters"] = int(sum(p.numel() for p in pipeline.model.parameters()))
-        out["rss_ready_mb"] = rss_mb()
-        out.update(train_for(pipeline, optimizers, callbacks, mode.budget_seconds))
-        out["peak_rss_mb"] = peak_rss_mb()
-        out["peak_increment_mb"] = out["peak_rss_mb"] - out["rss_ready_mb"]
         rays = mode.nerfacto_rays_per_batch
-        out["volume_rays_per_step"] = rays
-        out["grad_rays_per_step"] = rays
-        out["pixels_per_step"] = rays
-        out["rays_per_second"] = rays * out["steps_per_second"]
-        out["pixels_per_second"] = rays * out["steps_per_second"]
+        out.update(train_measured(config, pipeline, mode.budget_seconds, volume_rays=rays, grad_rays=rays, pixels=rays))
 
         lpips, status = lpips_metric()
         model = pipeline.model
