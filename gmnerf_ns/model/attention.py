@@ -5,7 +5,8 @@ between an imperfect body fit and the pixels [PAPER, abstract]. The equations ar
 the reconstruction in ``paper.md`` §1.2 (c) and (e) [INFER]:
 
 * :class:`VertexRegistration`: each proxy vertex attends over the views that *see* it (depth-tested visibility masks
-  invisible views) *and* over a small k x k window of pixels around each projection. Its query comes from its
+  invisible views) and, optionally (``registration_window`` > 1; off by default: it measured no better on the
+  built-in data), over a small k x k window of pixels around each projection. Its query comes from its
   position and the mean of its visible features; keys from each window sample's feature, its offset from the
   projection and the viewing direction. The window is what lets a vertex of a misfitted or naked body proxy pick the
   pixels the person actually covers, instead of whatever lies under its projection (the misalignment GM-NeRF's
@@ -71,6 +72,12 @@ class ViewAttention(nn.Module):
         return self.to_out(out.reshape(n, -1)), weights.mean(-1), any_valid
 
 
+def masked_view_mean(values: Float[Tensor, "N m C"], valid: Bool[Tensor, "N m"]) -> Float[Tensor, "N C"]:
+    """Mean of ``values`` over the valid views of each point (zero where no view is valid)."""
+    weights = valid.float()[..., None]
+    return (values * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
 def positional_encoding(x: Float[Tensor, "N D"], num_frequencies: int) -> Float[Tensor, "N D*(2F+1)"]:
     """NeRF sinusoidal encoding (identity + sin/cos at octave frequencies) of coordinates roughly in [-1, 1]."""
     if num_frequencies == 0:
@@ -106,9 +113,8 @@ class VertexRegistration(nn.Module):
         """``positions`` normalised to the proxy box ([-1, 1]); ``directions`` unit vectors vertex -> camera."""
         num_vertices, m, window, channels = features.shape
         centre = features[:, :, window // 2]  # the projection itself (odd k: the middle sample)
-        weights = visible.float()[..., None]
-        mean = (centre * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        query = self.query(torch.cat([positional_encoding(positions, self.pe_freqs), mean], dim=-1))
+        query = self.query(torch.cat([positional_encoding(positions, self.pe_freqs), masked_view_mean(centre, visible)],
+                                     dim=-1))
         expand = lambda x: x[:, :, None].expand(-1, -1, window, -1)  # noqa: E731  per view -> per token
         keys = torch.cat([
             features,

@@ -24,7 +24,7 @@ from nerfstudio.field_components.activations import trunc_exp
 from nerfstudio.field_components.mlp import MLP
 from torch import Tensor, nn
 
-from gmnerf_ns.model.attention import PointAppearance, positional_encoding
+from gmnerf_ns.model.attention import PointAppearance, masked_view_mean, positional_encoding
 from gmnerf_ns.model.sources import SourceViews, inside_image, project_to_views, sample_maps
 from gmnerf_ns.model.volume import ProxyVolume, normalize_points
 
@@ -91,8 +91,7 @@ class GMNeRFField(nn.Module):
         if self.pixel_geometry is None:
             geometry = ProxyVolume.query(encoded.volumes, box)  # (N, G)
         else:
-            w = valid.float()[..., None]
-            geometry = self.pixel_geometry((feats * w).sum(1) / w.sum(1).clamp(min=1.0))
+            geometry = self.pixel_geometry(masked_view_mean(feats, valid))
         colors = sample_maps(src.images, uv, height, width).transpose(0, 1)  # (N, m, 3)
         masks = sample_maps(src.masks, uv, height, width).transpose(0, 1)  # (N, m, 1)
         # how far the sample lies behind the proxy surface seen by each view: > 0 means probably occluded there

@@ -34,7 +34,7 @@ from nerfstudio.utils.external import TCNN_EXISTS
 from torch import Tensor, nn
 from torch.nn import Parameter
 
-from gmnerf_ns.model.attention import VertexRegistration, window_offsets
+from gmnerf_ns.model.attention import VertexRegistration, masked_view_mean, window_offsets
 from gmnerf_ns.model.encoder import ImageEncoderConfig
 from gmnerf_ns.model.field import EncodedSources, GMNeRFField
 from gmnerf_ns.model.losses import PerceptualLossConfig, mask_loss
@@ -197,8 +197,7 @@ class GMNeRFModel(Model):
             codes = self.registration(box, vfeat, to_cam, visible, offsets)
         else:
             vfeat = self._sample_sources(feature_maps, sources, uv).transpose(0, 1)  # (V, m, C+3)
-            w = visible.float()[..., None]
-            codes = self.mean_projection((vfeat * w).sum(1) / w.sum(1).clamp(min=1.0))
+            codes = self.mean_projection(masked_view_mean(vfeat, visible))
         shape = grid_shape(sources.bbox, self.config.volume_resolution)
         grid = splat_to_grid(codes, box, shape)  # (C+1, Z, Y, X)
         volumes = self.volume(grid)
