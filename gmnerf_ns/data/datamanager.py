@@ -51,6 +51,7 @@ from gmnerf_ns.data.human_record import (
     load_vertices,
     proxy_bbox,
 )
+from gmnerf_ns.data.proxy_jitter import jitter_proxy
 from gmnerf_ns.data.view_loader import load_view
 from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
 from gmnerf_ns.model.sources import SourceViews
@@ -71,6 +72,14 @@ class GMNeRFDataManagerConfig(FullImageDatamanagerConfig):
     train_source_views: Literal["ring", "random", "protocol"] = "ring"
     """Training sources: evenly spaced on the camera ring with a random offset ('ring'), m random cameras ('random'),
     or the protocol's input views ('protocol'). The target view is never a source."""
+    train_num_source_views: Optional[Tuple[int, int]] = (3, 6)
+    """Training draws the number of source views m uniformly from this range (inclusive, at most the subject's camera
+    count minus one), so one model serves rigs with 3 to 6 input views; None = always the protocol's m. Evaluation
+    always uses the protocol's m. Ignored with ``train_source_views protocol``."""
+    proxy_jitter: float = 0.05
+    """Misfit-robust training: each training sample's proxy is randomly bent, displaced and offset (typical bend angle
+    in radians; about 2-3 cm of vertex error at 0.05), like a body fit that is never exact. 0 = train on the proxies as
+    they are. Evaluation never perturbs the proxy."""
     view_cache_size: int = 256
     """Decoded views kept in memory (LRU, stored as uint8); bounds memory whatever the number of subjects."""
     seed: int = 0
@@ -179,8 +188,9 @@ class GMNeRFDataManager(FullImageDatamanager):
         return self._frames[key]
 
     def build_sources(self, subject: SubjectRecord, frame: FrameRecord, cameras: Sequence[int],
-                      padding: float) -> SourceViews:
-        """Loads m source views and the proxy of a subject-frame."""
+                      padding: float, jitter: Optional[random.Random] = None) -> SourceViews:
+        """Loads m source views and the proxy of a subject-frame (randomly misfit by ``proxy_jitter`` when a training
+        sample's ``jitter`` stream is given)."""
         images, masks, Ks, Rs, Ts = [], [], [], [], []
         for cam in cameras:
             view = frame.views[cam]
@@ -194,6 +204,8 @@ class GMNeRFDataManager(FullImageDatamanager):
         verts = load_vertices(frame)
         if expected is not None and verts.shape[0] < expected:
             raise HumanDataError(f"{frame.vertices_path}: {verts.shape[0]} vertices but the faces index {expected}")
+        if jitter is not None and self.config.proxy_jitter > 0:
+            verts = jitter_proxy(verts, np.random.default_rng(jitter.getrandbits(64)), self.config.proxy_jitter)
         as_tensor = lambda x: torch.from_numpy(np.stack(x)).float()  # noqa: E731
         return SourceViews(
             images=torch.stack(images),
@@ -220,9 +232,12 @@ class GMNeRFDataManager(FullImageDatamanager):
         """m source cameras for a training step, never including ``target``."""
         rng = rng or random.Random(self.config.seed)
         num_cams, m = len(subject.camera_names), self.num_source_views
+        mode = self.config.train_source_views
+        if self.config.train_num_source_views is not None and mode != "protocol":
+            low, high = self.config.train_num_source_views
+            m = max(1, min(rng.randint(low, high), num_cams - 1))
         if num_cams <= m:
             raise HumanDataError(f"subject {subject.name} has {num_cams} cameras; need more than m={m}")
-        mode = self.config.train_source_views
         if mode == "protocol":
             cams = self.train_collection.inputs_for(subject, m)
             if target not in cams:
@@ -268,7 +283,8 @@ class GMNeRFDataManager(FullImageDatamanager):
             source_cams = self.choose_train_sources(subject, cam, rng)
         else:
             source_cams = collection.inputs_for(subject, self.num_source_views)
-        sources = self.build_sources(subject, frame, source_cams, collection.bbox_padding)
+        sources = self.build_sources(subject, frame, source_cams, collection.bbox_padding,
+                                     jitter=rng if sources_mode == "train" else None)
         image, mask = self.load(frame.views[cam])
         y0, x0, ph, pw = patch = self.choose_patch(mask, rng)
         batch = {

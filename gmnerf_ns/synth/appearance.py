@@ -7,8 +7,8 @@ geometry, so the appearance cannot be guessed from the silhouette.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from dataclasses import dataclass, replace
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -65,6 +65,8 @@ class Look:
     diffuse: float
     noise: Tuple[Tuple[float, float, float, float, float], ...]
     """Random 3-D sinusoids ``(kx, ky, kz, phase, amplitude)`` that modulate albedo (fabric/skin variation)."""
+    tint: Optional[Tuple[float, float, float]] = None
+    """Colour of the light (linear RGB gains); None = white."""
 
     def summary(self) -> Dict[str, object]:
         """JSON-friendly description."""
@@ -83,7 +85,17 @@ class Look:
             "bottom": fab(self.bottom),
             "light_dir": rgb(self.light_dir),
             "ambient": round(self.ambient, 3),
+            **({} if self.tint is None else {"diffuse": round(self.diffuse, 3), "light_tint": rgb(self.tint)}),
         }
+
+
+def vary_lighting(look: Look, rng: np.random.Generator, variety: float) -> Look:
+    """``look`` under a wider range of lights: ambient and key strengths spread by ``variety`` in [0, 1] and a light
+    tint (warm, cool or coloured studio light) of up to about 15% per channel at ``variety`` 1."""
+    ambient = float(rng.uniform(0.35 - 0.2 * variety, 0.5 + 0.2 * variety))
+    diffuse = float(look.diffuse * rng.uniform(1.0 - 0.4 * variety, 1.0 + 0.3 * variety))
+    tint = np.clip(1.0 + rng.normal(0.0, 0.08 * variety, 3), 0.7, 1.3)
+    return replace(look, ambient=ambient, diffuse=diffuse, tint=tuple(float(t) for t in tint))
 
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
@@ -262,6 +274,8 @@ class Shader:
         lambert = (n @ self.light).clamp_min(0)
         sky = 0.5 + 0.5 * n[:, 2]  # hemispheric ambient: brighter from above
         light = self.look.ambient * (0.7 + 0.3 * sky) + self.look.diffuse * lambert
+        if self.look.tint is not None:
+            return _linear_to_srgb(albedo * light[:, None] * albedo.new_tensor(self.look.tint))
         return _linear_to_srgb(albedo * light[:, None])
 
 

@@ -26,7 +26,7 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -35,10 +35,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from gmnerf_ns import __version__
 from gmnerf_ns.render.rasterize import area_downsample, coverage_mask, interpolate, rasterize, scale_intrinsics
 from gmnerf_ns.synth import writer
-from gmnerf_ns.synth.appearance import Look, Shader, eye_centres, sample_look
+from gmnerf_ns.synth.appearance import Look, Shader, eye_centres, sample_look, vary_lighting
 from gmnerf_ns.synth.body import DEFAULT_ASSET, BodyModel, rotvec_to_matrix, vertex_normals
-from gmnerf_ns.synth.cameras import Camera, ring_cameras
+from gmnerf_ns.synth.cameras import Camera, RigRanges, ring_cameras
 from gmnerf_ns.synth.garments import MATERIALS, ClothedBody, Outfit, dress, sample_outfit
+from gmnerf_ns.synth.misfit import ProxyError, degrade_mask, global_offset, wrong_shape
 from gmnerf_ns.synth.motion import MotionParams, jitter_pose, pose_at, sample_motion
 
 GENERATOR = f"gmnerf-synth {__version__}"
@@ -50,8 +51,9 @@ LICENCE = (
 )
 SUBJECT_PATTERN = re.compile(r"^subject_\d{3,}$")
 
-# Independent random streams of a subject (never reorder: that would change every dataset).
-_SHAPE, _OUTFIT, _LOOK, _MOTION, _CAMERAS, _PROXY = range(6)
+# Independent random streams of a subject (never reorder: that would change every dataset; new streams go at the end,
+# and options that are off draw nothing, so datasets of earlier versions keep their bytes).
+_SHAPE, _OUTFIT, _LOOK, _MOTION, _CAMERAS, _PROXY, _RIG, _LIGHT, _SHAPE_MIX, _MISFIT, _MASK = range(11)
 
 
 class SynthError(RuntimeError):
@@ -79,11 +81,21 @@ class SynthConfig:
     num_test_subjects: int = 2
     """The last this-many subjects are held out (``test`` in split.json)."""
     num_cameras: int = 12
-    """Cameras on the ring."""
+    """Cameras on the ring (the smallest count when ``max_num_cameras`` is larger)."""
+    max_num_cameras: Optional[int] = None
+    """Rig variety: each subject gets a random camera count in [num_cameras, max_num_cameras] (None = num_cameras)."""
+    camera_distance: Tuple[float, float] = (2.6, 3.8)
+    """Range of the cameras' horizontal distance from the capture centre (metres)."""
+    camera_height: Tuple[float, float] = (0.5, 2.3)
+    """Range of the cameras' height above the floor (metres)."""
+    zoom_out: Tuple[float, float] = (0.88, 1.0)
+    """Range of each camera's focal length as a fraction of the tightest one that frames the capture volume."""
+    aspect: Tuple[float, float] = (1.0, 1.0)
+    """Range of a subject's image width / height (1 = square; the height is ``resolution``)."""
     num_frames: int = 4
     """Frames per subject."""
     resolution: int = 512
-    """Square image size in pixels."""
+    """Image height in pixels (and width, unless ``aspect`` says otherwise)."""
     seed: int = 0
     """Dataset seed; subject k is derived from (seed, k) only."""
     force: bool = False
@@ -96,6 +108,18 @@ class SynthConfig:
     """Seconds between frames."""
     proxy_pose_noise: float = 0.0
     """Std (radians) of per-joint noise on the saved proxy's pose, to mimic body-fitting error (0 = exact)."""
+    proxy_shape_error: float = 0.0
+    """Body-shape error of the saved proxy: the fraction of the way towards another random body (0 = exact)."""
+    proxy_offset: float = 0.0
+    """Std (metres, per axis) of a per-frame global offset of the saved proxy (0 = exact)."""
+    misfit_per_subject: bool = False
+    """Scale each subject's proxy errors by its own random factor in [0, 1], so the set spans exact to full misfit."""
+    mask_error: int = 0
+    """Imperfect masks: erode or dilate each mask by up to this many pixels and punch up to 2 holes (0 = exact)."""
+    light_variety: float = 0.0
+    """Lighting variety in [0, 1]: wider ambient/key-light strengths and a coloured light tint (0 = the default)."""
+    shape_variety: float = 0.0
+    """Probability that a subject's body blends two of the asset's body shapes (more shapes than the asset holds)."""
     jpeg_quality: int = 95
     """JPEG quality of the images."""
     threads: int = 1
@@ -120,7 +144,21 @@ class SynthConfig:
             "proxy_pose_noise",
             "jpeg_quality",
         )
-        return {"generator": GENERATOR, "body_asset_sha256": asset_digest(), **{k: getattr(self, k) for k in keys}}
+        # Options added later count only when set, so datasets written before them stay valid.
+        defaults = SynthConfig.__dataclass_fields__
+        extra = {k: _plain(getattr(self, k)) for k in _LATER_OPTIONS if getattr(self, k) != defaults[k].default}
+        return {"generator": GENERATOR, "body_asset_sha256": asset_digest(), **{k: getattr(self, k) for k in keys},
+                **extra}
+
+    @property
+    def proxy_error(self) -> ProxyError:
+        """The saved proxy's error before the per-subject factor."""
+        return ProxyError(self.proxy_pose_noise, self.proxy_shape_error, self.proxy_offset)
+
+    @property
+    def rig_ranges(self) -> RigRanges:
+        return RigRanges(distance=tuple(self.camera_distance), height=tuple(self.camera_height),
+                         zoom_out=tuple(self.zoom_out))
 
     def validate(self) -> None:
         """Raises :class:`SynthError` on impossible settings."""
@@ -132,6 +170,31 @@ class SynthConfig:
             raise SynthError("threads and workers must be >= 1")
         if self.resolution < 16 or self.supersample < 1:
             raise SynthError("resolution must be >= 16 and supersample >= 1")
+        if self.max_num_cameras is not None and self.max_num_cameras < self.num_cameras:
+            raise SynthError(f"--max-num-cameras {self.max_num_cameras} is below --num-cameras {self.num_cameras}")
+        for name in ("camera_distance", "camera_height", "zoom_out", "aspect"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high and not (name == "camera_height" and low <= high):
+                raise SynthError(f"--{name.replace('_', '-')} {low} {high}: need 0 < low <= high")
+        if min(self.camera_distance) <= 0.5:
+            raise SynthError("--camera-distance must keep the cameras more than 0.5 m from the capture centre")
+        if max(self.zoom_out) > 1.0:
+            raise SynthError("--zoom-out must be <= 1 (1 = the tightest framing that keeps the person in view)")
+        for name in ("proxy_pose_noise", "proxy_shape_error", "proxy_offset", "light_variety", "shape_variety"):
+            if getattr(self, name) < 0:
+                raise SynthError(f"--{name.replace('_', '-')} must be >= 0")
+        if self.light_variety > 1 or self.shape_variety > 1:
+            raise SynthError("--light-variety and --shape-variety are in [0, 1]")
+        if self.mask_error < 0:
+            raise SynthError("--mask-error must be >= 0 pixels")
+
+
+_LATER_OPTIONS = ("max_num_cameras", "camera_distance", "camera_height", "zoom_out", "aspect", "proxy_shape_error",
+                  "proxy_offset", "misfit_per_subject", "mask_error", "light_variety", "shape_variety")
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
 
 
 def subject_name(index: int) -> str:
@@ -162,6 +225,13 @@ class Subject:
     shader: Shader
     motion: MotionParams
     cameras: List[Camera]
+    width: int
+    """Image width in pixels (the height is the dataset's resolution)."""
+    proxy_error: ProxyError
+    """This subject's proxy error (the dataset's, times its random factor under ``misfit_per_subject``)."""
+    proxy_vertices: torch.Tensor
+    """Canonical vertices of the proxy body (the true ones unless the proxy has a shape error)."""
+    proxy_joints: torch.Tensor
 
 
 def build_subject(body: BodyModel, config: SynthConfig, index: int) -> Subject:
@@ -169,11 +239,18 @@ def build_subject(body: BodyModel, config: SynthConfig, index: int) -> Subject:
     rng = subject_rng(config.seed, index, _SHAPE)
     shape_index = int(rng.integers(len(body.shape_samples)))
     coeffs = body.shape_samples[shape_index]
+    if config.shape_variety > 0:
+        mix = subject_rng(config.seed, index, _SHAPE_MIX)
+        if mix.random() < config.shape_variety:
+            other = body.shape_samples[int(mix.integers(len(body.shape_samples)))]
+            coeffs = coeffs + mix.uniform(0.2, 0.8) * (other - coeffs)
     vertices, joints = body.shape(coeffs)
     vertices, joints = vertices - joints[0], joints - joints[0]  # pelvis at the origin
     outfit = sample_outfit(subject_rng(config.seed, index, _OUTFIT))
     clothed = dress(body, vertices, joints, outfit)
     look = sample_look(subject_rng(config.seed, index, _LOOK))
+    if config.light_variety > 0:
+        look = vary_lighting(look, subject_rng(config.seed, index, _LIGHT), config.light_variety)
     shader = Shader(
         look,
         clothed.texture_points,
@@ -183,13 +260,30 @@ def build_subject(body: BodyModel, config: SynthConfig, index: int) -> Subject:
     )
     motion = sample_motion(subject_rng(config.seed, index, _MOTION), skirt=outfit.bottom in ("skirt", "dress"))
     height = float(vertices[:, 2].max() - vertices[:, 2].min())
+    num_cameras, width = config.num_cameras, config.resolution
+    if config.max_num_cameras is not None and config.max_num_cameras > config.num_cameras:
+        num_cameras = int(subject_rng(config.seed, index, _RIG).integers(config.num_cameras, config.max_num_cameras + 1))
+    if tuple(config.aspect) != (1.0, 1.0):
+        aspect = subject_rng(config.seed, index, _RIG, 1).uniform(*config.aspect)
+        width = 2 * max(8, int(round(config.resolution * aspect / 2)))
     cameras = ring_cameras(
         subject_rng(config.seed, index, _CAMERAS),
-        config.num_cameras,
+        num_cameras,
         config.resolution,
         height,
         capture_radius=motion.path_radius + 0.35,
+        width=width,
+        ranges=config.rig_ranges,
     )
+    proxy_error = config.proxy_error
+    if config.misfit_per_subject:
+        proxy_error = proxy_error.scaled(float(subject_rng(config.seed, index, _MISFIT).uniform()))
+    proxy_vertices, proxy_joints = vertices, joints
+    if proxy_error.shape_error > 0:
+        wrong = wrong_shape(coeffs, body.shape_samples, subject_rng(config.seed, index, _MISFIT, 1),
+                            proxy_error.shape_error)
+        proxy_vertices, proxy_joints = body.shape(wrong)
+        proxy_vertices, proxy_joints = proxy_vertices - proxy_joints[0], proxy_joints - proxy_joints[0]
     return Subject(
         subject_name(index),
         index,
@@ -204,6 +298,10 @@ def build_subject(body: BodyModel, config: SynthConfig, index: int) -> Subject:
         shader,
         motion,
         cameras,
+        width,
+        proxy_error,
+        proxy_vertices,
+        proxy_joints,
     )
 
 
@@ -231,15 +329,20 @@ def frame_geometry(body: BodyModel, subject: Subject, config: SynthConfig, frame
     rot = rotvec_to_matrix(torch.as_tensor(Rh, dtype=dtype))
     ground = -(clothed @ rot.T)[:, 2].min()
     Th = torch.tensor([position[0], position[1], float(ground)], dtype=dtype)
-    proxy_pose = jitter_pose(pose, subject_rng(config.seed, subject.index, _PROXY, frame), config.proxy_pose_noise)
-    proxy = body.pose(torch.as_tensor(proxy_pose, dtype=dtype), subject.vertices, subject.joints)
+    error = subject.proxy_error
+    proxy_pose = jitter_pose(pose, subject_rng(config.seed, subject.index, _PROXY, frame), error.pose_noise)
+    proxy = body.pose(torch.as_tensor(proxy_pose, dtype=dtype), subject.proxy_vertices, subject.proxy_joints)
+    proxy_Th = Th
+    if error.offset > 0:
+        offset = global_offset(subject_rng(config.seed, subject.index, _MISFIT, 2, frame), error.offset)
+        proxy_Th = Th + torch.as_tensor(offset, dtype=dtype)
     return FrameGeometry(
         pose=proxy_pose,
         pose_rendered=pose,
         Rh=Rh,
-        Th=Th.numpy(),
-        proxy_vertices=proxy.vertices @ rot.T + Th,
-        proxy_joints=proxy.joints @ rot.T + Th,
+        Th=proxy_Th.numpy(),
+        proxy_vertices=proxy.vertices @ rot.T + proxy_Th,
+        proxy_joints=proxy.joints @ rot.T + proxy_Th,
         transforms=proxy.transforms,
         clothed_vertices=clothed @ rot.T + Th,
     )
@@ -249,19 +352,19 @@ def render_view(
     subject: Subject, camera: Camera, world_vertices: torch.Tensor, normals: torch.Tensor, config: SynthConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """Anti-aliased RGB (H, W, 3) uint8 on black and the exact binary mask (H, W) uint8 {0, 255}."""
-    s, res = config.supersample, config.resolution
+    s, res, width = config.supersample, config.resolution, subject.width
     R = torch.as_tensor(camera.R, dtype=torch.float32)
     T = torch.as_tensor(camera.T, dtype=torch.float32)
     verts = world_vertices.float()
     rast = rasterize(
-        verts @ R.T + T, subject.clothed.faces, scale_intrinsics(torch.as_tensor(camera.K), s), res * s, res * s
+        verts @ R.T + T, subject.clothed.faces, scale_intrinsics(torch.as_tensor(camera.K), s), res * s, width * s
     )
     attributes = torch.cat([subject.clothed.texture_points.float(), normals.float(), verts], -1)
     values, covered = interpolate(attributes, subject.clothed.faces, rast)
     centre = torch.as_tensor(camera.centre, dtype=torch.float32)
     view = values[:, 6:9] - centre
     colour = subject.shader.shade(rast.face_id[covered], values[:, :3], values[:, 3:6], view)
-    image = torch.zeros(res * s, res * s, 3)
+    image = torch.zeros(res * s, width * s, 3)
     image[covered] = colour
     rgb = (area_downsample(image, s) * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
     mask = coverage_mask(rast.face_id, s).numpy().astype(np.uint8) * 255
@@ -277,7 +380,7 @@ def annotations(subject: Subject, config: SynthConfig) -> dict:
         "T": [(c.T * 1000.0).reshape(3, 1).astype(np.float64) for c in subject.cameras],
     }
     ims = [
-        {"ims": [f"{writer.camera_name(c)}/{writer.image_name(f)}.jpg" for c in range(config.num_cameras)]}
+        {"ims": [f"{writer.camera_name(c)}/{writer.image_name(f)}.jpg" for c in range(len(subject.cameras))]}
         for f in range(config.num_frames)
     ]
     return {"cams": cams, "ims": ims}
@@ -321,14 +424,18 @@ def write_subject_files(body: BodyModel, subject: Subject, config: SynthConfig, 
         "appearance": subject.look.summary(),
         "motion": subject.motion.summary(),
         "materials": list(MATERIALS),
-        "num_cameras": config.num_cameras,
+        "num_cameras": len(subject.cameras),
         "num_frames": config.num_frames,
         "resolution": config.resolution,
         "frame_interval_s": config.frame_interval,
-        "proxy_pose_noise": config.proxy_pose_noise,
+        "proxy_pose_noise": subject.proxy_error.pose_noise,
         "conventions": "world metres, Z up, feet on z=0; x_cam = R x + T/1000 (annots T in mm); "
         "vertices/<i>.npy = naked body proxy = Rodrigues(Rh) @ LBS(poses) + Th; meshes/<i>.ply = clothed surface",
     }
+    if not subject.proxy_error.exact and subject.proxy_error != ProxyError(config.proxy_pose_noise):
+        info["proxy_error"] = {k: round(v, 4) for k, v in vars(subject.proxy_error).items()}
+    if subject.width != config.resolution:
+        info["image_size"] = [subject.width, config.resolution]
     unit.write("subject.json", writer.json_bytes(info))
     unit.finish("subject")
 
@@ -340,6 +447,8 @@ def write_frame(body: BodyModel, subject: Subject, config: SynthConfig, subject_
     normals = vertex_normals(geo.clothed_vertices, subject.clothed.faces)
     for c, camera in enumerate(subject.cameras):
         rgb, mask = render_view(subject, camera, geo.clothed_vertices, normals, config)
+        if config.mask_error > 0:
+            mask = degrade_mask(mask, subject_rng(config.seed, subject.index, _MASK, frame, c), config.mask_error)
         name = f"{writer.camera_name(c)}/{writer.image_name(frame)}"
         unit.write(f"{name}.jpg", writer.jpg_bytes(rgb, config.jpeg_quality))
         unit.write(f"mask/{name}.png", writer.png_bytes(mask))
