@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Tuple
@@ -12,6 +11,8 @@ from PIL import Image
 
 from gmnerf_ns.data.human_record import HumanDataError, HumanDataWarning
 
+from ._safe_pickle import load_npy, load_pickle
+
 
 def warn(message: str) -> None:
     """Emits a :class:`HumanDataWarning` (something was skipped so the rest can go on)."""
@@ -19,16 +20,21 @@ def warn(message: str) -> None:
 
 
 def load_pickled_dict(path: Path, what: str) -> Dict[str, Any]:
-    """Loads a pickled dict saved with ``np.save`` (``annots.npy``) or ``pickle`` (``.pkl``, Python-2 pickles too)."""
+    """Loads a pickled dict saved with ``np.save`` (``annots.npy``) or ``pickle`` (``.pkl``, Python-2 pickles too).
+
+    Only dicts, lists, strings, numbers and numpy arrays are unpickled (:mod:`._safe_pickle`): a file naming any other
+    Python global is refused with a :class:`HumanDataError`, and no code from it runs.
+    """
     if not path.is_file():
         raise HumanDataError(f"{path}: {what} file is missing")
     try:
         if path.suffix == ".npy":
-            value = np.load(path, allow_pickle=True)
+            value = load_npy(path)
             value = value.item() if isinstance(value, np.ndarray) and value.dtype == object and value.ndim == 0 else value
         else:
-            with open(path, "rb") as handle:
-                value = pickle.load(handle, encoding="latin1")
+            value = load_pickle(path)
+    except HumanDataError:
+        raise
     except Exception as err:  # truncated or foreign file: say which one
         raise HumanDataError(f"{path}: cannot read {what} ({type(err).__name__}: {err})") from err
     if not isinstance(value, dict):
