@@ -15,6 +15,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils import profiler
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from gmnerf_ns.checkpoints import load_model_weights
 from gmnerf_ns.data.datamanager import GMNeRFDataManager, GMNeRFDataManagerConfig
 from gmnerf_ns.model.gmnerf_model import GMNeRFModelConfig
 from gmnerf_ns.tools.evaluation import average_eval_image_metrics
@@ -31,7 +32,8 @@ class GMNeRFPipelineConfig(VanillaPipelineConfig):
     model: GMNeRFModelConfig = field(default_factory=GMNeRFModelConfig)
     pretrained_checkpoint: Optional[Path] = None
     """A cross-subject checkpoint (``step-*.ckpt``) whose model weights initialise this run (fine-tuning); the
-    optimizer and step start fresh."""
+    optimizer and step start fresh. Read once, by ns-train when the run starts; a resumed run, ns-eval and ns-render
+    use the run's own checkpoints and no longer need this file."""
     # ---- issue #6: ns-eval geometry metrics (gmnerf_ns/tools/evaluation.py) ----
     geometry_resolution: int = 96
     """ns-eval: marching-cubes cells along the proxy box's longest side for Chamfer/P2S on data with ground-truth
@@ -57,23 +59,18 @@ class GMNeRFPipeline(VanillaPipeline):
         # No parameters, so checkpoints are unchanged; the viewer finds its elements by walking the pipeline.
         self.conditioning = GMNeRFViewerControls(self.model, self.datamanager)
         # ---- end issue #6 ----
-        if config.pretrained_checkpoint is not None:
-            self.load_pretrained(config.pretrained_checkpoint)
 
     def load_pretrained(self, path: Path) -> None:
-        """Initialises the model from another run's checkpoint, with clear errors for wrong files."""
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: pretrained checkpoint not found")
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(state, dict) or "pipeline" not in state:
-            raise ValueError(f"{path}: not a nerfstudio checkpoint (no 'pipeline' entry)")
-        prefix = "_model."
-        weights = {k[len(prefix):].replace("module.", ""): v for k, v in state["pipeline"].items() if k.startswith(prefix)}
-        missing, unexpected = self.model.load_state_dict(weights, strict=False)
-        if not weights or len(missing) > len(weights) // 2:
-            raise ValueError(f"{path}: checkpoint does not hold a compatible gm-nerf model "
-                             f"({len(missing)} parameters missing, {len(unexpected)} unexpected)")
-        CONSOLE.log(f"initialised gm-nerf from {path} ({len(missing)} missing, {len(unexpected)} unexpected keys)")
+        """Initialises the model's weights from another gm-nerf run's checkpoint (fine-tuning; optimizer and step start
+        fresh). Called by the trainer when a run starts without a checkpoint to resume; never while the pipeline is
+        built, so ``ns-eval``/``ns-render`` of a fine-tuned run read only its own checkpoint.
+
+        Raises:
+            CheckpointError: missing, truncated or foreign file, Python objects other than tensors (never unpickled),
+                or a model of another size.
+        """
+        load_model_weights(self.model, path, "init")
+        CONSOLE.log(f"initialised gm-nerf from {path}")
 
     # ---- issue #6: ns-eval per subject, novel view vs novel pose, per image, geometry (gmnerf_ns/tools/evaluation.py)
     def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None,

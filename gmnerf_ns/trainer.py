@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import random
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -50,26 +48,24 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from gmnerf_ns import __version__
+from gmnerf_ns.checkpoints import (
+    CheckpointError,
+    RunInputError,
+    check_checkpoint_fits,
+    list_checkpoints,
+    read_checkpoint,
+)
 from gmnerf_ns.data.human_record import HumanDataError
 
 CONFIG_FORMAT = 1
 """Version of the saved ``config.yml`` layout. Bump it when a config class is renamed or a field changes meaning."""
 CHECKPOINT_FORMAT = 1
 """Version of the extra checkpoint entries written here (``gmnerf``, ``rng_states``)."""
-CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Errors
 # ----------------------------------------------------------------------------------------------------------------------
-class RunInputError(ValueError):
-    """A user-fixable problem with a run's inputs: checkpoint, output folder or config. The message says what to do."""
-
-
-class CheckpointError(RunInputError):
-    """A checkpoint is missing, unreadable, of another method, or of a differently sized gm-nerf model."""
-
-
 class ExistingRunError(RunInputError):
     """The output folder already holds a run with checkpoints."""
 
@@ -138,15 +134,6 @@ install_yaml_guard()
 # ----------------------------------------------------------------------------------------------------------------------
 # Checkpoint files
 # ----------------------------------------------------------------------------------------------------------------------
-def list_checkpoints(folder: Path) -> List[Tuple[int, Path]]:
-    """(step, path) of every ``step-<n>.ckpt`` in ``folder``, oldest first (empty if the folder does not exist)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), folder / m.group(0)) for m in map(CHECKPOINT_NAME.match, os.listdir(folder)) if m]
-    return sorted(found)
-
-
 def _partial_name(path: Path) -> Path:
     # Outside the checkpoint folder: nerfstudio's --load-dir and ns-eval parse every file name in it as step-N.ckpt.
     return path.parent.parent / f".{path.parent.name}-{path.name}.partial-{os.getpid()}"
@@ -184,69 +171,6 @@ def remove_stale_partials(checkpoint_dir: Path) -> None:
     """Deletes temporary files left by a save that was killed (they never replaced a checkpoint)."""
     for stale in checkpoint_dir.parent.glob(f".{checkpoint_dir.name}-step-*.ckpt.partial-*"):
         stale.unlink(missing_ok=True)
-
-
-def read_checkpoint(path: Path) -> Dict[str, Any]:
-    """Loads a nerfstudio checkpoint as plain weights, with a clear error for missing, truncated or foreign files."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # torch refused a non-tensor object: not written by this trainer
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} is not a gm-nerf checkpoint: it holds Python objects other than tensors and "
-                              f"numbers, which gm-nerf checkpoints never do ({first})") from err
-    except Exception as err:
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(state, dict) or not isinstance(state.get("pipeline"), dict) or "step" not in state:
-        raise CheckpointError(f"{path} is not a nerfstudio checkpoint (no 'pipeline' weights and 'step')")
-    return state
-
-
-def model_weights(state: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-    """The model's tensors in a checkpoint, without nerfstudio's ``_model.`` and DDP's ``module.`` prefixes."""
-    weights = {}
-    for key, value in state["pipeline"].items():
-        if key.startswith("_model."):
-            key = key[len("_model."):]
-            weights[key[len("module."):] if key.startswith("module.") else key] = value
-    return weights
-
-
-def check_checkpoint_fits(model: nn.Module, state: Dict[str, Any], path: Path, purpose: Literal["resume", "init"]
-                          ) -> None:
-    """Raises :class:`CheckpointError` unless ``state`` holds weights of this very model (``resume``) or of a gm-nerf
-    model with the same tensor shapes (``init``, missing/extra tensors allowed)."""
-    ours = model.state_dict()
-    theirs = model_weights(state)
-    stamp = state.get("gmnerf") if isinstance(state.get("gmnerf"), dict) else {}
-    writer = f" (written by {stamp['method_name']})" if stamp.get("method_name") else ""
-    flag = "--load-dir/--load-checkpoint" if purpose == "resume" else "--pipeline.pretrained-checkpoint"
-    shared = ours.keys() & theirs.keys()
-    if len(shared) < max(1, len(ours) // 2):
-        example = ", ".join(sorted(theirs)[:2]) or "no model weights at all"
-        raise CheckpointError(
-            f"{path} is not a gm-nerf checkpoint{writer}: it holds {len(shared)} of this model's {len(ours)} tensors "
-            f"(its model has e.g. {example}); {flag} must point at a gm-nerf run's nerfstudio_models"
-        )
-    wrong = sorted(k for k in shared if tuple(ours[k].shape) != tuple(theirs[k].shape))
-    missing, unexpected = sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys())
-    if wrong or (purpose == "resume" and (missing or unexpected)):
-        details = []
-        if wrong:
-            k = wrong[0]
-            details.append(f"{len(wrong)} tensors differ in shape, e.g. {k}: checkpoint {tuple(theirs[k].shape)}, "
-                           f"this config {tuple(ours[k].shape)}")
-        if missing and purpose == "resume":
-            details.append(f"{len(missing)} missing, e.g. {missing[0]}")
-        if unexpected and purpose == "resume":
-            details.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
-        raise CheckpointError(
-            f"{path} holds a gm-nerf model of another configuration{writer} ({'; '.join(details)}); "
-            + ("resume with the method and model options the run was trained with"
-               if purpose == "resume" else "use a checkpoint of the same model size")
-        )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -435,25 +359,21 @@ class GMNeRFTrainer(Trainer):
         if comms.is_main_process():
             check_output_dir(self.config)
             remove_stale_partials(self.checkpoint_dir)
+        resuming = self.config.load_dir is not None or self.config.load_checkpoint is not None
         for flag, path in (("--load-checkpoint", self.config.load_checkpoint),
-                           ("--pipeline.pretrained-checkpoint", getattr(self.config.pipeline, "pretrained_checkpoint",
-                                                                        None))):
+                           ("--pipeline.pretrained-checkpoint", None if resuming else self._pretrained_checkpoint())):
             if path is not None and not Path(path).is_file():  # fail before the dataset is parsed
                 raise CheckpointError(f"{flag} {path}: file not found")
         if self.config.load_dir is not None and not Path(self.config.load_dir).is_dir():
             raise CheckpointError(f"--load-dir {self.config.load_dir}: folder not found")
         if self.device.startswith("cuda") and self.world_size > 1:
             torch.cuda.set_device(self.local_rank)  # collectives (RNG-state gathering) use the current device
-        # The pretrained checkpoint is checked and loaded in _load_checkpoint, with the other checkpoints.
-        self._pretrained = getattr(self.config.pipeline, "pretrained_checkpoint", None)
-        try:
-            if self._pretrained is not None:
-                self.config.pipeline.pretrained_checkpoint = None
-            with cpu_ddp_support(self.device):
-                super().setup(test_mode=test_mode)
-        finally:
-            if self._pretrained is not None:
-                self.config.pipeline.pretrained_checkpoint = self._pretrained
+        with cpu_ddp_support(self.device):
+            super().setup(test_mode=test_mode)  # ends with _load_checkpoint
+
+    def _pretrained_checkpoint(self) -> Optional[Path]:
+        path = getattr(self.config.pipeline, "pretrained_checkpoint", None)
+        return None if path is None else Path(path)
 
     # ------------------------------------------------------------------ training
     def train(self) -> None:
@@ -517,13 +437,16 @@ class GMNeRFTrainer(Trainer):
         return None
 
     def _load_checkpoint(self) -> None:
-        if getattr(self, "_pretrained", None) is not None:
-            pretrained = Path(self._pretrained)
-            check_checkpoint_fits(self.pipeline.model, read_checkpoint(pretrained), pretrained, "init")
-            self.pipeline.load_pretrained(pretrained)
+        """Resumes from --load-dir/--load-checkpoint, or else initialises the model from
+        --pipeline.pretrained-checkpoint (the only place either is read; building the pipeline loads nothing, so
+        ns-eval of a fine-tuned run reads only the run's own checkpoint)."""
         found = self._checkpoint_to_resume()
         if found is None:
-            CONSOLE.print("No checkpoint to resume from: training from scratch.")
+            pretrained = self._pretrained_checkpoint()
+            if pretrained is not None:
+                self.pipeline.load_pretrained(pretrained)
+            else:
+                CONSOLE.print("No checkpoint to resume from: training from scratch.")
             return
         path, state = found
         check_checkpoint_fits(self.pipeline.model, state, path, "resume")

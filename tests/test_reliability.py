@@ -350,7 +350,7 @@ def nerfacto_checkpoint(folder: Path, with_numpy: bool) -> Path:
 
 
 def test_load_dir_of_another_method_is_one_error(data, tmp_path):
-    from gmnerf_ns.trainer import CheckpointError
+    from gmnerf_ns.checkpoints import CheckpointError
 
     path = nerfacto_checkpoint(tmp_path / "nerfacto" / "nerfstudio_models", with_numpy=True)
     config = tiny(data, tmp_path / "out")
@@ -367,7 +367,7 @@ def test_pretrained_checkpoint_of_another_method_is_one_error(data, tmp_path):
 
 
 def test_pretrained_gm_nerf_checkpoint_initialises_a_fresh_run(finished_run, data, tmp_path):
-    from gmnerf_ns.trainer import model_weights
+    from gmnerf_ns.checkpoints import model_weights
 
     (path,) = finished_run.glob("nerfstudio_models/*.ckpt")
     config = tiny(data, tmp_path / "out")

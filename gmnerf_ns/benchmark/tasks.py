@@ -379,7 +379,7 @@ def task_render(spec: Dict[str, Any]) -> Dict[str, Any]:
     pipeline = setup_pipeline(config)
     try:
         model = pipeline.model
-        model.load_state_dict(torch.load(spec["weights"], map_location="cpu"))
+        model.load_state_dict(torch.load(spec["weights"], map_location="cpu", weights_only=True))
         model.eval()
         if spec["variant"] == "volume-full-res":
             model.renderer = None
