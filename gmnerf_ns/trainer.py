@@ -8,8 +8,10 @@ What this adds to :class:`nerfstudio.engine.trainer.Trainer` (every ``gm-nerf*``
   as the uninterrupted run. ``max_num_iterations`` counts from the start of the run: a resumed run stops where the
   uninterrupted one would have (nerfstudio trains that many *more* steps).
 * **Atomic checkpoints.** Written to a temporary file next to the checkpoint folder, flushed, fsynced and renamed with
-  ``os.replace``; only then are older checkpoints removed. A kill at any moment leaves the previous checkpoint intact
-  and nothing half-written in ``nerfstudio_models/`` (nerfstudio parses every file name there).
+  ``os.replace``; only then are older checkpoints removed, all but the newest ``keep_checkpoints`` (2), so that a
+  latest checkpoint found corrupt on resume leaves the one before to fall back to. A kill at any moment leaves the
+  previous checkpoint intact and nothing half-written in ``nerfstudio_models/`` (nerfstudio parses every file name
+  there).
 * **Nothing overwritten.** A run folder that already holds checkpoints is refused unless the run resumes from it
   (``--load-dir``/``--load-checkpoint`` inside it) or ``--force`` is given.
 * **One clear error.** Dataset problems (:class:`HumanDataError`), checkpoints of another method or model size, and
@@ -303,6 +305,10 @@ class GMNeRFTrainerConfig(TrainerConfig):
     force: bool = False
     """Overwrite a run folder that already holds checkpoints (they are deleted first). Without it such a folder is
     refused unless the run resumes from it."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept with save_only_latest_checkpoint (the default): the newest and the ones just before it, at
+    least 1. With 2, a latest checkpoint that turns out truncated or corrupt leaves the previous one, which --load-dir
+    falls back to."""
     max_num_iterations_is_total: bool = True
     """A resumed run stops at step max_num_iterations counted from the start of the run (False: nerfstudio's
     behaviour, max_num_iterations more steps)."""
@@ -497,6 +503,11 @@ class GMNeRFTrainer(Trainer):
             path,
         )
         if self.config.save_only_latest_checkpoint:
+            # Keep this one and the keep_checkpoints - 1 before it; later steps (left by a run resumed from an
+            # earlier checkpoint) and older ones go.
+            earlier = [other for s, other in list_checkpoints(self.checkpoint_dir) if s < step]
+            before = max(1, self.config.keep_checkpoints) - 1
+            keep = {path, *(earlier[-before:] if before else [])}
             for _, other in list_checkpoints(self.checkpoint_dir):
-                if other != path:
+                if other not in keep:
                     other.unlink(missing_ok=True)

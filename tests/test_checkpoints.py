@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Dict
 
 import pytest
 import torch
 import yaml
 
 from tests.runs import shared_run, tiny_config
-from tests.test_reliability import checkpoints, expect_clean_exit, make_data, saved_config, tiny
+from tests.test_reliability import checkpoints, expect_clean_exit, make_data, ns_train, saved_config, tiny
 
 
 class Payload:
@@ -96,3 +97,55 @@ def test_a_fine_tuned_run_no_longer_needs_its_source_checkpoint(tmp_path_factory
     trainer = resumed.setup(local_rank=0, world_size=1)
     trainer.setup()
     assert trainer._start_step == 2
+# ----------------------------------------------------------------------------------------------------------------------
+# Keeping the last 2 checkpoints
+# ----------------------------------------------------------------------------------------------------------------------
+def logged_training(config, monkeypatch) -> Dict[int, Dict[str, float]]:
+    """Runs ``ns-train``'s main in process; returns step -> loss values of the steps it trained."""
+    from gmnerf_ns.trainer import GMNeRFTrainer
+
+    logged: Dict[int, Dict[str, float]] = {}
+    iteration = GMNeRFTrainer.train_iteration
+
+    def train_iteration(self, step):
+        loss, losses, metrics = iteration(self, step)
+        logged[step] = {"loss": float(loss), **{k: float(v) for k, v in losses.items()}}
+        return loss, losses, metrics
+
+    monkeypatch.setattr(GMNeRFTrainer, "train_iteration", train_iteration)
+    ns_train(config)
+    return logged
+
+
+def test_a_truncated_latest_checkpoint_resumes_bit_exactly_from_the_one_before(data, tmp_path, monkeypatch):
+    config = tiny(data, tmp_path / "out", steps=4, save_every=1)
+    assert config.keep_checkpoints == 2
+    uninterrupted = logged_training(config, monkeypatch)
+    run = config.get_base_dir()
+    assert [p.name for p in checkpoints(run)] == ["step-000000002.ckpt", "step-000000003.ckpt"]
+    latest = checkpoints(run)[-1]
+    final = torch.load(latest, map_location="cpu")
+    latest.write_bytes(latest.read_bytes()[:1000])  # a torn copy, a full disk
+
+    config = saved_config(run)
+    config.load_dir = run / "nerfstudio_models"
+    resumed = logged_training(config, monkeypatch)
+    assert sorted(resumed) == [3]  # from step-2: step 3 again
+    assert resumed[3] == uninterrupted[3]  # bit-exact
+    again = torch.load(checkpoints(run)[-1], map_location="cpu")
+    assert again["step"] == 3
+    for key, value in final["pipeline"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(again["pipeline"][key], value), key
+    for group, state in final["optimizers"].items():
+        for index, moments in state["state"].items():
+            for name, value in moments.items():
+                assert torch.equal(again["optimizers"][group]["state"][index][name], value), (group, index, name)
+    assert again["schedulers"] == final["schedulers"]
+
+
+def test_keep_checkpoints_one_keeps_only_the_latest(data, tmp_path):
+    config = tiny(data, tmp_path / "out", steps=3, save_every=1)
+    config.keep_checkpoints = 1
+    ns_train(config)
+    assert [p.name for p in checkpoints(config.get_base_dir())] == ["step-000000002.ckpt"]
