@@ -37,7 +37,9 @@ def _trainer(name: str, steps: int, lr: float, datamanager: GMNeRFDataManagerCon
         mixed_precision=False,
         pipeline=GMNeRFPipelineConfig(datamanager=datamanager, model=model),
         optimizers=_optimizers(lr, steps),
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 13),
+        # Loopback only: the viewer has no authentication, and anyone who reaches it can watch and steer the run.
+        # --viewer.websocket-host 0.0.0.0 exposes it on purpose (docs/tools.md).
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 13, websocket_host="127.0.0.1"),
         vis="viewer",
         **kwargs,
     )
