@@ -1,11 +1,12 @@
 """``gmnerf-doctor``: checks a dataset and this machine before a long run, and says what a run will use.
 
-It parses the dataset with the chosen dataparser and protocol (both splits), decodes a spread-out sample of views
-(missing or corrupt images and masks, empty masks), loads a sample of frames' proxy vertices (finite, right shape),
-checks that each sampled proxy projects onto its person (a camera that does not match its images shows up there),
-and reports the environment: device, tiny-cuda-nn, distributed backends, pretrained weights (encoder ResNet, VGG for
-the perceptual loss, LPIPS backbone) and body-model files. It prints one table and exits with status 1 if anything is
-an error, 0 otherwise (warnings are things a run works around, e.g. a missing VGG falls back to an SSIM loss).
+It parses the dataset with the chosen dataparser and protocol (both splits), decodes a spread-out sample of views as
+training does (missing, truncated or corrupt images and masks, empty masks), loads a sample of frames' proxy vertices
+(finite, right shape), checks that each sampled proxy projects onto its person (a camera that does not match its
+images shows up there), and reports the environment: device, tiny-cuda-nn, distributed backends, pretrained weights
+(encoder ResNet, VGG for the perceptual loss, LPIPS backbone) and body-model files. It prints one table and exits with
+status 1 if anything is an error, 0 otherwise (warnings are things a run works around, e.g. a missing VGG falls back
+to an SSIM loss).
 
 Examples::
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -14,21 +14,61 @@ from gmnerf_ns.data.human_record import HumanDataError, HumanDataWarning, ViewRe
 cv2.setNumThreads(1)  # decoding runs in the datamanager's workers; OpenCV's own pool would oversubscribe 2 cores
 
 
+JPEG_SOI, JPEG_EOI, JPEG_SOS = b"\xff\xd8", b"\xff\xd9", 0xDA
+
+
+def jpeg_problem(data: bytes) -> Optional[str]:
+    """Why the JPEG bytes ``data`` are incomplete, or None.
+
+    libjpeg decodes a truncated JPEG without an error: it warns "Premature end of JPEG file" (naming no file) and fills
+    the rest with grey, and ``cv2.imread`` returns that image. A complete JPEG ends with the end-of-image marker
+    ``FF D9``, which cannot occur inside the compressed scan data (an ``FF`` there is followed by ``00`` or a restart
+    marker). Usually it is the last two bytes; when bytes follow it (padding, appended data), it must still come after
+    the first start-of-scan marker, which the header segments are walked to find (an embedded EXIF thumbnail has its
+    own ``FF D9`` before that).
+    """
+    if data.rstrip(b"\x00").endswith(JPEG_EOI):
+        return None
+    pos = len(JPEG_SOI)
+    while pos + 4 <= len(data):  # header segments: FF <marker> <2-byte length, itself included>
+        if data[pos] != 0xFF:
+            return f"bad segment marker at byte {pos}"
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == JPEG_SOS:
+            return None if data.find(JPEG_EOI, pos) >= 0 else "truncated: no end-of-image marker"
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return "truncated inside the header"
+
+
+def _decode(path: Path, flags: int, what: str) -> np.ndarray:
+    """Decodes an image file with OpenCV, rejecting truncated JPEGs (:func:`jpeg_problem`) and undecodable files."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise HumanDataError(f"{path}: {what} file is unreadable ({err.strerror or err})") from err
+    if data.startswith(JPEG_SOI):
+        problem = jpeg_problem(data)
+        if problem is not None:
+            raise HumanDataError(f"{path}: {what} file is corrupt (JPEG {problem}; an interrupted download or copy?)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if image is None:  # also every truncated PNG: libpng stops with an error
+        raise HumanDataError(f"{path}: {what} file is unreadable or corrupt")
+    return image
+
+
 def read_image(path: Path) -> np.ndarray:
-    """Reads an RGB image as uint8 (H, W, 3); a clear error names a missing or corrupt file."""
+    """Reads an RGB image as uint8 (H, W, 3); a clear error names a missing, truncated or corrupt file."""
     if not path.exists():
         raise HumanDataError(f"{path}: image file is missing")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise HumanDataError(f"{path}: image file is unreadable or corrupt")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(_decode(path, cv2.IMREAD_COLOR, "image"), cv2.COLOR_BGR2RGB)
 
 
 def read_mask(path: Path, threshold: int) -> np.ndarray:
     """Reads a mask as bool (H, W): foreground where the value is above ``threshold``."""
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if mask is None:
-        raise HumanDataError(f"{path}: mask file is unreadable or corrupt")
+    mask = _decode(path, cv2.IMREAD_UNCHANGED, "mask")
     if mask.ndim == 3:
         mask = mask.max(axis=2)
     return mask > threshold
