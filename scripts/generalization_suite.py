@@ -1,0 +1,246 @@
+"""Generalization suite: new people on new rigs with exact and misfit proxies, measured with ``ns-eval``.
+
+24 held-out people (8 per rig) that no model trains or tunes on, on 3 rigs, each at 3 proxy misfit levels (per-joint
+pose noise 0, 0.05 and 0.1 rad; the images are the same at every level, only the proxy changes). Every model is
+evaluated with ``ns-eval`` on every (rig, misfit) dataset; the report gives PSNR/SSIM (LPIPS when its weights exist)
+per person, then the mean and a 95% confidence interval over people per rig and per misfit level, and for every model
+after the first its paired difference to the first.
+
+    python scripts/generalization_suite.py generate                       # the 9 datasets (about 4 min on 2 cores)
+    python scripts/generalization_suite.py evaluate --models pretrained outputs/.../config.yml
+    python scripts/generalization_suite.py report --models pretrained outputs/.../config.yml
+
+``pretrained`` is the shipped model (through ``gmnerf-pretrained``); any other entry is a run's ``config.yml``.
+Results go to ``benchmarks/generalization/`` (``results.json``, ``README.md`` table); ns-eval outputs are kept under
+``--work`` so an interrupted evaluation resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Tuple
+
+import numpy as np
+import tyro
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+RIGS: Dict[str, Tuple[int, str, Tuple[int, ...]]] = {
+    # name: (seed, gmnerf-synth rig options, target views (camera indices; the 4 sources are evenly spaced))
+    "rig6": (2001, "--num-cameras 6", (2, 5)),
+    "rig10": (2002, "--num-cameras 10 --camera-distance 3.0 4.5 --camera-height 0.8 2.0", (1, 4, 8)),
+    "rig16": (2003, "--num-cameras 16 --camera-distance 2.4 3.4 --camera-height 0.4 2.6 --zoom-out 0.8 1.0",
+              (2, 6, 10, 14)),
+}
+"""The suite's rigs. Seeds 2001-2003 are used nowhere else (the demo uses 0, the pretrained model's world 100)."""
+MISFITS: Tuple[float, ...] = (0.0, 0.05, 0.1)
+"""Proxy pose noise levels (radians per joint)."""
+PEOPLE_PER_RIG = 8
+
+
+def dataset_dir(work: Path, rig: str, misfit: float) -> Path:
+    return work / "data" / rig / f"misfit{misfit:g}"
+
+
+def protocol_yaml(work: Path, rig: str) -> Path:
+    """The rig's protocol: 4 evenly spaced source views, a few fixed target views, the one frame, 256 px."""
+    path = work / "data" / rig / "protocol.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({
+        "name": f"suite-{rig}", "description": f"generalization suite, {rig}", "dataset": "gmnerf-synthetic",
+        "train_subjects": None, "test_subjects": None, "num_input_views": 4, "input_views": None,
+        "target_views": list(RIGS[rig][2]), "resolution": 256, "bbox_padding": 0.05,
+    }, sort_keys=False))
+    return path
+
+
+def run(command: List[str], log: Path | None = None) -> str:
+    print("$", shlex.join(command), flush=True)
+    out = subprocess.run(command, check=False, capture_output=True, text=True)
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(out.stdout + out.stderr)
+    if out.returncode != 0:
+        sys.exit(f"failed ({out.returncode}): {shlex.join(command)}\n{out.stderr[-3000:]}")
+    return out.stdout
+
+
+def generate(work: Path, workers: int) -> None:
+    for rig, (seed, options, _) in RIGS.items():
+        for misfit in MISFITS:
+            run(["gmnerf-synth", "--out", str(dataset_dir(work, rig, misfit)), "--num-subjects",
+                 str(PEOPLE_PER_RIG + 1), "--num-test-subjects", str(PEOPLE_PER_RIG), "--num-frames", "1",
+                 "--resolution", "256", "--seed", str(seed), "--proxy-pose-noise", str(misfit), "--workers",
+                 str(workers), "--skip-if-complete", "--no-progress", *shlex.split(options)])
+
+
+def model_name(model: str) -> str:
+    if model == "pretrained":
+        return "pretrained"
+    parts = Path(model).parts  # outputs/<experiment>/<method>/<timestamp>/config.yml
+    return "-".join(parts[-4:-1]) if len(parts) >= 4 else Path(model).parent.name
+
+
+def retarget(config_path: Path, data: Path, protocol: Path, out: Path) -> Path:
+    """A run folder under ``out`` that evaluates ``config_path``'s checkpoints on ``data`` with ``protocol``."""
+
+    config = yaml.load(Path(config_path).read_text(), Loader=yaml.Loader)  # a run config written here: trusted
+    source_checkpoints = config.get_checkpoint_dir().resolve()
+    if not source_checkpoints.is_dir():
+        source_checkpoints = (Path(config_path).parent / "nerfstudio_models").resolve()
+    config.pipeline.datamanager.data = data
+    config.pipeline.datamanager.dataparser.data = data
+    config.pipeline.datamanager.dataparser.protocol = str(protocol)
+    config.pipeline.geometry_resolution = 0  # image metrics only
+    config.output_dir, config.experiment_name, config.timestamp = out.parent.parent, out.parent.name, out.name
+    base = config.get_base_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    link = config.get_checkpoint_dir()
+    if not link.exists():
+        link.symlink_to(source_checkpoints, target_is_directory=True)
+    (base / "config.yml").write_text(yaml.dump(config))  # not save_config: it refuses a folder with checkpoints
+    return base / "config.yml"
+
+
+def evaluate(work: Path, models: List[str]) -> None:
+    first = dataset_dir(work, next(iter(RIGS)), MISFITS[0])
+    for model in models:
+        name = model_name(model)
+        config = Path(model)
+        if model == "pretrained":
+            output = run(["gmnerf-pretrained", "--data", str(first), "--output-dir", str(work / "runs"),
+                          "--experiment-name", "pretrained", "--timestamp", "source", "--force"])
+            config = Path(output.strip().splitlines()[-1])
+        for rig in RIGS:
+            for misfit in MISFITS:
+                result = work / "results" / name / f"{rig}-misfit{misfit:g}.json"
+                if result.exists():
+                    continue
+                target = retarget(config, dataset_dir(work, rig, misfit), protocol_yaml(work, rig),
+                                  work / "runs" / name / f"{rig}-misfit{misfit:g}")
+                partial = result.with_suffix(".partial.json")
+                run(["ns-eval", "--load-config", str(target), "--output-path", str(partial)],
+                    log=result.with_suffix(".log"))
+                partial.replace(result)
+
+
+def per_person(result: Path) -> Dict[str, Dict[str, float]]:
+    """Mean metrics per held-out person of one ns-eval output."""
+    images = json.loads(result.read_text())["results"]["per_image"]
+    people: Dict[str, Dict[str, List[float]]] = {}
+    for image in images:
+        for key in ("psnr", "ssim", "lpips"):
+            if image.get(key) is not None:
+                people.setdefault(image["subject"], {}).setdefault(key, []).append(float(image[key]))
+    return {person: {k: float(np.mean(v)) for k, v in metrics.items()} for person, metrics in people.items()}
+
+
+def interval(values: List[float]) -> Tuple[float, float]:
+    """Mean and half-width of the 95% t-interval."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float(values.mean()), math.nan
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return float(values.mean()), float(half)
+
+
+@dataclass
+class Suite:
+    """Generate the suite's datasets, evaluate models on them, write the report."""
+
+    action: tyro.conf.Positional[Literal["generate", "evaluate", "report", "all"]]
+    """What to do: generate the datasets, evaluate the models, write the report, or all three."""
+    models: List[str] = field(default_factory=lambda: ["pretrained"])
+    """``pretrained`` (the shipped model) and/or runs' config.yml files; differences are taken to the first."""
+    work: Path = Path("outputs/generalization")
+    """Datasets, retargeted runs and raw ns-eval outputs."""
+    out: Path = ROOT / "benchmarks" / "generalization"
+    """Where results.json and README.md go."""
+    workers: int = 2
+    """gmnerf-synth worker processes."""
+
+
+def report(work: Path, models: List[str], out: Path) -> None:
+    table: Dict[str, Dict] = {}
+    for model in models:
+        name = model_name(model)
+        people = {}
+        for rig in RIGS:
+            for misfit in MISFITS:
+                path = work / "results" / name / f"{rig}-misfit{misfit:g}.json"
+                if path.exists():
+                    for person, metrics in per_person(path).items():
+                        people[(rig, misfit, person)] = metrics
+        table[name] = people
+    names = [model_name(m) for m in models]
+    summary: Dict[str, Dict] = {}
+    lines = ["| model | misfit (rad) | " + " | ".join(RIGS) + " | all rigs: PSNR | SSIM | drop vs exact |",
+             "|---|---|" + "---|" * (len(RIGS) + 3)]
+    for name in names:
+        people = table[name]
+        summary[name] = {}
+        exact = None
+        for misfit in MISFITS:
+            cells = []
+            for rig in RIGS:
+                values = [m["psnr"] for (r, f, _), m in people.items() if r == rig and f == misfit]
+                mean, half = interval(values) if values else (math.nan, math.nan)
+                summary[name][f"{rig}/misfit{misfit:g}/psnr"] = [mean, half, len(values)]
+                cells.append(f"{mean:.2f} ± {half:.2f}")
+            keys = sorted((r, p) for (r, f, p) in people if f == misfit)
+            psnr = [people[(r, misfit, p)]["psnr"] for r, p in keys]
+            ssim = [people[(r, misfit, p)]["ssim"] for r, p in keys]
+            mean, half = interval(psnr) if psnr else (math.nan, math.nan)
+            smean, shalf = interval(ssim) if ssim else (math.nan, math.nan)
+            drop = ""
+            if misfit == MISFITS[0]:
+                exact = {k: people[(k[0], misfit, k[1])]["psnr"] for k in keys}
+            elif exact:
+                diffs = [exact[k] - people[(k[0], misfit, k[1])]["psnr"] for k in keys if k in exact]
+                dmean, dhalf = interval(diffs)
+                drop = f"{dmean:.2f} ± {dhalf:.2f}"
+                summary[name][f"all/misfit{misfit:g}/drop_vs_exact"] = [dmean, dhalf, len(diffs)]
+            summary[name][f"all/misfit{misfit:g}/psnr"] = [mean, half, len(psnr)]
+            summary[name][f"all/misfit{misfit:g}/ssim"] = [smean, shalf, len(ssim)]
+            lines.append(f"| {name} | {misfit:g} | " + " | ".join(cells) + f" | **{mean:.2f} ± {half:.2f}** | "
+                         f"{smean:.3f} ± {shalf:.3f} | {drop} |")
+    if len(names) > 1:
+        lines += ["", f"Paired PSNR difference to {names[0]} (same people), mean ± 95% CI:", "",
+                  "| model | " + " | ".join(f"misfit {m:g}" for m in MISFITS) + " |", "|---|" + "---|" * len(MISFITS)]
+        for name in names[1:]:
+            cells = []
+            for misfit in MISFITS:
+                shared = [k for k in table[names[0]] if k[1] == misfit and k in table[name]]
+                diffs = [table[name][k]["psnr"] - table[names[0]][k]["psnr"] for k in shared]
+                mean, half = interval(diffs) if diffs else (math.nan, math.nan)
+                summary[name][f"all/misfit{misfit:g}/diff_to_{names[0]}"] = [mean, half, len(diffs)]
+                cells.append(f"{mean:+.2f} ± {half:.2f}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    out.mkdir(parents=True, exist_ok=True)
+    per_person_json = {name: [{"rig": r, "misfit": f, "person": p, **m} for (r, f, p), m in sorted(people.items())]
+                       for name, people in table.items()}
+    (out / "results.json").write_text(json.dumps({"summary": summary, "per_person": per_person_json}, indent=1))
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(suite: Suite) -> None:
+    if suite.action in ("generate", "all"):
+        generate(suite.work, suite.workers)
+    if suite.action in ("evaluate", "all"):
+        evaluate(suite.work, suite.models)
+    if suite.action in ("report", "all"):
+        report(suite.work, suite.models, suite.out)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Suite, description=__doc__.split("\n\n")[0]))

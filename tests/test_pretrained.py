@@ -1,0 +1,103 @@
+"""The shipped pretrained gm-nerf-small and ``gmnerf-pretrained``: a run folder every nerfstudio tool accepts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gmnerf_ns.checkpoints import CheckpointError, list_checkpoints, model_weights, read_checkpoint
+from gmnerf_ns.pretrained import (
+    PretrainedRun,
+    default_weights,
+    export_weights,
+    read_weights,
+    write_run,
+)
+from tests.runs import shared_run
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    """The shared tiny run exported the way the shipped weights are."""
+    run = shared_run(tmp_path_factory)
+    return export_weights(run / "config.yml", tmp_path_factory.mktemp("weights"), {"recipe": "test"})
+
+
+def test_shipped_weights_are_small_fp16_and_documented():
+    path = default_weights()
+    assert path.is_file(), "the package must ship gm-nerf-small weights (scripts/train_pretrained.py)"
+    assert path.stat().st_size <= 10 * 2**20
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert raw["method_name"] == "gm-nerf-small"
+    assert all(v.dtype == torch.float16 for v in raw["weights"].values() if v.is_floating_point())
+    card = json.loads(path.with_suffix(".json").read_text())
+    for key in ("recipe", "command", "world", "train", "train_seconds", "step", "sha256"):
+        assert card.get(key) is not None, key
+
+
+def test_shipped_weights_fit_gm_nerf_small(tmp_path_factory):
+    """Same tensor names and shapes as a gm-nerf-small model of this version (the tiny test run has its shapes)."""
+    run = shared_run(tmp_path_factory)
+    _, checkpoint = list_checkpoints(run / "nerfstudio_models")[-1]
+    ours = model_weights(read_checkpoint(checkpoint))
+    shipped = read_weights(default_weights())["weights"]
+    assert shipped.keys() == ours.keys()
+    assert all(shipped[k].shape == ours[k].shape for k in ours)
+    assert all(v.dtype == torch.float32 for v in shipped.values() if v.is_floating_point())
+
+
+def test_export_keeps_every_model_tensor_in_fp16(exported, tmp_path_factory):
+    run = shared_run(tmp_path_factory)
+    _, checkpoint = list_checkpoints(run / "nerfstudio_models")[-1]
+    original = model_weights(read_checkpoint(checkpoint))
+    shipped = read_weights(exported)["weights"]
+    assert shipped.keys() == original.keys()
+    for key, value in original.items():
+        torch.testing.assert_close(shipped[key], value.half().float() if value.is_floating_point() else value)
+    card = json.loads(exported.with_suffix(".json").read_text())
+    assert card["recipe"] == "test" and card["tensors"] == len(original) and card["bytes"] == exported.stat().st_size
+
+
+def test_pretrained_run_works_with_ns_eval_and_renders(exported, tmp_path_factory, tmp_path):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    data = shared_run(tmp_path_factory).parent.parent.parent.parent / "data"
+    config_path = write_run(PretrainedRun(data=data, output_dir=tmp_path / "out", weights=exported, resolution=48))
+    assert config_path.name == "config.yml" and config_path.is_file()
+    config, pipeline, checkpoint, _ = eval_setup(config_path, test_mode="test")
+    weights = read_weights(exported)["weights"]
+    for key, value in pipeline.model.state_dict().items():
+        torch.testing.assert_close(value, weights[key])
+    camera, batch = pipeline.datamanager.eval_image(0)
+    with torch.no_grad():
+        rgb = pipeline.model.get_outputs_for_camera(camera)["rgb"]
+    assert rgb.shape == batch["image"].shape and torch.isfinite(rgb).all()
+    # Fine-tuning starts from it like from any gm-nerf checkpoint.
+    read_checkpoint(checkpoint)
+
+
+def test_cli_prints_the_config_path_last_and_refuses_to_overwrite(exported, tmp_path_factory, tmp_path):
+    data = shared_run(tmp_path_factory).parent.parent.parent.parent / "data"
+    command = [sys.executable, "-m", "gmnerf_ns.pretrained", "--data", str(data), "--output-dir", str(tmp_path),
+               "--weights", str(exported), "--resolution", "48"]
+    first = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    config_path = Path(first.stdout.strip().splitlines()[-1])
+    assert config_path.is_file() and list_checkpoints(config_path.parent / "nerfstudio_models")
+    again = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 1 and "already holds a run" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
+def test_wrong_weights_file_is_one_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"something": torch.zeros(1)}, bad)
+    with pytest.raises(CheckpointError, match="not a gm-nerf pretrained weights file"):
+        read_weights(bad)
+    with pytest.raises(CheckpointError, match="not found"):
+        read_weights(tmp_path / "missing.pt")
