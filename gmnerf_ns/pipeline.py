@@ -18,6 +18,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from gmnerf_ns.checkpoints import load_model_weights
 from gmnerf_ns.data.datamanager import GMNeRFDataManager, GMNeRFDataManagerConfig
 from gmnerf_ns.model.gmnerf_model import GMNeRFModelConfig
+from gmnerf_ns.options import OptionCheck, validate_all
 from gmnerf_ns.tools.evaluation import average_eval_image_metrics
 from gmnerf_ns.tools.geometry import DEFAULT_DENSITY_THRESHOLD
 from gmnerf_ns.tools.viewer import GMNeRFViewerControls
@@ -41,6 +42,19 @@ class GMNeRFPipelineConfig(VanillaPipelineConfig):
     geometry_threshold: float = DEFAULT_DENSITY_THRESHOLD
     """ns-eval: density iso-level (1/m) of the surface compared with the ground-truth meshes."""
     # ---- end issue #6 ----
+
+    def validate(self, prefix: str = "--pipeline") -> None:
+        """Checks every numeric option of the pipeline, its datamanager (and dataparser) and its model before anything
+        is built (called by ns-train; see gmnerf_ns/options.py).
+
+        Raises:
+            OptionError: naming each option out of range and its range.
+        """
+        check = OptionCheck(self, prefix)
+        check.integer("geometry_resolution", low=0)
+        check.number("geometry_threshold", low=0.0, low_open=True)
+        validate_all(check.done, lambda: self.datamanager.validate(f"{prefix}.datamanager"),
+                     lambda: self.model.validate(f"{prefix}.model"))
 
 
 class GMNeRFPipeline(VanillaPipeline):

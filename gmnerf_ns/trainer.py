@@ -17,7 +17,8 @@ What this adds to :class:`nerfstudio.engine.trainer.Trainer` (every ``gm-nerf*``
 * **One clear error.** Dataset problems (:class:`HumanDataError`), checkpoints of another method or model size, and
   configs of another gmnerf-ns version end ``ns-train`` with a single ``gmnerf error: ...`` line (exit status 1)
   instead of a traceback; loading such a ``config.yml`` in ``ns-eval``/``ns-render`` raises
-  :class:`IncompatibleConfigError` naming what is wrong.
+  :class:`IncompatibleConfigError` naming what is wrong. Every numeric option is range-checked
+  (:meth:`GMNeRFTrainerConfig.validate`, :mod:`gmnerf_ns.options`) before any data is read or anything is written.
 * **CPU multi-process training.** nerfstudio 1.1.5's launcher asserts CUDA in its worker (its gloo branch is
   unreachable) and wraps the model in ``DDP(device_ids=[rank])``, which torch rejects for CPU modules;
   ``--machine.device-type cpu --machine.num-devices N`` is made to work by swapping in a gloo worker (installed by
@@ -58,6 +59,7 @@ from gmnerf_ns.checkpoints import (
     read_checkpoint,
 )
 from gmnerf_ns.data.human_record import HumanDataError
+from gmnerf_ns.options import OptionCheck, validate_all
 
 CONFIG_FORMAT = 1
 """Version of the saved ``config.yml`` layout. Bump it when a config class is renamed or a field changes meaning."""
@@ -328,10 +330,60 @@ class GMNeRFTrainerConfig(TrainerConfig):
             )
         self.__dict__.update(state)
 
+    def validate(self) -> None:
+        """Checks the range of every numeric option (trainer, machine, optimizers, schedulers, viewer, and through
+        their ``validate`` methods the pipeline, datamanager, dataparser and model), before anything is read or
+        written: ns-train ends with one ``gmnerf error:`` line naming each bad option and its range.
+
+        Raises:
+            OptionError: naming each option out of range (as ``--pipeline.model.num-samples``) and its range.
+        """
+        check = OptionCheck(self, "--")
+        check.integer("max_num_iterations", low=1)
+        for name in ("steps_per_save", "steps_per_eval_batch", "steps_per_eval_image", "steps_per_eval_all_images",
+                     "keep_checkpoints"):
+            check.integer(name, low=1)
+        check.integer("load_step", low=0, optional=True)
+        for name, steps in self.gradient_accumulation_steps.items():
+            check.integer(f"gradient_accumulation_steps.{name}", low=1, value=steps)
+        machine = OptionCheck(self.machine, "--machine")
+        machine.integer("seed", low=0)
+        machine.integer("num_devices", low=1)
+        machine.integer("num_machines", low=1)
+        if isinstance(self.machine.num_machines, int):
+            machine.integer("machine_rank", low=0, high=max(0, self.machine.num_machines - 1))
+        viewer = OptionCheck(self.viewer, "--viewer")
+        viewer.integer("num_rays_per_chunk", low=1)
+        checks = [check.done, machine.done, viewer.done]
+        for group, entry in self.optimizers.items():
+            optimizer = OptionCheck(entry["optimizer"], f"--optimizers.{group}.optimizer")
+            optimizer.number("lr", low=0.0, low_open=True)
+            optimizer.number("eps", low=0.0)
+            optimizer.number("max_norm", low=0.0, low_open=True, optional=True)
+            checks.append(optimizer.done)
+            scheduler = entry.get("scheduler")
+            if scheduler is not None:
+                schedule = OptionCheck(scheduler, f"--optimizers.{group}.scheduler")
+                if hasattr(scheduler, "lr_final"):
+                    schedule.number("lr_final", low=0.0, low_open=True, optional=True)  # decays by exp(log(lr))
+                if hasattr(scheduler, "lr_pre_warmup"):
+                    schedule.number("lr_pre_warmup", low=0.0)
+                if hasattr(scheduler, "warmup_steps"):
+                    schedule.integer("warmup_steps", low=0)
+                if hasattr(scheduler, "max_steps"):
+                    schedule.integer("max_steps", low=1)
+                checks.append(schedule.done)
+        pipeline_validate = getattr(self.pipeline, "validate", None)
+        if pipeline_validate is not None:
+            checks.append(pipeline_validate)
+        validate_all(*checks)
+
     def save_config(self) -> None:
-        """Checks the output folder (:func:`check_output_dir`), then writes config.yml atomically. ``ns-train`` calls
-        this last before launching the training processes, so the CPU multi-process launcher is installed here too."""
+        """Checks every option (:meth:`validate`) and the output folder (:func:`check_output_dir`), then writes
+        config.yml atomically. ``ns-train`` calls this last before launching the training processes, so nothing is
+        written for a config that cannot run, and the CPU multi-process launcher is installed here too."""
         try:
+            self.validate()
             check_output_dir(self)
         except RunInputError as err:
             raise CleanExit(err) from err
@@ -362,6 +414,7 @@ class GMNeRFTrainer(Trainer):
             raise CleanExit(err) from err
 
     def _setup(self, test_mode: Literal["test", "val", "inference"]) -> None:
+        self.config.validate()  # already done by save_config under ns-train; here for trainers built directly
         if comms.is_main_process():
             check_output_dir(self.config)
             remove_stale_partials(self.checkpoint_dir)

@@ -96,6 +96,31 @@ class GMNeRFDataManagerConfig(FullImageDatamanagerConfig):
     max_bad_samples_in_a_row: int = 16
     """Consecutive unreadable training samples after which training stops (the dataset is probably broken)."""
 
+    def validate(self, prefix: str = "--pipeline.datamanager") -> None:
+        """Checks every numeric option's range, and the dataparser's, before any data is read (called by ns-train;
+        see gmnerf_ns/options.py).
+
+        Raises:
+            OptionError: naming each option out of range (as ``--pipeline.datamanager.patch-size``) and its range.
+        """
+        from gmnerf_ns.options import OptionCheck, validate_all
+
+        check = OptionCheck(self, prefix)
+        check.integer("patch_size", low=16)  # the perceptual loss's VGG halves the patch 4 times
+        check.number("foreground_patch_probability", low=0.0, high=1.0)
+        views = self.train_num_source_views
+        if views is not None:
+            ok = (isinstance(views, (tuple, list)) and len(views) == 2
+                  and all(isinstance(v, int) and not isinstance(v, bool) for v in views) and 1 <= views[0] <= views[1])
+            check.require(ok, "train_num_source_views", "must be two integers LOW HIGH with 1 <= LOW <= HIGH")
+        check.number("proxy_jitter", low=0.0)
+        for name in ("view_cache_size", "seed", "num_workers"):
+            check.integer(name, low=0)
+        for name in ("prefetch_batches", "max_bad_samples_in_a_row"):
+            check.integer(name, low=1)
+        # Dataparser options follow its subcommand on the command line: ns-train gm-nerf gmnerf-auto --resolution 256.
+        validate_all(check.done, lambda: getattr(self.dataparser, "validate", lambda _: None)("--"))
+
 
 class GMNeRFDataManager(FullImageDatamanager):
     """See the module docstring."""

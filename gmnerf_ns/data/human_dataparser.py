@@ -36,6 +36,7 @@ from gmnerf_ns.data.human_record import (
     proxy_bbox,
 )
 from gmnerf_ns.data.protocol import FrameSampling, Protocol, load_protocol
+from gmnerf_ns.options import OptionCheck
 
 DATA_ROOT_ENV = "GMNERF_DATA"
 """Environment variable naming the folder that short dataset names (``zju/313``, ``synthetic``) resolve against."""
@@ -73,6 +74,19 @@ class HumanDataParserConfig(DataParserConfig):
     """Override the protocol's number of source views m."""
     max_eval_frames_per_subject: Optional[int] = None
     """Keep at most this many evenly spaced evaluation frames per held-out subject (None = all the protocol samples)."""
+
+    def validate(self, prefix: str = "--") -> None:
+        """Checks the numeric options' ranges before any data is read (called by ns-train; gmnerf_ns/options.py).
+
+        Raises:
+            OptionError: naming each option out of range (as ``--resolution``, which follows the dataparser's
+                subcommand on the command line) and its range.
+        """
+        check = OptionCheck(self, prefix)
+        check.integer("resolution", low=16, optional=True)
+        check.integer("num_input_views", low=1, optional=True)
+        check.integer("max_eval_frames_per_subject", low=1, optional=True)
+        check.done()
 
 
 class HumanDataParser(DataParser):

@@ -120,6 +120,48 @@ class GMNeRFModelConfig(ModelConfig):
     """MLP backend: tiny-cuda-nn when importable and on CUDA ('auto'), else pure torch."""
     eval_num_rays_per_chunk: int = 8192
 
+    def validate(self, prefix: str = "--pipeline.model") -> None:
+        """Checks every numeric option's range before anything is built (called by ns-train; see gmnerf_ns/options.py).
+
+        Raises:
+            OptionError: naming each option out of range (as ``--pipeline.model.num-samples``) and its range.
+        """
+        from gmnerf_ns.options import OptionCheck, group_norm_channels
+
+        check = OptionCheck(self, prefix)
+        check.integer("registration_window", low=1)
+        check.require(not isinstance(self.registration_window, int) or self.registration_window < 1
+                      or self.registration_window % 2 == 1,
+                      "registration_window", "must be odd (a k x k window centred on the projection)")
+        check.number("registration_spacing", low=0.0, low_open=True)
+        for name in ("vertex_code_dim", "num_samples", "appearance_dim", "hidden_dim", "feature_dim", "renderer_width",
+                     "max_proxy_vertices", "eval_num_rays_per_chunk", "volume_resolution", "visibility_resolution"):
+            check.integer(name, low=1)
+        check.integer("pe_frequencies", low=0)
+        channels = self.volume_channels
+        check.require(len(channels) > 0 and all(isinstance(c, int) and c >= 1 and group_norm_channels(c)
+                                                for c in channels),
+                      "volume_channels", "must be one or more channel counts, each 1-7 or a multiple of 8 (GroupNorm)")
+        check.number("grad_ray_fraction", low=0.0, high=1.0, low_open=True)
+        for name in ("occupancy_margin", "visibility_tolerance", "rgb_loss_mult", "perceptual_loss_mult",
+                     "mask_loss_mult", "lowres_rgb_loss_mult", "opacity_loss_mult"):
+            check.number(name, low=0.0)
+        encoder = self.encoder
+        check.integer("encoder.channels", low=1, value=encoder.channels)
+        if encoder.backbone == "small" and isinstance(encoder.channels, int):
+            check.require(all(group_norm_channels(c * encoder.channels) for c in (1, 2, 4)), "encoder.channels",
+                          "must be 1, 2, 4 or a multiple of 8 (GroupNorm over 1x, 2x and 4x this many channels)",
+                          value=encoder.channels)
+        check.integer("encoder.out_channels", low=1, value=encoder.out_channels)
+        perceptual = self.perceptual_loss
+        check.require(len(perceptual.layers) == len(perceptual.layer_weights), "perceptual_loss.layer_weights",
+                      f"must have one weight per layer of --{prefix.lstrip('-')}.perceptual-loss.layers "
+                      f"({len(perceptual.layers)})", value=perceptual.layer_weights)
+        check.require(all(isinstance(w, (int, float)) and math.isfinite(w) and w >= 0
+                          for w in perceptual.layer_weights),
+                      "perceptual_loss.layer_weights", "must be numbers >= 0", value=perceptual.layer_weights)
+        check.done()
+
 
 class GMNeRFModel(Model):
     """Renders a person from m source views and a posed body proxy."""
