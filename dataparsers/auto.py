@@ -15,6 +15,7 @@ Layouts (a dataset root or one subject folder; files are only stat-ed, plus one 
   THuman2.0 and Multi-garment scans from gmnerf-synth's humans.
 * GeneBody: ``genebody_split.npy`` at the root, or subjects with ``annots.npy`` and ``image/``, ``mask/``, ``smpl/``.
 * ZJU-MoCap: subjects with ``annots.npy`` and ``Camera_B<n>``/``Camera (<n>)`` folders.
+* EasyMocap captures (your own rig): ``intri.yml`` + ``extri.yml`` in the folder or its sub-folders.
 
 The detected dataset's parser gets the shared options (``--data``, ``--protocol``, subject lists, ``--resolution``,
 ``--num-input-views``, ``--max-eval-frames-per-subject``) and its own defaults for the rest; its own options need
@@ -39,6 +40,7 @@ from gmnerf_ns.data.human_dataparser import (
 )
 from gmnerf_ns.data.human_record import HumanDataError
 
+from .easymocap import EasyMocapDataParserConfig, is_capture
 from .genebody import GeneBodyDataParserConfig
 from .multigarment import MultiGarmentDataParserConfig
 from .synthetic import SyntheticDataParserConfig
@@ -58,7 +60,8 @@ GENEBODY = Dataset("genebody", GeneBodyDataParserConfig, "GeneBody")
 SYNTHETIC = Dataset("gmnerf-synthetic", SyntheticDataParserConfig, "built-in synthetic humans (gmnerf-synth)")
 THUMAN2 = Dataset("thuman2", THuman2DataParserConfig, "THuman2.0 renders (gmnerf-render-scans)")
 MULTIGARMENT = Dataset("multi-garment", MultiGarmentDataParserConfig, "Multi-garment renders (gmnerf-render-scans)")
-DATASETS = (ZJU, GENEBODY, SYNTHETIC, THUMAN2, MULTIGARMENT)
+EASYMOCAP = Dataset("easymocap", EasyMocapDataParserConfig, "a capture in EasyMocap's layout")
+DATASETS = (ZJU, GENEBODY, SYNTHETIC, THUMAN2, MULTIGARMENT, EASYMOCAP)
 
 RENDERED_SCANS = {"THuman2.0": THUMAN2, "Multi-garment": MULTIGARMENT}
 """``subject.json``'s ``dataset`` as gmnerf-render-scans writes it."""
@@ -68,6 +71,7 @@ LOOKED_FOR = (
     f"${DATA_ROOT_ENV}/zju_mocap/CoreView_<id>)",
     "GeneBody: genebody_split.npy, or <subject>/annots.npy with image/, mask/, smpl/",
     "built-in (gmnerf-synth, gmnerf-render-scans): split.json, or a ZJU-layout <subject>/ with subject.json",
+    "EasyMocap capture: intri.yml and extri.yml (with images/, mask/, output*/), or sub-folders holding them",
 )
 
 
@@ -134,6 +138,8 @@ def _detect_folder(folder: Path, data: Path) -> Tuple[Dataset, str]:
         return _built_in(_subjects(folder), "split.json")
     if (folder / "genebody_split.npy").is_file():
         return GENEBODY, f"{folder}/genebody_split.npy"
+    if is_capture(folder):
+        return EASYMOCAP, f"{folder.name}/ has intri.yml and extri.yml"
     subjects = _subjects(folder)
     for subject in subjects:
         if all((subject / sub).is_dir() for sub in ("image", "mask", "smpl")):
@@ -142,8 +148,12 @@ def _detect_folder(folder: Path, data: Path) -> Tuple[Dataset, str]:
             if (subject / "subject.json").is_file() or (subject / "body_model.npz").is_file():
                 return _built_in([subject], f"{subject.name}/ has camera folders and subject.json or body_model.npz")
             return ZJU, f"{subject.name}/ has annots.npy and camera folders"
+    if folder.is_dir():
+        captures = [p for p in sorted(folder.iterdir()) if p.is_dir() and is_capture(p)]
+        if captures:
+            return EASYMOCAP, f"{captures[0].name}/ has intri.yml and extri.yml"
     found = (f"{len(subjects)} folder(s) with annots.npy but neither camera folders nor image/mask/smpl"
-             if subjects else "no annots.npy, split.json or genebody_split.npy")
+             if subjects else "no annots.npy, split.json, genebody_split.npy or intri.yml/extri.yml")
     raise HumanDataError(f"--data {data}: cannot tell which dataset {folder} is ({found}). Looked for:\n  "
                          + "\n  ".join(LOOKED_FOR) + f"\n{_explicit()}")
 

@@ -3,6 +3,7 @@
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
 from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
+from gmnerf_ns.dataparsers.easymocap import EasyMocapDataParserConfig
 from gmnerf_ns.dataparsers.genebody import GeneBodyDataParserConfig
 from gmnerf_ns.dataparsers.multigarment import MultiGarmentDataParserConfig
 from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
@@ -33,4 +34,9 @@ thuman2_dataparser = DataParserSpecification(
 multigarment_dataparser = DataParserSpecification(
     config=MultiGarmentDataParserConfig(),
     description="Multi-garment (MGN) scans rendered by gmnerf-render-scans, SMPL proxy from registration.pkl.",
+)
+easymocap_dataparser = DataParserSpecification(
+    config=EasyMocapDataParserConfig(),
+    description="Your own capture in EasyMocap's layout (intri.yml/extri.yml, images/, mask/, output*/smpl or "
+    "output*/vertices); --body-model-dir to pose SMPL parameters.",
 )

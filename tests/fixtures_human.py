@@ -433,3 +433,142 @@ def ray_miss_distance(cameras, index: int, u: float, v: float, point: np.ndarray
     offset = np.asarray(point, dtype=np.float64) - rays.origins[0].double().numpy()
     d = rays.directions[0].double().numpy()
     return float(np.linalg.norm(offset - offset.dot(d) * d))
+
+
+# ---------------------------------------------------------------------------------------------------- EasyMocap
+EasyMocapCapture = namedtuple("EasyMocapCapture", "folder cameras names vertices params template")
+
+
+def write_opencv_yaml(path: Path, entries: Sequence[Tuple[str, object, str]], writer: str = "easymocap") -> None:
+    """An OpenCV FileStorage YAML file of ``(key, value, kind)`` entries (``kind``: mat, list, int).
+
+    ``writer="easymocap"`` writes the text exactly as EasyMocap's ``FileStorage(isWrite=True)`` does (zju3dv/EasyMocap
+    ``easymocap/mytools/camera_utils.py``: ``%YAML:1.0`` header, ``\\r\\n`` line ends, quoted names, ``{:.6f}``
+    matrix data); ``writer="cv2"`` writes it with ``cv2.FileStorage`` in write mode.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if writer == "cv2":
+        fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_WRITE)
+        for key, value, kind in entries:
+            if kind == "list":
+                fs.startWriteStruct(key, cv2.FileNode_SEQ)
+                for item in value:
+                    fs.write("", str(item))
+                fs.endWriteStruct()
+            else:
+                fs.write(key, np.asarray(value, dtype=np.float64) if kind == "mat" else int(value))
+        fs.release()
+        return
+    lines = ["%YAML:1.0", "---"]
+    for key, value, kind in entries:
+        if kind == "mat":
+            value = np.asarray(value, dtype=np.float64)
+            lines += [f"{key}: !!opencv-matrix", f"  rows: {value.shape[0]}", f"  cols: {value.shape[1]}", "  dt: d",
+                      "  data: [{}]".format(", ".join(f"{x:.6f}" for x in value.reshape(-1)))]
+        elif kind == "list":
+            lines += [f"{key}:"] + [f'  - "{item}"' for item in value]
+        else:
+            lines.append(f"{key}: {value}")
+    with open(path, "w", newline="") as handle:
+        handle.write("\r\n".join(lines) + "\r\n")
+
+
+def easymocap_json(people: Sequence[dict]) -> str:
+    """EasyMocap's result-file text (``write_common_results``): arrays as [[...]] rows with ``\\r\\n`` inside."""
+    blocks = []
+    for person in people:
+        fields = [f'        "id": {person["id"]}']
+        for key, value in person.items():
+            if key == "id":
+                continue
+            rows = np.atleast_2d(np.asarray(value, dtype=np.float64))
+            text = ",\r\n".join("          [" + ", ".join(f"{x:.6f}" for x in row) + "]" for row in rows)
+            fields.append(f'        "{key}": [\r\n{text}\r\n        ]')
+        blocks.append("    {\n" + ",\n".join(fields) + "\n    }")
+    return "[\n" + ",\n".join(blocks) + "\n]\n"
+
+
+def make_easymocap_capture(root: Path, name: str = "capture", *, num_cameras: int = 6, num_frames: int = 3,
+                           size: Tuple[int, int] = (48, 40), num_vertices: int = 200, fits: Sequence[str] = ("vertices",),
+                           people: Sequence[int] = (0,), rot_only: bool = False, writer: str = "easymocap",
+                           template: Optional[np.ndarray] = None, fit_scale: float = 1e-3) -> EasyMocapCapture:
+    """A capture in EasyMocap's layout: intri.yml/extri.yml, images/<cam>/, mask/<cam>/ (0/255), output/<fits>/.
+
+    The body of frame f is ``template`` (an ellipsoid about the origin unless given) placed EasyMocap's way,
+    ``V = R(Rh) X + Th`` with ``Rh`` a turn about the (z) up axis and ``Th`` near ``CENTRE``; ``X`` is the template
+    moved by ``fit_scale * shapes[:3]`` (what the tests' fake body model computes from the written ``shapes``).
+    ``fits``: ``vertices`` writes ``output/vertices/<frame>.json``, ``smpl`` writes ``output/smpl/<frame>.json`` (72
+    SMPL poses with the root zero). Other ``people`` ids stand 5 m away, out of view. Camera names are "01", "02", ...
+    """
+    folder = root / name
+    names = [f"{i + 1:02d}" for i in range(num_cameras)]
+    cameras = ring_cameras(num_cameras, size, focal=size[1] * 1.2)
+    if template is None:
+        template = ellipsoid_points(num_vertices, seed=7, centre=(0.0, 0.0, 0.0), axes=AXES)
+    intri = [("names", names, "list")]
+    extri = [("names", names, "list")]
+    for cam, (K, R, T) in zip(names, cameras):
+        intri += [(f"K_{cam}", K, "mat"), (f"dist_{cam}", np.zeros((1, 5)), "mat"), (f"H_{cam}", size[1], "int"),
+                  (f"W_{cam}", size[0], "int")]
+        if not rot_only:
+            extri.append((f"R_{cam}", cv2.Rodrigues(R)[0], "mat"))
+        extri += [(f"Rot_{cam}", R, "mat"), (f"T_{cam}", T.reshape(3, 1), "mat")]
+    write_opencv_yaml(folder / "intri.yml", intri, writer)
+    write_opencv_yaml(folder / "extri.yml", extri, writer)
+    all_vertices, all_params = [], []
+    for f in range(num_frames):
+        stem = f"{f:06d}"
+        frame_people, frame_params, verts_people = [], [], []
+        for person in people:
+            shapes = np.zeros((1, 10))
+            shapes[0, :3] = [0.3, -0.2, 0.1 * (f + 1)]
+            Rh = np.array([[0.0, 0.0, 0.3 * f]])
+            Th = (CENTRE + np.array([0.02 * f + (5.0 if person != people[0] else 0.0), 0.0, 0.0]))[None]
+            X = template + fit_scale * shapes[0, :3]
+            verts = (X @ cv2.Rodrigues(Rh.reshape(3, 1))[0].T + Th).astype(np.float32)
+            poses = np.zeros((1, 72))
+            poses[0, 3:] = np.linspace(-0.1, 0.1, 69)
+            frame_params.append({"id": person, "Rh": Rh, "Th": Th, "poses": poses, "shapes": shapes})
+            verts_people.append({"id": person, "vertices": verts})
+            frame_people.append(verts)
+        all_vertices.append(frame_people[0])
+        all_params.append(frame_params)
+        if "vertices" in fits:
+            (folder / "output" / "vertices").mkdir(parents=True, exist_ok=True)
+            (folder / "output" / "vertices" / f"{stem}.json").write_text(easymocap_json(verts_people))
+        if "smpl" in fits:
+            (folder / "output" / "smpl").mkdir(parents=True, exist_ok=True)
+            (folder / "output" / "smpl" / f"{stem}.json").write_text(easymocap_json(frame_params))
+        for c, (cam, (K, R, T)) in enumerate(zip(names, cameras)):
+            mask = person_mask(frame_people[0], K, R, T, size)
+            write_rgb(folder / "images" / cam / f"{stem}.jpg", person_image(mask, seed=c))
+            write_gray(folder / "mask" / cam / f"{stem}.png", mask * np.uint8(255))
+    return EasyMocapCapture(folder, cameras, names, all_vertices, all_params, template)
+
+
+def fraction_in_masks(frame) -> float:
+    """Share of a parsed frame's proxy vertices that project inside the foreground of every view's loaded mask.
+
+    Uses what the model uses: ``load_vertices``, ``load_view`` (undistort, crop, resize) and each view's
+    ``output_intrinsics`` with ``project_points`` (a point at ``uv`` lies in pixel ``floor(uv)``).
+    """
+    import torch
+
+    from gmnerf_ns.data.human_record import load_vertices
+    from gmnerf_ns.data.view_loader import load_view
+    from gmnerf_ns.render.rasterize import project_points
+
+    verts = torch.from_numpy(load_vertices(frame)).double()
+    inside, total = 0, 0
+    for view in frame.views:
+        _, mask = load_view(view)
+        uv, depth = project_points(verts, torch.tensor(view.output_intrinsics), torch.tensor(view.R),
+                                   torch.tensor(view.T))
+        pixel = torch.floor(uv).long().numpy()
+        h, w = mask.shape
+        ok = (pixel[:, 0] >= 0) & (pixel[:, 0] < w) & (pixel[:, 1] >= 0) & (pixel[:, 1] < h) & (depth.numpy() > 0)
+        hit = np.zeros(len(pixel), bool)
+        hit[ok] = mask[pixel[ok, 1], pixel[ok, 0]]
+        inside += int(hit.sum())
+        total += len(pixel)
+    return inside / total

@@ -1,0 +1,288 @@
+"""The easymocap dataparser (a user's own capture in EasyMocap's layout) on tiny fixtures written from the format."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from gmnerf_ns.dataparsers._body_models import easymocap_params
+from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
+from gmnerf_ns.dataparsers.easymocap import EasyMocapDataParser, EasyMocapDataParserConfig, read_cameras
+
+from gmnerf_ns.data.human_record import HumanDataError, HumanDataWarning, load_vertices
+from tests.fixtures_human import easymocap_json, fraction_in_masks, make_easymocap_capture, write_opencv_yaml
+
+RES = 48  # fixtures store 48 x 40 images: the output keeps their 40 px height (never upsampled)
+
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # posed proxies are cached there
+
+
+def parse(data, split="train", **kwargs):
+    kwargs.setdefault("resolution", RES)
+    return EasyMocapDataParserConfig(data=Path(data), **kwargs).setup().collect(split)
+
+
+# ------------------------------------------------------------------------------------------------ vertices only
+@pytest.mark.parametrize("writer", ["easymocap", "cv2"])
+def test_cameras_round_trip(tmp_path, writer):
+    capture = make_easymocap_capture(tmp_path, writer=writer)
+    cameras = read_cameras(capture.folder / "intri.yml", capture.folder / "extri.yml")
+    assert [c.name for c in cameras] == capture.names
+    for cam, (K, R, T) in zip(cameras, capture.cameras):
+        np.testing.assert_allclose(cam.K, K, atol=1e-5)
+        np.testing.assert_allclose(cam.R, R, atol=1e-5)  # from the Rodrigues R_<cam>
+        np.testing.assert_allclose(cam.T, T, atol=1e-5)
+        assert cam.size == (48, 40) and cam.dist is None  # zero distortion: nothing to undo
+    rot_only = make_easymocap_capture(tmp_path / "rot", rot_only=True, writer=writer)
+    for cam, (_, R, _) in zip(read_cameras(rot_only.folder / "intri.yml", rot_only.folder / "extri.yml"),
+                              rot_only.cameras):
+        np.testing.assert_allclose(cam.R, R, atol=1e-5)  # from the 3x3 Rot_<cam>
+
+
+def test_vertices_capture_parses_and_projects_into_masks(tmp_path):
+    capture = make_easymocap_capture(tmp_path)
+    collection = parse(capture.folder)
+    (subject,) = collection.subjects
+    assert subject.name == "capture" and subject.camera_names == tuple(capture.names)
+    assert [f.frame_id for f in subject.frames] == [0, 1, 2] and subject.faces is None
+    view = subject.frames[0].views[2]
+    K, R, T = capture.cameras[2]
+    np.testing.assert_allclose(view.K[:2, 2], K[:2, 2] + 0.5)  # OpenCV calibration -> half-pixel centres
+    np.testing.assert_allclose(view.R, R, atol=1e-5)
+    assert view.out_size == (48, 40) and view.mask_threshold == 127
+    for f, frame in enumerate(subject.frames):
+        np.testing.assert_allclose(load_vertices(frame), capture.vertices[f], atol=2e-6)
+        assert fraction_in_masks(frame) >= 0.95
+    # single capture: it is both the training and the evaluation subject (zero-shot rendering, fine-tuning)
+    test = parse(capture.folder, "test")
+    assert [s.name for s in test.subjects] == ["capture"]
+    assert test.inputs_for(test.subjects[0], 4) == (0, 2, 3, 4)  # 4 of 6 cameras, evenly spaced
+
+
+def test_proxies_are_cached(tmp_path, monkeypatch):
+    capture = make_easymocap_capture(tmp_path)
+    first = parse(capture.folder).subjects[0].frames[0].vertices_path
+    assert first.is_file() and str(tmp_path / "cache") in str(first)
+    import gmnerf_ns.dataparsers.easymocap as easymocap
+
+    monkeypatch.setattr(easymocap, "easymocap_vertices", lambda *a: pytest.fail("re-read a cached proxy"))
+    assert parse(capture.folder).subjects[0].frames[0].vertices_path == first
+
+
+def test_person_id(tmp_path, capsys):
+    capture = make_easymocap_capture(tmp_path, people=(4, 2))
+    default = parse(capture.folder).subjects[0].frames[0]
+    assert "using id 2" in capsys.readouterr().out.replace("\n", " ")
+    chosen = parse(capture.folder, person_id=4).subjects[0].frames[0]
+    assert load_vertices(chosen)[:, 0].mean() - load_vertices(default)[:, 0].mean() == pytest.approx(-5.0, abs=1e-3)
+
+
+def test_folder_of_captures(tmp_path):
+    for name in ("alice", "bob"):
+        make_easymocap_capture(tmp_path / "captures", name, num_frames=1)
+    parser = EasyMocapDataParserConfig(data=tmp_path / "captures", resolution=RES, train_subjects=("alice",),
+                                       test_subjects=("bob",)).setup()
+    assert [s.name for s in parser.collect("train").subjects] == ["alice"]
+    assert [s.name for s in parser.collect("test").subjects] == ["bob"]
+
+
+# ------------------------------------------------------------------------------------------------ SMPL parameters
+class FakeBodyModel(torch.nn.Module):
+    """smplx's interface, not its maths: vertices = template + 1e-3 * betas[:3] + transl (the fixture's X)."""
+
+    def __init__(self, template: np.ndarray):
+        super().__init__()
+        self.template = torch.as_tensor(template, dtype=torch.float32)
+        self.num_betas = 10
+        n = len(template)
+        self.faces = np.stack([np.arange(n - 2), np.arange(1, n - 1), np.arange(2, n)], 1)
+        self.calls = []
+
+    def forward(self, betas=None, body_pose=None, global_orient=None, transl=None, **kwargs):
+        self.calls.append({"betas": betas, "body_pose": body_pose, "global_orient": global_orient, "transl": transl,
+                           **kwargs})
+        vertices = self.template + 1e-3 * betas[:, :3] + transl
+        return SimpleNamespace(vertices=vertices[None])
+
+
+@pytest.fixture
+def fake_smplx(monkeypatch, tmp_path):
+    """``smplx.create`` replaced by a fake; empty model files where smplx expects them (no real SMPL here)."""
+    import smplx
+
+    models = tmp_path / "body_models"
+    for rel in ("smpl/SMPL_NEUTRAL.pkl", "smplx/SMPLX_NEUTRAL.npz"):
+        (models / rel).parent.mkdir(parents=True, exist_ok=True)
+        (models / rel).write_bytes(b"")
+    built = []
+
+    def create(model_path, model_type="smpl", **kwargs):
+        built.append((Path(model_path), model_type, kwargs))
+        model = FakeBodyModel(create.template)
+        create.models.append(model)
+        return model
+
+    create.models, create.template = [], None
+    monkeypatch.setattr(smplx, "create", create)
+    return SimpleNamespace(dir=models, built=built, create=create)
+
+
+def test_smpl_parameters_are_posed_the_easymocap_way(tmp_path, fake_smplx):
+    capture = make_easymocap_capture(tmp_path, fits=("smpl",))
+    fake_smplx.create.template = capture.template
+    subject = parse(capture.folder, body_model_dir=fake_smplx.dir).subjects[0]
+    path, model_type, kwargs = fake_smplx.built[0]
+    assert path == fake_smplx.dir / "smpl" / "SMPL_NEUTRAL.pkl" and model_type == "smpl"
+    calls = fake_smplx.create.models[0].calls
+    assert len(calls) == 3
+    for f, (frame, call) in enumerate(zip(subject.frames, calls)):
+        params = capture.params[f][0]
+        assert torch.count_nonzero(call["global_orient"]) == 0  # the global orientation lives in Rh
+        assert torch.count_nonzero(call["transl"]) == 0
+        np.testing.assert_allclose(call["body_pose"].numpy(), params["poses"][:, 3:], atol=1e-6)
+        np.testing.assert_allclose(call["betas"].numpy(), params["shapes"], atol=1e-6)
+        X = capture.template + 1e-3 * params["shapes"][0, :3]
+        expected = X @ cv2.Rodrigues(params["Rh"].reshape(3, 1))[0].T + params["Th"]  # V = R(Rh) X + Th
+        np.testing.assert_allclose(load_vertices(frame), expected, atol=1e-5)
+        assert fraction_in_masks(frame) >= 0.95
+    np.testing.assert_array_equal(subject.faces, fake_smplx.create.models[0].faces)
+
+
+def test_parameters_preferred_only_with_model_files(tmp_path, fake_smplx):
+    capture = make_easymocap_capture(tmp_path, fits=("smpl", "vertices"))
+    fake_smplx.create.template = capture.template
+    without = parse(capture.folder).subjects[0]
+    assert fake_smplx.built == [] and without.faces is None  # vertices/ when no model files are given
+    with_models = parse(capture.folder, body_model_dir=fake_smplx.dir).subjects[0]
+    assert fake_smplx.built and with_models.faces is not None
+    only_smpl = make_easymocap_capture(tmp_path / "b", fits=("smpl",))
+    with pytest.raises(HumanDataError, match=r"output/smpl: the capture has SMPL parameters but no output\*/vertices/; "
+                                             "pass --body-model-dir"):
+        parse(only_smpl.folder)
+
+
+@pytest.mark.parametrize("length, kind, hands", [
+    (72, "smpl", None), (69, "smpl", None), (78, "smplh", 6), (156, "smplh", None), (87, "smplx", 6),
+    (165, "smplx", None),
+])
+def test_pose_layouts(length, kind, hands):
+    poses = np.arange(length, dtype=np.float64)[None] / 100
+    params = easymocap_params({"id": 0, "Rh": [[0, 0, 0]], "Th": [[0, 0, 0]], "poses": poses.tolist(),
+                               "shapes": [[0.0] * 10]}, Path("f.json"))
+    assert params.model_type == kind and params.hand_pca == hands
+    assert params.body_pose.shape[1] == (69 if kind == "smpl" else 63)
+    if length == 72:
+        np.testing.assert_allclose(params.global_orient, poses[:, :3])
+    if length == 87:  # body 66, hands 6 + 6 (PCA, mean added), then jaw and eyes
+        np.testing.assert_allclose(params.left_hand_pose, poses[:, 66:72])
+        np.testing.assert_allclose(params.jaw_pose, poses[:, 78:81])
+        assert params.flat_hand_mean is False
+    if length == 165:  # smplx's own order: body 66, jaw/eyes 9, hands 45 + 45
+        np.testing.assert_allclose(params.reye_pose, poses[:, 72:75])
+        np.testing.assert_allclose(params.right_hand_pose, poses[:, 120:165])
+
+
+def test_newer_api_hands_and_bad_length():
+    entry = {"id": 0, "Rh": [[0, 0, 0]], "Th": [[0, 0, 0]], "poses": [[0.0] * 63], "shapes": [[0.0] * 10],
+             "handl": [[0.1] * 12], "handr": [[0.2] * 12]}
+    params = easymocap_params(entry, Path("f.json"))
+    assert params.model_type == "smplh" and params.hand_pca == 12 and not params.flat_hand_mean
+    assert easymocap_params({**entry, "expression": [[0.0] * 10]}, Path("f.json")).model_type == "smplx"
+    with pytest.raises(HumanDataError, match=r"f\.json: person 0 has 70 pose values; EasyMocap writes 72"):
+        easymocap_params({**entry, "poses": [[0.0] * 70]}, Path("f.json"))
+
+
+# ------------------------------------------------------------------------------------------------ gmnerf-auto
+def test_auto_detects_the_capture(tmp_path):
+    capture = make_easymocap_capture(tmp_path)
+    parser = AutoDataParserConfig(data=capture.folder, resolution=RES).setup()
+    assert type(parser) is EasyMocapDataParser and parser.protocol.name == "easymocap"
+    parent = AutoDataParserConfig(data=tmp_path, resolution=RES).setup()  # a folder of captures
+    assert type(parent) is EasyMocapDataParser
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def test_camera_missing_from_extri(tmp_path):
+    capture = make_easymocap_capture(tmp_path)
+    entries = [("names", capture.names, "list")]
+    for cam, (_, R, T) in zip(capture.names[:-1], capture.cameras):
+        entries += [(f"R_{cam}", cv2.Rodrigues(R)[0], "mat"), (f"T_{cam}", T.reshape(3, 1), "mat")]
+    write_opencv_yaml(capture.folder / "extri.yml", entries)
+    with pytest.raises(HumanDataError, match=r"extri\.yml: camera '06' \(listed in intri\.yml names\) has no "
+                                             r"R_06 \(or Rot_06\) and T_06$"):
+        parse(capture.folder)
+
+
+def test_names_entry_without_images(tmp_path):
+    capture = make_easymocap_capture(tmp_path)
+    shutil.rmtree(capture.folder / "images" / "03")
+    with pytest.raises(HumanDataError, match=r"images/03: no image folder for camera '03', which intri\.yml lists"):
+        parse(capture.folder)
+
+
+def test_frames_without_fit_are_skipped_with_one_warning(tmp_path):
+    capture = make_easymocap_capture(tmp_path, num_frames=4)
+    (capture.folder / "output" / "vertices" / "000001.json").unlink()
+    other = [{"id": 9, "vertices": capture.vertices[2]}]  # frame 2 fits only somebody else
+    (capture.folder / "output" / "vertices" / "000002.json").write_text(easymocap_json(other))
+    with pytest.warns(HumanDataWarning) as record:
+        subject = parse(capture.folder).subjects[0]
+    messages = [str(w.message) for w in record if "fit" in str(w.message)]
+    assert len(messages) == 1 and "2 of 4 frame(s) have no fit for person 0" in messages[0]
+    assert [f.frame_id for f in subject.frames] == [0, 3]
+    for stem in ("000000", "000003"):
+        (capture.folder / "output" / "vertices" / f"{stem}.json").unlink()
+    with pytest.raises(HumanDataError, match=r"output/vertices: no sampled frame has a fit for person 0"):
+        parse(capture.folder, person_id=0)  # (by default the only person left, id 9, would be chosen)
+
+
+def test_vertex_count_that_does_not_match_the_faces(tmp_path, fake_smplx):
+    capture = make_easymocap_capture(tmp_path, num_vertices=200)
+    fake_smplx.create.template = np.zeros((6890, 3))  # faces of a 6890-vertex template
+    with pytest.raises(HumanDataError, match=r"000000\.json: 200 vertices, but the SMPL faces of .*SMPL_NEUTRAL\.pkl "
+                                             r"index 6890$"):
+        parse(capture.folder, body_model_dir=fake_smplx.dir, body_model_type="smpl")
+    verts = capture.vertices[1][:150]
+    (capture.folder / "output" / "vertices" / "000001.json").write_text(easymocap_json([{"id": 0, "vertices": verts}]))
+    with pytest.raises(HumanDataError, match=r"000001\.json: person has 150 vertices but frame 000000 has 200"):
+        parse(capture.folder)
+
+
+# ------------------------------------------------------------------------------------------------ training
+def test_trains_without_naming_the_dataparser(tmp_path):
+    """``ns-train gm-nerf-small --data <capture> --max-num-iterations 2``, shrunk as tests/runs.py does."""
+    from nerfstudio.scripts.train import train_loop
+
+    from tests.runs import tiny_config
+
+    capture = make_easymocap_capture(tmp_path / "data", num_frames=2)
+    config = tiny_config(capture.folder, tmp_path / "outputs", steps=2)
+    assert type(config.pipeline.datamanager.dataparser) is AutoDataParserConfig  # nothing named
+    config.data = capture.folder
+    config.set_timestamp()
+    config.save_config()
+    train_loop(local_rank=0, world_size=1, config=config)
+    checkpoints = sorted((config.get_base_dir() / "nerfstudio_models").glob("*.ckpt"))
+    assert checkpoints, "no checkpoint after 2 steps"
+
+
+def test_registered_as_ns_train_subcommand():
+    import tomllib
+
+    from gmnerf_ns import dataparser_configs as registry
+    from gmnerf_ns.data.protocol import load_protocol
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    entry = tomllib.loads(pyproject.read_text())["project"]["entry-points"]["nerfstudio.dataparser_configs"]
+    assert entry["easymocap"] == "gmnerf_ns.dataparser_configs:easymocap_dataparser"
+    spec = registry.easymocap_dataparser
+    assert isinstance(spec.config, EasyMocapDataParserConfig)
+    assert load_protocol(spec.config.protocol).num_input_views == 4
