@@ -75,6 +75,9 @@ class DoctorConfig:
     """Frames whose proxy vertices are loaded, spread over both splits (0 = all)."""
     body_model_dir: Optional[Path] = None
     """Your SMPL/SMPL-X folder (smpl/SMPL_NEUTRAL.pkl, smplx/SMPLX_MALE.npz, ...), needed by gmnerf-render-scans."""
+    device_type: Optional[Literal["auto", "cpu", "cuda", "mps"]] = None
+    """The device the run will ask for, as ns-train's --machine.device-type (default: the method's; auto = CUDA when
+    available, else the CPU)."""
     num_workers: Optional[int] = None
     """Background decoding threads the run will use (default: the method's)."""
     resolution: Optional[int] = None
@@ -125,6 +128,22 @@ def check_environment(method_name: str) -> List[Check]:
     rows.append(Check("environment", "multi-process", "info" if backends else "warn",
                       f"torch.distributed backends: {', '.join(backends) or 'none'} (--machine.num-devices N)"))
     return rows
+
+
+def check_device(requested: str) -> Tuple[Check, str]:
+    """(report row, device) of what ns-train decides for ``--machine.device-type requested`` on this machine, by the
+    trainer's own rule (:func:`gmnerf_ns.trainer.choose_device`): the device, the CPU fallback (a warning) or the
+    error (then "cpu" is returned for the rest of the report)."""
+    from gmnerf_ns.trainer import DeviceError, choose_device
+
+    try:
+        device, notice = choose_device(requested)
+    except DeviceError as err:
+        return Check("run", "device", "error", str(err)), "cpu"
+    if notice is not None:
+        return Check("run", "device", "warn", f"trains on the CPU: CUDA is not available, so --machine.device-type "
+                                              f"{requested} falls back to the CPU"), device
+    return Check("run", "device", "ok", f"trains on {device} (--machine.device-type {requested})"), device
 
 
 def check_weights(config) -> List[Check]:
@@ -367,7 +386,8 @@ def run_checks(cfg: DoctorConfig) -> List[Check]:
     rows += check_body_models(cfg.body_model_dir)
     data_rows, summary = check_dataset(cfg)
     rows += data_rows
-    device = "cuda" if torch.cuda.is_available() and config.machine.device_type == "cuda" else "cpu"
+    device_row, device = check_device(cfg.device_type or config.machine.device_type)
+    rows.append(device_row)
     tcnn = device == "cuda" and any(r.item == "tiny-cuda-nn" and r.status == "ok" for r in rows)
     workers = cfg.num_workers if cfg.num_workers is not None else config.pipeline.datamanager.num_workers
     rows.append(Check("run", cfg.method, "info",

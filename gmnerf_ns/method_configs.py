@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
@@ -17,7 +17,7 @@ from gmnerf_ns.model.encoder import ImageEncoderConfig
 from gmnerf_ns.model.gmnerf_model import GMNeRFModelConfig
 from gmnerf_ns.pipeline import GMNeRFPipelineConfig
 from gmnerf_ns.schedulers import FloatExponentialDecaySchedulerConfig
-from gmnerf_ns.trainer import GMNeRFTrainerConfig
+from gmnerf_ns.trainer import GMNeRFMachineConfig, GMNeRFTrainerConfig
 
 
 def _optimizers(lr: float, max_steps: int, final_ratio: float = 0.1) -> dict:
@@ -82,7 +82,7 @@ gm_nerf_small = MethodSpecification(
         steps_per_eval_image=250,
         steps_per_eval_all_images=1_000_000,
         steps_per_save=250,
-        machine=MachineConfig(device_type="cpu"),
+        machine=GMNeRFMachineConfig(device_type="cpu"),
         datamanager=GMNeRFDataManagerConfig(dataparser=AutoDataParserConfig(), patch_size=64),
         model=GMNeRFModelConfig(),
     ),

@@ -19,6 +19,10 @@ What this adds to :class:`nerfstudio.engine.trainer.Trainer` (every ``gm-nerf*``
   instead of a traceback; loading such a ``config.yml`` in ``ns-eval``/``ns-render`` raises
   :class:`IncompatibleConfigError` naming what is wrong. Every numeric option is range-checked
   (:meth:`GMNeRFTrainerConfig.validate`, :mod:`gmnerf_ns.options`) before any data is read or anything is written.
+* **Device choice.** ``--machine.device-type`` may be ``auto`` (the default of gm-nerf and gm-nerf-finetune): CUDA when
+  available, otherwise the CPU with a one-line notice (:func:`resolve_device`, run by ``save_config`` before anything
+  else reads the device). An explicit ``cuda`` (or ``mps``) that is not available is one ``gmnerf error:`` line;
+  config.yml keeps ``auto``, so the run picks the device again wherever it is resumed.
 * **CPU multi-process training.** nerfstudio 1.1.5's launcher asserts CUDA in its worker (its gloo branch is
   unreachable) and wraps the model in ``DDP(device_ids=[rank])``, which torch rejects for CPU modules;
   ``--machine.device-type cpu --machine.num-devices N`` is made to work by swapping in a gloo worker (installed by
@@ -43,6 +47,7 @@ import torch
 import torch.distributed as dist
 import tyro
 import yaml
+from nerfstudio.configs.base_config import MachineConfig
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils import comms
@@ -76,6 +81,10 @@ class ExistingRunError(RunInputError):
 
 class IncompatibleConfigError(RunInputError):
     """A ``config.yml`` written by another gmnerf-ns version (other config format, renamed or removed class)."""
+
+
+class DeviceError(RunInputError):
+    """The device asked for with ``--machine.device-type`` is not available on this machine."""
 
 
 class CleanExit(SystemExit):
@@ -234,6 +243,54 @@ def check_output_dir(config: "GMNeRFTrainerConfig") -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Device
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class GMNeRFMachineConfig(MachineConfig):
+    """nerfstudio's machine config, whose device type can also be ``auto``."""
+
+    device_type: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Device to train on: auto = CUDA when available, else the CPU (with a one-line notice); cpu, cuda or mps use that
+    device, and fail with one line if it is not available."""
+
+
+CPU_FALLBACK_NOTICE = ("gmnerf: CUDA is not available; training on the CPU (pass --machine.device-type cpu to silence "
+                       "this)")
+
+
+def choose_device(requested: str) -> Tuple[str, Optional[str]]:
+    """The device type a run asking for ``requested`` trains on, and the notice to print about it (or None).
+
+    Raises:
+        DeviceError: ``cuda`` or ``mps`` was asked for and is not available.
+    """
+    if requested == "auto":
+        return ("cuda", None) if torch.cuda.is_available() else ("cpu", CPU_FALLBACK_NOTICE)
+    if requested == "cuda" and not torch.cuda.is_available():
+        why = (f"this torch build ({torch.__version__}) has no CUDA support" if torch.version.cuda is None
+               else "no NVIDIA driver or GPU was found")
+        raise DeviceError(f"--machine.device-type cuda: CUDA is not available on this machine ({why}); pass "
+                          "--machine.device-type cpu, or auto to use CUDA only where it is available")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("--machine.device-type mps: Apple's MPS is not available on this machine; pass "
+                          "--machine.device-type cpu or auto")
+    return requested, None
+
+
+def resolve_device(config: TrainerConfig) -> None:
+    """Replaces ``config.machine.device_type`` by the device :func:`choose_device` picks, printing its notice. Every
+    later reader (nerfstudio's launcher and Trainer, the CPU launcher) then sees cpu, cuda or mps, never auto.
+
+    Raises:
+        DeviceError: as :func:`choose_device`.
+    """
+    device, notice = choose_device(config.machine.device_type)
+    if notice is not None:
+        CONSOLE.print(f"[bold yellow]{notice}", soft_wrap=True, highlight=False)
+    config.machine.device_type = device  # type: ignore[assignment]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # CPU multi-process launching
 # ----------------------------------------------------------------------------------------------------------------------
 def distributed_worker_cpu(local_rank: int, main_func, world_size: int, num_devices_per_machine: int,
@@ -304,6 +361,8 @@ class GMNeRFTrainerConfig(TrainerConfig):
     """nerfstudio's trainer config plus resume, overwrite protection and version stamps (see the module docstring)."""
 
     _target: Type = field(default_factory=lambda: GMNeRFTrainer)
+    machine: GMNeRFMachineConfig = field(default_factory=GMNeRFMachineConfig)
+    """Machine setup; ``--machine.device-type`` defaults to auto (CUDA when available, else the CPU)."""
     force: bool = False
     """Overwrite a run folder that already holds checkpoints (they are deleted first). Without it such a folder is
     refused unless the run resumes from it."""
@@ -379,22 +438,28 @@ class GMNeRFTrainerConfig(TrainerConfig):
         validate_all(*checks)
 
     def save_config(self) -> None:
-        """Checks every option (:meth:`validate`) and the output folder (:func:`check_output_dir`), then writes
-        config.yml atomically. ``ns-train`` calls this last before launching the training processes, so nothing is
-        written for a config that cannot run, and the CPU multi-process launcher is installed here too."""
+        """Checks every option (:meth:`validate`), the output folder (:func:`check_output_dir`) and the device
+        (:func:`resolve_device`), then writes config.yml atomically. ``ns-train`` calls this last before launching the
+        training processes, so nothing is written for a config that cannot run, and the CPU multi-process launcher is
+        installed here too."""
+        requested = self.machine.device_type
         try:
             self.validate()
             check_output_dir(self)
+            resolve_device(self)
         except RunInputError as err:
             raise CleanExit(err) from err
         base = self.get_base_dir()
         base.mkdir(parents=True, exist_ok=True)
         path = base / "config.yml"
-        force, self.force = self.force, False  # never saved: `--load-config` of this file must not delete anything
+        # Never saved: --force (`--load-config` of this file must not delete anything) and the device chosen for this
+        # machine (the config keeps what was asked for, so that auto stays auto on another machine).
+        force, device = self.force, self.machine.device_type
+        self.force, self.machine.device_type = False, requested
         try:
             text = yaml.dump(self)
         finally:
-            self.force = force
+            self.force, self.machine.device_type = force, device
         if path.exists() and path.read_text("utf8") != text:  # resuming in place with other options: keep the old
             path.rename(base / f"config.{time.strftime('%Y-%m-%d_%H%M%S')}.yml")
         CONSOLE.log(f"Saving config to: {path}")
@@ -406,6 +471,13 @@ class GMNeRFTrainer(Trainer):
     """See the module docstring."""
 
     config: GMNeRFTrainerConfig
+
+    def __init__(self, config: GMNeRFTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
+        try:
+            resolve_device(config)  # already done by save_config under ns-train; here for trainers built directly
+        except RunInputError as err:
+            raise CleanExit(err) from err
+        super().__init__(config, local_rank=local_rank, world_size=world_size)
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
         try:
