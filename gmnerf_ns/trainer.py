@@ -12,8 +12,9 @@ What this adds to :class:`nerfstudio.engine.trainer.Trainer` (every ``gm-nerf*``
   latest checkpoint found corrupt on resume leaves the one before to fall back to. A kill at any moment leaves the
   previous checkpoint intact and nothing half-written in ``nerfstudio_models/`` (nerfstudio parses every file name
   there).
-* **Nothing overwritten.** A run folder that already holds checkpoints is refused unless the run resumes from it
-  (``--load-dir``/``--load-checkpoint`` inside it) or ``--force`` is given.
+* **Nothing overwritten, nothing left behind.** A run folder that already holds checkpoints is refused unless the run
+  resumes from it (``--load-dir``/``--load-checkpoint`` inside it) or ``--force`` is given. A run whose setup fails
+  (bad data, a wrong checkpoint) removes the config.yml and the folders ``save_config`` created for it.
 * **One clear error.** Dataset problems (:class:`HumanDataError`), checkpoints of another method or model size, and
   configs of another gmnerf-ns version end ``ns-train`` with a single ``gmnerf error: ...`` line (exit status 1)
   instead of a traceback; loading such a ``config.yml`` in ``ns-eval``/``ns-render`` raises
@@ -441,7 +442,9 @@ class GMNeRFTrainerConfig(TrainerConfig):
         """Checks every option (:meth:`validate`), the output folder (:func:`check_output_dir`) and the device
         (:func:`resolve_device`), then writes config.yml atomically. ``ns-train`` calls this last before launching the
         training processes, so nothing is written for a config that cannot run, and the CPU multi-process launcher is
-        installed here too."""
+        installed here too. What this creates (config.yml, folders) is remembered so that a setup that fails removes
+        it again (:func:`remove_new_run_files`)."""
+        self.__dict__.pop("_created_paths", None)  # left by an earlier call; never saved in config.yml
         requested = self.machine.device_type
         try:
             self.validate()
@@ -450,6 +453,7 @@ class GMNeRFTrainerConfig(TrainerConfig):
         except RunInputError as err:
             raise CleanExit(err) from err
         base = self.get_base_dir()
+        created = [folder for folder in (base, *base.parents) if not folder.exists()]  # deepest first
         base.mkdir(parents=True, exist_ok=True)
         path = base / "config.yml"
         # Never saved: --force (`--load-config` of this file must not delete anything) and the device chosen for this
@@ -460,11 +464,27 @@ class GMNeRFTrainerConfig(TrainerConfig):
             text = yaml.dump(self)
         finally:
             self.force, self.machine.device_type = force, device
-        if path.exists() and path.read_text("utf8") != text:  # resuming in place with other options: keep the old
+        existed = path.exists()
+        if existed and path.read_text("utf8") != text:  # resuming in place with other options: keep the old
             path.rename(base / f"config.{time.strftime('%Y-%m-%d_%H%M%S')}.yml")
+        if not existed:
+            created.insert(0, path)
         CONSOLE.log(f"Saving config to: {path}")
         atomic_write_text(path, text)
+        self._created_paths = tuple(created)
         install_cpu_launcher(self)
+
+
+def remove_new_run_files(config: GMNeRFTrainerConfig) -> None:
+    """Deletes what :meth:`GMNeRFTrainerConfig.save_config` created for a run whose setup then failed, so that a
+    failed start leaves no run folder behind: the config.yml it wrote (not one that was there before) and the folders
+    it made, while they are empty. A folder that existed before is never removed."""
+    for path in config.__dict__.pop("_created_paths", ()):  # config.yml, then the folders, deepest first
+        with contextlib.suppress(OSError):  # a folder something else wrote into meanwhile stays
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink()
 
 
 class GMNeRFTrainer(Trainer):
@@ -482,8 +502,13 @@ class GMNeRFTrainer(Trainer):
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
         try:
             self._setup(test_mode)
-        except USER_ERRORS as err:
-            raise CleanExit(err) from err
+        except BaseException as err:
+            if comms.is_main_process():
+                remove_new_run_files(self.config)
+            if isinstance(err, USER_ERRORS):
+                raise CleanExit(err) from err
+            raise
+        self.config.__dict__.pop("_created_paths", None)  # set up: the run folder is this run's now
 
     def _setup(self, test_mode: Literal["test", "val", "inference"]) -> None:
         self.config.validate()  # already done by save_config under ns-train; here for trainers built directly

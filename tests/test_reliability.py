@@ -394,6 +394,19 @@ def test_missing_load_dir_fails_before_parsing(data, tmp_path):
     expect_clean_exit(config, "--load-dir .*nowhere: folder not found")
 
 
+def test_a_start_that_fails_on_bad_data_leaves_no_run_folder(data, tmp_path):
+    config = tiny(data / "subject_009", tmp_path / "out")  # no such subject: fails while the data is set up
+    expect_clean_exit(config, "available subjects")
+    assert not (tmp_path / "out").exists()  # neither the run folder nor the folders above it that ns-train made
+
+    config = tiny(data / "subject_009", tmp_path / "mine")
+    base = config.get_base_dir()
+    base.mkdir(parents=True)  # a folder that existed before is kept, as it was
+    (base / "notes.txt").write_text("mine")
+    expect_clean_exit(config, "available subjects")
+    assert sorted(p.name for p in base.iterdir()) == ["notes.txt"]
+
+
 def test_config_of_another_version_is_one_error(finished_run, tmp_path):
     from nerfstudio.utils.eval_utils import eval_setup
 
