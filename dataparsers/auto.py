@@ -15,7 +15,8 @@ Layouts (a dataset root or one subject folder; files are only stat-ed, plus one 
   THuman2.0 and Multi-garment scans from gmnerf-synth's humans.
 * GeneBody: ``genebody_split.npy`` at the root, or subjects with ``annots.npy`` and ``image/``, ``mask/``, ``smpl/``.
 * ZJU-MoCap: subjects with ``annots.npy`` and ``Camera_B<n>``/``Camera (<n>)`` folders.
-* EasyMocap captures (your own rig): ``intri.yml`` + ``extri.yml`` in the folder or its sub-folders.
+* Marked by a file of their own, in the folder or its sub-folders: EasyMocap captures (your own rig: ``intri.yml`` +
+  ``extri.yml``), HuMMan sequences (``cameras.json`` + ``kinect_color/``).
 
 The detected dataset's parser gets the shared options (``--data``, ``--protocol``, subject lists, ``--resolution``,
 ``--num-input-views``, ``--max-eval-frames-per-subject``) and its own defaults for the rest; its own options need
@@ -42,6 +43,7 @@ from gmnerf_ns.data.human_record import HumanDataError
 
 from .easymocap import EasyMocapDataParserConfig, is_capture
 from .genebody import GeneBodyDataParserConfig
+from .humman import HuMManDataParserConfig, is_sequence
 from .multigarment import MultiGarmentDataParserConfig
 from .synthetic import SyntheticDataParserConfig
 from .thuman2 import THuman2DataParserConfig
@@ -61,7 +63,14 @@ SYNTHETIC = Dataset("gmnerf-synthetic", SyntheticDataParserConfig, "built-in syn
 THUMAN2 = Dataset("thuman2", THuman2DataParserConfig, "THuman2.0 renders (gmnerf-render-scans)")
 MULTIGARMENT = Dataset("multi-garment", MultiGarmentDataParserConfig, "Multi-garment renders (gmnerf-render-scans)")
 EASYMOCAP = Dataset("easymocap", EasyMocapDataParserConfig, "a capture in EasyMocap's layout")
-DATASETS = (ZJU, GENEBODY, SYNTHETIC, THUMAN2, MULTIGARMENT, EASYMOCAP)
+HUMMAN = Dataset("humman", HuMManDataParserConfig, "HuMMan-Recon")
+DATASETS = (ZJU, GENEBODY, SYNTHETIC, THUMAN2, MULTIGARMENT, EASYMOCAP, HUMMAN)
+
+MARKED = (
+    (EASYMOCAP, is_capture, "intri.yml and extri.yml"),
+    (HUMMAN, is_sequence, "cameras.json and kinect_color/"),
+)
+"""Layouts told by files of their own: (dataset, test of a subject folder, what the test looks for)."""
 
 RENDERED_SCANS = {"THuman2.0": THUMAN2, "Multi-garment": MULTIGARMENT}
 """``subject.json``'s ``dataset`` as gmnerf-render-scans writes it."""
@@ -72,6 +81,7 @@ LOOKED_FOR = (
     "GeneBody: genebody_split.npy, or <subject>/annots.npy with image/, mask/, smpl/",
     "built-in (gmnerf-synth, gmnerf-render-scans): split.json, or a ZJU-layout <subject>/ with subject.json",
     "EasyMocap capture: intri.yml and extri.yml (with images/, mask/, output*/), or sub-folders holding them",
+    "HuMMan-Recon: <sequence>/cameras.json with kinect_color/",
 )
 
 
@@ -87,6 +97,9 @@ class AutoDataParserConfig(HumanDataParserConfig):
     ./data), or a dataset / subject folder, whose layout tells the dataset."""
     protocol: Optional[str] = None
     """Protocol preset or YAML path (None = the detected dataset's default)."""
+    body_model_dir: Optional[Path] = None
+    """Your SMPL/SMPL-X model files, for datasets that ship fitted parameters (EasyMocap smpl/, HuMMan, DNA-Rendering,
+    MVHumanNet); passed on to the detected dataset's parser."""
 
     def detect(self) -> Tuple[HumanDataParserConfig, Dataset, str]:
         """(the detected dataset's parser config with the shared options copied, the dataset, why it was chosen)."""
@@ -96,6 +109,8 @@ class AutoDataParserConfig(HumanDataParserConfig):
             value = getattr(self, f.name)
             if f.name != "_target" and not (f.name == "protocol" and value is None):
                 setattr(config, f.name, value)
+        if self.body_model_dir is not None and hasattr(config, "body_model_dir"):
+            config.body_model_dir = self.body_model_dir
         return config, dataset, why
 
     def setup(self, **kwargs) -> HumanDataParser:
@@ -138,8 +153,9 @@ def _detect_folder(folder: Path, data: Path) -> Tuple[Dataset, str]:
         return _built_in(_subjects(folder), "split.json")
     if (folder / "genebody_split.npy").is_file():
         return GENEBODY, f"{folder}/genebody_split.npy"
-    if is_capture(folder):
-        return EASYMOCAP, f"{folder.name}/ has intri.yml and extri.yml"
+    for dataset, marked, what in MARKED:
+        if marked(folder):
+            return dataset, f"{folder.name}/ has {what}"
     subjects = _subjects(folder)
     for subject in subjects:
         if all((subject / sub).is_dir() for sub in ("image", "mask", "smpl")):
@@ -148,12 +164,12 @@ def _detect_folder(folder: Path, data: Path) -> Tuple[Dataset, str]:
             if (subject / "subject.json").is_file() or (subject / "body_model.npz").is_file():
                 return _built_in([subject], f"{subject.name}/ has camera folders and subject.json or body_model.npz")
             return ZJU, f"{subject.name}/ has annots.npy and camera folders"
-    if folder.is_dir():
-        captures = [p for p in sorted(folder.iterdir()) if p.is_dir() and is_capture(p)]
-        if captures:
-            return EASYMOCAP, f"{captures[0].name}/ has intri.yml and extri.yml"
+    for sub in sorted(folder.iterdir()) if folder.is_dir() else []:
+        for dataset, marked, what in MARKED:
+            if sub.is_dir() and marked(sub):
+                return dataset, f"{sub.name}/ has {what}"
     found = (f"{len(subjects)} folder(s) with annots.npy but neither camera folders nor image/mask/smpl"
-             if subjects else "no annots.npy, split.json, genebody_split.npy or intri.yml/extri.yml")
+             if subjects else "none of the files below")
     raise HumanDataError(f"--data {data}: cannot tell which dataset {folder} is ({found}). Looked for:\n  "
                          + "\n  ".join(LOOKED_FOR) + f"\n{_explicit()}")
 

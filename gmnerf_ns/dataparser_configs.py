@@ -5,6 +5,7 @@ from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
 from gmnerf_ns.dataparsers.easymocap import EasyMocapDataParserConfig
 from gmnerf_ns.dataparsers.genebody import GeneBodyDataParserConfig
+from gmnerf_ns.dataparsers.humman import HuMManDataParserConfig
 from gmnerf_ns.dataparsers.multigarment import MultiGarmentDataParserConfig
 from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
 from gmnerf_ns.dataparsers.thuman2 import THuman2DataParserConfig
@@ -39,4 +40,8 @@ easymocap_dataparser = DataParserSpecification(
     config=EasyMocapDataParserConfig(),
     description="Your own capture in EasyMocap's layout (intri.yml/extri.yml, images/, mask/, output*/smpl or "
     "output*/vertices); --body-model-dir to pose SMPL parameters.",
+)
+humman_dataparser = DataParserSpecification(
+    config=HuMManDataParserConfig(),
+    description="HuMMan-Recon (10 color Kinects, sparse frames, SMPL parameters); --body-model-dir to pose them.",
 )

@@ -572,3 +572,52 @@ def fraction_in_masks(frame) -> float:
         inside += int(hit.sum())
         total += len(pixel)
     return inside / total
+
+
+# ---------------------------------------------------------------------------------------------------- HuMMan
+HuMManSequence = namedtuple("HuMManSequence", "folder cameras vertices frames template")
+
+
+def make_humman(root: Path, name: str = "p000455_a000986", *, frames: Sequence[int] = (0, 6, 12), num_cameras: int = 4,
+                size: Tuple[int, int] = (64, 36), num_vertices: int = 200, unfit: Sequence[int] = ()) -> HuMManSequence:
+    """A HuMMan-Recon sequence: ``cameras.json`` (color and depth Kinects), ``kinect_color/kinect_00N/<frame>.png``,
+    soft ``kinect_mask/`` masks, ``smpl_params/<frame>.npz`` (none for the ``unfit`` frames).
+
+    The world frame is camera ``kinect_color_000``'s, as in HuMMan (y down). The SMPL parameters are posed by the tests'
+    fake body model (``fake_body_model.py``); the masks are the projections of that pose.
+    """
+    from tests.fake_body_model import fake_posed
+
+    folder = root / name
+    ring = ring_cameras(num_cameras, size, radius=3.0, focal=size[1] * 1.1)
+    R0, T0 = ring[0][1], ring[0][2]
+    cameras, cams_json = [], {}
+    for i, (K, R, T) in enumerate(ring):
+        R_new, T_new = R @ R0.T, T - R @ R0.T @ T0  # world = camera 0's frame
+        cameras.append((K, R_new, T_new))
+        cams_json[f"kinect_color_{i:03d}"] = {"K": K.tolist(), "R": R_new.tolist(), "T": T_new.tolist()}
+        depth_K = np.array([[50.0, 0, 32.0], [0, 50.0, 28.0], [0, 0, 1]])
+        cams_json[f"kinect_depth_{i:03d}"] = {"K": depth_K.tolist(), "R": np.eye(3).tolist(), "T": [0.03, 0.0, 0.0]}
+    folder.mkdir(parents=True)
+    (folder / "cameras.json").write_text(json.dumps(cams_json))
+    template = ellipsoid_points(num_vertices, seed=3, centre=(0.0, 0.0, 0.0), axes=AXES)
+    all_vertices = []
+    for f in frames:
+        go_ring = np.array([0.0, 0.0, 0.2 + 0.01 * f])
+        t_ring = CENTRE + np.array([0.01 * f, 0.0, 0.0])
+        global_orient = cv2.Rodrigues(R0 @ cv2.Rodrigues(go_ring.reshape(3, 1))[0])[0].reshape(3)
+        transl = R0 @ t_ring + T0
+        betas = np.linspace(0.5, -0.5, 10)
+        verts = fake_posed(template, betas, global_orient, transl)
+        all_vertices.append(verts.astype(np.float32))
+        if f not in unfit:
+            (folder / "smpl_params").mkdir(exist_ok=True)
+            np.savez(folder / "smpl_params" / f"{f:06d}.npz", global_orient=global_orient.astype(np.float32),
+                     body_pose=np.full(69, 0.01, np.float32), betas=betas.astype(np.float32),
+                     transl=transl.astype(np.float32))
+        for c, (K, R, T) in enumerate(cameras):
+            mask = person_mask(verts, K, R, T, size)
+            write_rgb(folder / "kinect_color" / f"kinect_{c:03d}" / f"{f:06d}.png", person_image(mask, seed=c))
+            soft = cv2.GaussianBlur(mask * np.float32(255), (3, 3), 0)  # matting: soft edges
+            write_gray(folder / "kinect_mask" / f"kinect_{c:03d}" / f"{f:06d}.png", soft)
+    return HuMManSequence(folder, cameras, all_vertices, list(frames), template)

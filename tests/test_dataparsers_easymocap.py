@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -15,6 +14,7 @@ from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
 from gmnerf_ns.dataparsers.easymocap import EasyMocapDataParser, EasyMocapDataParserConfig, read_cameras
 
 from gmnerf_ns.data.human_record import HumanDataError, HumanDataWarning, load_vertices
+from tests.fake_body_model import install_fake_smplx
 from tests.fixtures_human import easymocap_json, fraction_in_masks, make_easymocap_capture, write_opencv_yaml
 
 RES = 48  # fixtures store 48 x 40 images: the output keeps their 40 px height (never upsampled)
@@ -95,53 +95,19 @@ def test_folder_of_captures(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ SMPL parameters
-class FakeBodyModel(torch.nn.Module):
-    """smplx's interface, not its maths: vertices = template + 1e-3 * betas[:3] + transl (the fixture's X)."""
-
-    def __init__(self, template: np.ndarray):
-        super().__init__()
-        self.template = torch.as_tensor(template, dtype=torch.float32)
-        self.num_betas = 10
-        n = len(template)
-        self.faces = np.stack([np.arange(n - 2), np.arange(1, n - 1), np.arange(2, n)], 1)
-        self.calls = []
-
-    def forward(self, betas=None, body_pose=None, global_orient=None, transl=None, **kwargs):
-        self.calls.append({"betas": betas, "body_pose": body_pose, "global_orient": global_orient, "transl": transl,
-                           **kwargs})
-        vertices = self.template + 1e-3 * betas[:, :3] + transl
-        return SimpleNamespace(vertices=vertices[None])
-
-
 @pytest.fixture
 def fake_smplx(monkeypatch, tmp_path):
     """``smplx.create`` replaced by a fake; empty model files where smplx expects them (no real SMPL here)."""
-    import smplx
-
-    models = tmp_path / "body_models"
-    for rel in ("smpl/SMPL_NEUTRAL.pkl", "smplx/SMPLX_NEUTRAL.npz"):
-        (models / rel).parent.mkdir(parents=True, exist_ok=True)
-        (models / rel).write_bytes(b"")
-    built = []
-
-    def create(model_path, model_type="smpl", **kwargs):
-        built.append((Path(model_path), model_type, kwargs))
-        model = FakeBodyModel(create.template)
-        create.models.append(model)
-        return model
-
-    create.models, create.template = [], None
-    monkeypatch.setattr(smplx, "create", create)
-    return SimpleNamespace(dir=models, built=built, create=create)
+    return install_fake_smplx(monkeypatch, tmp_path / "body_models")
 
 
 def test_smpl_parameters_are_posed_the_easymocap_way(tmp_path, fake_smplx):
     capture = make_easymocap_capture(tmp_path, fits=("smpl",))
-    fake_smplx.create.template = capture.template
+    fake_smplx.template = capture.template
     subject = parse(capture.folder, body_model_dir=fake_smplx.dir).subjects[0]
     path, model_type, kwargs = fake_smplx.built[0]
     assert path == fake_smplx.dir / "smpl" / "SMPL_NEUTRAL.pkl" and model_type == "smpl"
-    calls = fake_smplx.create.models[0].calls
+    calls = fake_smplx.models[0].calls
     assert len(calls) == 3
     for f, (frame, call) in enumerate(zip(subject.frames, calls)):
         params = capture.params[f][0]
@@ -153,12 +119,12 @@ def test_smpl_parameters_are_posed_the_easymocap_way(tmp_path, fake_smplx):
         expected = X @ cv2.Rodrigues(params["Rh"].reshape(3, 1))[0].T + params["Th"]  # V = R(Rh) X + Th
         np.testing.assert_allclose(load_vertices(frame), expected, atol=1e-5)
         assert fraction_in_masks(frame) >= 0.95
-    np.testing.assert_array_equal(subject.faces, fake_smplx.create.models[0].faces)
+    np.testing.assert_array_equal(subject.faces, fake_smplx.models[0].faces)
 
 
 def test_parameters_preferred_only_with_model_files(tmp_path, fake_smplx):
     capture = make_easymocap_capture(tmp_path, fits=("smpl", "vertices"))
-    fake_smplx.create.template = capture.template
+    fake_smplx.template = capture.template
     without = parse(capture.folder).subjects[0]
     assert fake_smplx.built == [] and without.faces is None  # vertices/ when no model files are given
     with_models = parse(capture.folder, body_model_dir=fake_smplx.dir).subjects[0]
@@ -246,7 +212,7 @@ def test_frames_without_fit_are_skipped_with_one_warning(tmp_path):
 
 def test_vertex_count_that_does_not_match_the_faces(tmp_path, fake_smplx):
     capture = make_easymocap_capture(tmp_path, num_vertices=200)
-    fake_smplx.create.template = np.zeros((6890, 3))  # faces of a 6890-vertex template
+    fake_smplx.template = np.zeros((6890, 3))  # faces of a 6890-vertex template
     with pytest.raises(HumanDataError, match=r"000000\.json: 200 vertices, but the SMPL faces of .*SMPL_NEUTRAL\.pkl "
                                              r"index 6890$"):
         parse(capture.folder, body_model_dir=fake_smplx.dir, body_model_type="smpl")
