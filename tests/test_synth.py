@@ -296,6 +296,18 @@ def test_resume_after_interrupted_run(tiny, tmp_path, body, monkeypatch):
     assert tree_bytes(out) == tree_bytes(tiny)
 
 
+def test_out_that_is_a_file_is_one_line(tmp_path, capsys):
+    """--out naming a file (or a path below one) is refused with one line, nothing written and no traceback."""
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    for out, expected in ((path, f"--out {path} is a file, not a folder"),
+                          (path / "data", f"--out {path / 'data'} cannot be created: {path} is a file")):
+        assert cli_main(tiny_config(out)) == 1
+        err = capsys.readouterr().err
+        assert err.strip().splitlines() == [f"gmnerf-synth: {expected}; choose another --out"], err
+    assert path.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 def test_refuses_to_overwrite(tiny, tmp_path, body, capsys):
     """A complete dataset, other settings or a foreign folder are refused without --force."""
     out = tmp_path / "refuse"

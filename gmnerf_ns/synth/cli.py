@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
+from typing import Optional
 
 import tyro
 
 from gmnerf_ns.synth.generator import SynthConfig, SynthError, dataset_complete, generate
 
 
+def output_problem(out: Path) -> Optional[str]:
+    """Why ``--out`` cannot become the dataset folder (it, or a folder above it, is a file), or None."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if path.is_dir():
+                return None
+            why = "is a file, not a folder" if path == out else f"cannot be created: {path} is a file"
+            return f"--out {out} {why}; choose another --out"
+    return None
+
+
 def main(config: SynthConfig) -> int:
     """Runs the generator; returns the process exit code."""
     start = time.time()
+    problem = output_problem(config.out)
+    if problem is not None:
+        print(f"gmnerf-synth: {problem}", file=sys.stderr)
+        return 1
     try:
         if config.skip_if_complete and dataset_complete(config):
             print(f"gmnerf-synth: {config.out} already holds the complete dataset with these settings; nothing to do")
