@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 from nerfstudio.configs.base_config import ViewerConfig
-from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from gmnerf_ns.data.datamanager import GMNeRFDataManagerConfig
 from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
 from gmnerf_ns.model.encoder import ImageEncoderConfig
 from gmnerf_ns.model.gmnerf_model import GMNeRFModelConfig
+from gmnerf_ns.optimizers import FusedAdamOptimizerConfig
 from gmnerf_ns.pipeline import GMNeRFPipelineConfig
 from gmnerf_ns.schedulers import FloatExponentialDecaySchedulerConfig
 from gmnerf_ns.trainer import GMNeRFMachineConfig, GMNeRFTrainerConfig
@@ -23,7 +23,7 @@ from gmnerf_ns.trainer import GMNeRFMachineConfig, GMNeRFTrainerConfig
 def _optimizers(lr: float, max_steps: int, final_ratio: float = 0.1) -> dict:
     """Adam with exponential decay (NeuralBody/NHP style) for the encoder, fields and 2D renderer."""
     group = lambda scale: {  # noqa: E731
-        "optimizer": AdamOptimizerConfig(lr=lr * scale, eps=1e-15),
+        "optimizer": FusedAdamOptimizerConfig(lr=lr * scale, eps=1e-15),
         "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=lr * scale * final_ratio, max_steps=max_steps),
     }
     return {"encoder": group(1.0), "fields": group(1.0), "renderer": group(1.0)}

@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Literal, Optional, Tuple, Type
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
-from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.scene_box import OrientedBox
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils.external import TCNN_EXISTS
@@ -89,16 +89,20 @@ class GMNeRFModelConfig(ModelConfig):
     num_samples: int = 32
     """Samples per ray inside the proxy box."""
     appearance_dim: int = 64
+    """Channels of a sample's fused pixel-aligned appearance code (the view attention's output)."""
     hidden_dim: int = 64
+    """Width of the field's MLP layers."""
     feature_dim: int = 16
     """Channels of the volume-rendered feature image (besides RGB and opacity)."""
     pe_frequencies: int = 6
+    """Frequencies of the positional encoding of a sample's position in the proxy box (input of the density MLP)."""
     use_silhouette_hull: bool = True
     """Feed source-mask agreement at a sample's projections to the density head (a visual-hull cue)."""
     neural_renderer: bool = True
     """Volume-render at half resolution and upsample with the 2D renderer (paper); False = full-resolution volume
     rendering of RGB (ablation)."""
     renderer_width: int = 32
+    """Channels of the 2D neural renderer's convolutions."""
     grad_ray_fraction: float = 0.25
     """Fraction of feature-image rays rendered with gradient during training (CIPS-3D); 1.0 = full gradient."""
     max_proxy_vertices: int = 6000
@@ -111,14 +115,21 @@ class GMNeRFModelConfig(ModelConfig):
     visibility_tolerance: float = 0.03
     """Metres behind the front surface within which a vertex still counts as visible."""
     rgb_loss_mult: float = 1.0
+    """Weight of the MSE between the rendered and the real patch (full resolution)."""
     perceptual_loss_mult: float = 0.1
+    """Weight of the perceptual loss on the patch (VGG features; MS-SSIM without VGG weights)."""
     mask_loss_mult: float = 0.1
+    """Weight of the cross-entropy between the 2D renderer's mask and the person's mask."""
     lowres_rgb_loss_mult: float = 0.5
+    """Weight of the MSE of the volume-rendered half-resolution RGB on the gradient rays."""
     opacity_loss_mult: float = 0.1
+    """Weight of the cross-entropy between the volume-rendered opacity and the mask on the gradient rays."""
     perceptual_loss: PerceptualLossConfig = field(default_factory=PerceptualLossConfig)
+    """Perceptual loss network and layers."""
     implementation: Literal["auto", "tcnn", "torch"] = "auto"
     """MLP backend: tiny-cuda-nn when importable and on CUDA ('auto'), else pure torch."""
     eval_num_rays_per_chunk: int = 8192
+    """Rays rendered at once when rendering whole images (ns-eval, ns-render, the viewer); bounds the memory."""
 
     def validate(self, prefix: str = "--pipeline.model") -> None:
         """Checks every numeric option's range before anything is built (called by ns-train; see gmnerf_ns/options.py).
@@ -354,8 +365,8 @@ class GMNeRFModel(Model):
                 raise ValueError("get_outputs needs source views (or an encoding)")
             encoded = self.encode(sources)
         cam = camera[0] if camera.shape else camera
-        height, width = int(cam.height), int(cam.width)
-        y0, x0, ph, pw = patch if patch is not None else (0, 0, height, width)
+        # A training patch knows its size; reading the camera's would be a host sync.
+        y0, x0, ph, pw = patch if patch is not None else (0, 0, int(cam.height), int(cam.width))
         factor = 2 if self.renderer is not None else 1
         h, w = math.ceil(ph / factor), math.ceil(pw / factor)
         ys = y0 + (torch.arange(h, device=self.device, dtype=torch.float32) + 0.5) * factor
@@ -365,11 +376,13 @@ class GMNeRFModel(Model):
 
         num_rays = origins.shape[0]
         grad_rays = torch.zeros(num_rays, dtype=torch.bool, device=self.device)
+        grad_index = torch.arange(num_rays, device=self.device)
         if self.training and torch.is_grad_enabled():
             k = max(1, int(round(self.config.grad_ray_fraction * num_rays)))
             perm = torch.randperm(num_rays, device=self.device)
             gi, ni = perm[:k], perm[k:]
             grad_rays[gi] = True
+            grad_index = gi
             with_grad = self.render_rays(origins[gi], directions[gi], encoded, perturb=True)
             if ni.numel() > 0:
                 with torch.no_grad():  # in chunks of at most k rays: their transient buffers stay below the graph's
@@ -384,7 +397,8 @@ class GMNeRFModel(Model):
         def image(key: str) -> Tensor:
             return rays[key].view(h, w, -1)
 
-        outputs = {"rgb_lowres": image("rgb"), "accumulation_lowres": image("accumulation"), "grad_rays": grad_rays}
+        outputs = {"rgb_lowres": image("rgb"), "accumulation_lowres": image("accumulation"), "grad_rays": grad_rays,
+                   "grad_ray_index": grad_index}
         if self.renderer is not None:
             chw = lambda x: x.permute(2, 0, 1)[None]  # noqa: E731
             up = self.renderer(chw(image("rgb")), chw(image("features")), chw(image("accumulation")))
@@ -415,6 +429,7 @@ class GMNeRFModel(Model):
             self._encoding_cache = (key, encoded)
         outputs = self.get_outputs(camera, encoded=encoded)
         outputs.pop("grad_rays", None)  # training-only and 1-D: ns-render dataset and the viewer show every output
+        outputs.pop("grad_ray_index", None)
         return {"rgb": outputs.pop("rgb"), **outputs}  # the viewer's "Output type" starts on the first key
 
     def train(self, mode: bool = True):
@@ -439,13 +454,14 @@ class GMNeRFModel(Model):
         if self.renderer is not None:
             losses["mask_loss"] = cfg.mask_loss_mult * mask_loss(outputs["mask"], gt_mask)
             h, w = outputs["rgb_lowres"].shape[:2]
-            sel = outputs["grad_rays"]
-            gt_low = _downsample(gt, h, w).reshape(-1, 3)[sel]
-            mask_low = _downsample(gt_mask, h, w).reshape(-1, 1)[sel]
+            # The gradient rays by index (a fixed count): boolean-mask selection would need a host sync.
+            sel = outputs["grad_ray_index"]
+            gt_low = _downsample(gt, h, w).reshape(-1, 3).index_select(0, sel)
+            mask_low = _downsample(gt_mask, h, w).reshape(-1, 1).index_select(0, sel)
             losses["lowres_rgb_loss"] = cfg.lowres_rgb_loss_mult * F.mse_loss(
-                outputs["rgb_lowres"].reshape(-1, 3)[sel], gt_low)
+                outputs["rgb_lowres"].reshape(-1, 3).index_select(0, sel), gt_low)
             losses["opacity_loss"] = cfg.opacity_loss_mult * mask_loss(
-                outputs["accumulation_lowres"].reshape(-1, 1)[sel], mask_low)
+                outputs["accumulation_lowres"].reshape(-1, 1).index_select(0, sel), mask_low)
         else:
             losses["opacity_loss"] = cfg.opacity_loss_mult * mask_loss(outputs["accumulation"], gt_mask)
         return losses
@@ -496,9 +512,20 @@ def ray_box_intersection(
 def camera_rays(camera: Cameras, coords_yx: Float[Tensor, "R 2"]) -> Tuple[Float[Tensor, "R 3"], Float[Tensor, "R 3"]]:
     """World-space rays of one camera through the given (y, x) image coordinates (pixel centres at +0.5).
 
-    Uses nerfstudio's ray generation (all camera models and distortion), on a metadata-free copy so no per-ray
-    metadata is gathered.
+    An undistorted pinhole camera (every camera the gm-nerf dataparsers make) is unprojected here with nerfstudio's
+    formulas: nerfstudio's general ray generation dispatches on camera types with boolean masks, about ten host syncs
+    per call. Other cameras (fisheye, equirectangular, distortion; e.g. from ``ns-render`` camera paths) use
+    nerfstudio's ray generation on a metadata-free copy, so no per-ray metadata is gathered.
     """
+    if camera.distortion_params is None and int(camera.camera_type.reshape(-1)[0]) == CameraType.PERSPECTIVE.value:
+        y = coords_yx[:, 0]
+        x = coords_yx[:, 1]
+        fx, fy, cx, cy = (v.reshape(()) for v in (camera.fx, camera.fy, camera.cx, camera.cy))
+        c2w = camera.camera_to_worlds.reshape(3, 4)
+        local = torch.stack([(x - cx) / fx, -((y - cy) / fy), -torch.ones_like(x)], -1)  # OpenCV -> OpenGL axes
+        directions = torch.sum(local[:, None, :] * c2w[:, :3], dim=-1)
+        directions = directions / torch.linalg.vector_norm(directions, dim=-1, keepdim=True)
+        return c2w[:, 3].expand_as(directions), directions
     bare = copy.copy(camera)
     bare.metadata = None
     bare.times = None

@@ -139,20 +139,18 @@ def _splat_depth(uv: Float[Tensor, "m V 2"], depth: Float[Tensor, "m V"], h: int
     inside = inside_image(uv, depth, h, w)
     px = uv[..., 0].floor().long().clamp(0, w - 1)
     py = uv[..., 1].floor().long().clamp(0, h - 1)
-    flat = (torch.arange(m, device=uv.device)[:, None] * h * w + py * w + px)[inside]
-    zbuffer = torch.full((m * h * w,), float("inf"), device=uv.device)
-    zbuffer.scatter_reduce_(0, flat, depth[inside], reduce="amin")
-    zbuffer = zbuffer.view(m, 1, h, w)
+    flat = torch.arange(m, device=uv.device)[:, None] * h * w + py * w + px
+    flat = torch.where(inside, flat, m * h * w)  # outside vertices land in a spare cell: fixed shapes, no host sync
+    zbuffer = torch.full((m * h * w + 1,), float("inf"), device=uv.device)
+    zbuffer.scatter_reduce_(0, flat.reshape(-1), depth.reshape(-1), reduce="amin")
+    zbuffer = zbuffer[:-1].view(m, 1, h, w)
     # min-pool (a 3x3 dilation of the splats) closes the gaps between vertices
     zbuffer = -F.max_pool2d(-zbuffer, kernel_size=3, stride=1, padding=1)
     return zbuffer[:, 0]
 
 
 def _mesh_depth(sources: SourceViews, K: Float[Tensor, "m 3 3"], h: int, w: int) -> Float[Tensor, "m h w"]:
-    from gmnerf_ns.render.rasterize import rasterize
+    from gmnerf_ns.render.rasterize import rasterize_depth
 
-    maps = []
-    for k in range(sources.num_views):
-        verts_cam = sources.vertices @ sources.rotations[k].T + sources.translations[k]
-        maps.append(rasterize(verts_cam, sources.faces, K[k], h, w).depth)
-    return torch.stack(maps)
+    verts_cam = torch.einsum("mij,vj->mvi", sources.rotations, sources.vertices) + sources.translations[:, None]
+    return rasterize_depth(verts_cam, sources.faces, K, h, w)

@@ -51,8 +51,10 @@ def splat_to_grid(
         idx = base + offset
         weight = torch.prod(torch.where(offset.bool(), frac, 1 - frac), dim=1)  # (V,)
         ok = (idx[:, 0] < nx) & (idx[:, 1] < ny) & (idx[:, 2] < nz)
-        flat = (idx[:, 2] * ny + idx[:, 1]) * nx + idx[:, 0]
-        grid.index_add_(1, flat[ok], values[:, ok] * weight[ok])
+        # Out-of-grid corners add an exact zero to cell 0 instead of being compacted away: same sums, fixed shapes,
+        # no host sync (boolean indexing needs the count of kept entries on the host).
+        flat = torch.where(ok, (idx[:, 2] * ny + idx[:, 1]) * nx + idx[:, 0], 0)
+        grid.index_add_(1, flat, values * (weight * ok))
     weight = grid[-1:]
     grid = torch.cat([grid[:-1] / weight.clamp(min=1e-6), weight.clamp(max=1.0)], dim=0)
     return grid.view(channels + 1, nz, ny, nx)

@@ -191,6 +191,71 @@ def rasterize(
     return Rasterized(face_id.reshape(height, width), bary.reshape(height, width, 3), depth_img.reshape(height, width))
 
 
+@torch.no_grad()
+def rasterize_depth(
+    verts_cam: Float[Tensor, "m V 3"],
+    faces: Int[Tensor, "F 3"],
+    K: Float[Tensor, "m 3 3"],
+    height: int,
+    width: int,
+    near: float = 1e-3,
+    max_window: int = 6,
+    max_pairs: int = 1 << 22,
+) -> Float[Tensor, "m H W"]:
+    """Depth images (``inf`` for background) of one mesh seen by m cameras: :func:`rasterize`'s depth, in fixed shapes.
+
+    For small triangles (the body proxy at the model's visibility resolution covers one to a few pixels per face) every
+    (view, face) pair tests the same ``k x k`` window of pixel centres, where k is the largest footprint of any face, so
+    no step depends on how many pixels a face covers: one host read (k), no boolean compaction. The coverage test
+    (barycentrics at pixel centres) and the depth (1/z interpolated in screen space, nearest wins) are
+    :func:`rasterize`'s, so the depth images are the same. Views whose faces need a window larger than ``max_window``
+    go through :func:`rasterize`.
+    """
+    device = verts_cam.device
+    verts = verts_cam.float()
+    faces = faces.long().to(device)
+    K = torch.as_tensor(K, dtype=torch.float32, device=device)
+    m = verts.shape[0]
+    z = verts[..., 2]  # (m, V)
+    uv = torch.einsum("mij,mvj->mvi", K, verts)[..., :2] / z.clamp_min(near)[..., None]
+    tri_uv, tri_z = uv[:, faces], z[:, faces]  # (m, F, 3, 2), (m, F, 3)
+    d1 = tri_uv[:, :, 1] - tri_uv[:, :, 0]
+    d2 = tri_uv[:, :, 2] - tri_uv[:, :, 0]
+    area = d1[..., 0] * d2[..., 1] - d1[..., 1] * d2[..., 0]
+    inv_area = 1.0 / torch.where(area == 0, torch.ones_like(area), area)
+    params = torch.stack([tri_uv[..., 0, 0], tri_uv[..., 0, 1], d2[..., 1] * inv_area, -d2[..., 0] * inv_area,
+                          -d1[..., 1] * inv_area, d1[..., 0] * inv_area, *(1.0 / tri_z.clamp_min(near)).unbind(-1)],
+                         -1)  # (m, F, 9), as in rasterize
+    y_lo = torch.ceil(tri_uv[..., 1].amin(-1) - 0.5).clamp(min=0)
+    y_hi = torch.floor(tri_uv[..., 1].amax(-1) - 0.5).clamp(max=height - 1)
+    x_lo = torch.ceil(tri_uv[..., 0].amin(-1) - 0.5 - 1e-3).clamp(min=0)
+    x_hi = torch.floor(tri_uv[..., 0].amax(-1) - 0.5 + 1e-3).clamp(max=width - 1)
+    keep = (tri_z > near).all(-1) & (area.abs() > 1e-10) & (y_hi >= y_lo) & (x_hi >= x_lo)
+    extent = torch.where(keep, torch.maximum(y_hi - y_lo, x_hi - x_lo), torch.zeros_like(y_lo))
+    window = int(extent.max()) + 1 if extent.numel() else 1  # the one host read
+    if window > max_window:
+        return torch.stack([rasterize(verts[k], faces, K[k], height, width, near).depth for k in range(m)])
+    offsets = torch.arange(window, device=device)
+    dy, dx = offsets.repeat_interleave(window), offsets.repeat(window)  # (k*k,)
+    zbuf = torch.full((m * height * width + 1,), float("inf"), device=device)  # the last cell takes misses
+    views_per_chunk = max(1, max_pairs // max(1, faces.shape[0] * window * window))
+    for start in range(0, m, views_per_chunk):
+        view = slice(start, start + views_per_chunk)
+        py = y_lo[view, :, None] + dy  # (v, F, k*k)
+        px = x_lo[view, :, None] + dx
+        p = params[view, :, None, :]
+        ex, ey = px + 0.5 - p[..., 0], py + 0.5 - p[..., 1]
+        b1, b2 = p[..., 2] * ex + p[..., 3] * ey, p[..., 4] * ex + p[..., 5] * ey
+        inside = ((b1 >= 0) & (b2 >= 0) & (b1 + b2 <= 1) & keep[view, :, None] & (py <= y_hi[view, :, None])
+                  & (px <= x_hi[view, :, None]))
+        depth = 1.0 / ((1.0 - b1 - b2) * p[..., 6] + b1 * p[..., 7] + b2 * p[..., 8])
+        first = torch.arange(start, min(start + views_per_chunk, m), device=device)[:, None, None]
+        cell = (first * height + py.long()) * width + px.long()
+        cell = torch.where(inside, cell, m * height * width)
+        zbuf.scatter_reduce_(0, cell.reshape(-1), depth.reshape(-1), reduce="amin", include_self=True)
+    return zbuf[:-1].view(m, height, width)
+
+
 def interpolate(
     attributes: Float[Tensor, "V C"], faces: Int[Tensor, "F 3"], rast: Rasterized
 ) -> Tuple[Float[Tensor, "P C"], Bool[Tensor, "H W"]]:

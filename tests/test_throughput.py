@@ -1,0 +1,149 @@
+"""The sync-free training step: fixed-shape rewrites compute what the boolean-indexed originals computed, and a
+gm-nerf-small step stays within the sync budget (scripts/profile_step.py)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.cameras import Cameras, CameraType
+
+from gmnerf_ns.model.gmnerf_model import camera_rays
+from gmnerf_ns.model.sources import _splat_depth, inside_image
+from gmnerf_ns.model.volume import splat_to_grid
+from gmnerf_ns.render.rasterize import rasterize, rasterize_depth
+from gmnerf_ns.synth.body import BodyModel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _body_views(resolution: int, num_views: int = 4):
+    body = BodyModel.load()
+    vertices, _ = body.shape(body.shape_samples[0])
+    vertices = (vertices - vertices.mean(0)).float()
+    verts_cam, Ks = [], []
+    for k in range(num_views):
+        angle = 1.3 * k
+        spin = torch.tensor([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]],
+                            dtype=torch.float32)
+        R = torch.tensor([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]]) @ spin  # z up -> camera looking along +y
+        verts_cam.append(vertices @ R.T + torch.tensor([0.05 * k, 0.0, 3.0]))
+        f = 1.6 * resolution
+        Ks.append(torch.tensor([[f, 0, resolution / 2 + 0.3 * k], [0, f, resolution / 2], [0, 0, 1.0]]))
+    return torch.stack(verts_cam), body.faces, torch.stack(Ks)
+
+
+@pytest.mark.parametrize("resolution", [64, 128, 256])
+def test_windowed_depth_equals_the_scanline_rasteriser(resolution):
+    verts_cam, faces, Ks = _body_views(resolution)
+    fixed = rasterize_depth(verts_cam, faces, Ks, resolution, resolution, max_window=64)
+    for k in range(len(Ks)):
+        reference = rasterize(verts_cam[k], faces, Ks[k], resolution, resolution).depth
+        assert torch.isfinite(reference).sum() > 100
+        assert torch.equal(fixed[k], reference)
+
+
+def test_large_triangles_fall_back_to_the_scanline_rasteriser():
+    verts = torch.tensor([[-1.0, -1.0, 2.0], [1.0, -1.0, 2.0], [0.0, 1.0, 2.5]])[None]
+    faces = torch.tensor([[0, 1, 2]])
+    K = torch.tensor([[40.0, 0, 32], [0, 40.0, 32], [0, 0, 1]])[None]
+    fixed = rasterize_depth(verts, faces, K, 64, 64, max_window=4)
+    assert torch.equal(fixed[0], rasterize(verts[0], faces, K[0], 64, 64).depth)
+    assert torch.isfinite(fixed).sum() > 200
+
+
+def test_splatted_depth_equals_the_boolean_indexed_original():
+    torch.manual_seed(0)
+    uv = torch.rand(3, 500, 2) * 40 - 4  # some vertices fall outside the 32 x 32 image
+    depth = torch.rand(3, 500) * 3 - 0.2  # some lie behind the camera
+    m, h, w = 3, 32, 32
+    inside = inside_image(uv, depth, h, w)
+    px = uv[..., 0].floor().long().clamp(0, w - 1)
+    py = uv[..., 1].floor().long().clamp(0, h - 1)
+    flat = (torch.arange(m)[:, None] * h * w + py * w + px)[inside]
+    reference = torch.full((m * h * w,), float("inf")).scatter_reduce_(0, flat, depth[inside], reduce="amin")
+    reference = -F.max_pool2d(-reference.view(m, 1, h, w), kernel_size=3, stride=1, padding=1)[:, 0]
+    assert torch.equal(_splat_depth(uv, depth, h, w), reference)
+
+
+def test_grid_splatting_equals_the_boolean_indexed_original():
+    torch.manual_seed(1)
+    codes, points, shape = torch.randn(400, 5), torch.rand(400, 3) * 2.2 - 1.1, (6, 5, 7)
+    nx, ny, nz = shape
+    coords = (points.clamp(-1, 1) + 1) * 0.5 * points.new_tensor([nx - 1, ny - 1, nz - 1])
+    base = coords.floor().long()
+    frac = coords - base
+    grid = codes.new_zeros(6, nz * ny * nx)
+    values = torch.cat([codes, codes.new_ones(400, 1)], 1).T
+    for corner in range(8):
+        offset = torch.tensor([(corner >> 0) & 1, (corner >> 1) & 1, (corner >> 2) & 1])
+        idx = base + offset
+        weight = torch.prod(torch.where(offset.bool(), frac, 1 - frac), dim=1)
+        ok = (idx[:, 0] < nx) & (idx[:, 1] < ny) & (idx[:, 2] < nz)
+        flat = (idx[:, 2] * ny + idx[:, 1]) * nx + idx[:, 0]
+        grid.index_add_(1, flat[ok], values[:, ok] * weight[ok])
+    weight = grid[-1:]
+    reference = torch.cat([grid[:-1] / weight.clamp(min=1e-6), weight.clamp(max=1.0)], 0).view(6, nz, ny, nx)
+    torch.testing.assert_close(splat_to_grid(codes, points, shape), reference, rtol=0, atol=1e-6)
+
+
+def _camera(camera_type=CameraType.PERSPECTIVE, distortion=None) -> Cameras:
+    angle = 0.7
+    R = torch.tensor([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]],
+                     dtype=torch.float32)
+    c2w = torch.cat([R, torch.tensor([[0.3], [1.2], [-2.0]])], 1)[None]
+    return Cameras(camera_to_worlds=c2w, fx=300.0, fy=310.0, cx=128.5, cy=120.2, width=256, height=256,
+                   camera_type=camera_type, distortion_params=distortion)
+
+
+@pytest.mark.parametrize("kind", ["pinhole", "fisheye", "distorted"])
+def test_camera_rays_match_nerfstudio(kind):
+    distortion = torch.tensor([[0.05, 0.01, 0.0, 0.0, 0.001, 0.0]]) if kind == "distorted" else None
+    camera = _camera(CameraType.FISHEYE if kind == "fisheye" else CameraType.PERSPECTIVE, distortion)
+    coords = torch.rand(500, 2, generator=torch.Generator().manual_seed(2)) * 256
+    origins, directions = camera_rays(camera, coords)
+    bare = copy.copy(camera)
+    bare.metadata, bare.times = None, None
+    bundle = bare.generate_rays(camera_indices=0, coords=coords)
+    torch.testing.assert_close(origins, bundle.origins.view(-1, 3), rtol=0, atol=1e-6)
+    torch.testing.assert_close(directions, bundle.directions.view(-1, 3), rtol=0, atol=1e-6)
+
+
+def test_every_method_uses_fused_adam():
+    from gmnerf_ns.method_configs import gm_nerf, gm_nerf_finetune, gm_nerf_small
+
+    for spec in (gm_nerf, gm_nerf_small, gm_nerf_finetune):
+        for group in spec.config.optimizers.values():
+            params = [torch.nn.Parameter(torch.zeros(2))]
+            optimizer = group["optimizer"].setup(params)
+            assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
+
+
+def _profile_step_module():
+    spec = importlib.util.spec_from_file_location("profile_step", ROOT / "scripts" / "profile_step.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["profile_step"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_profile_step_reports_a_step_within_the_sync_budget(tmp_path):
+    from gmnerf_ns.synth.generator import SynthConfig, generate
+
+    # Built-in people (a real body mesh: small triangles at the visibility resolution, like SMPL on real data).
+    data = generate(SynthConfig(out=tmp_path / "data", num_subjects=3, num_test_subjects=1, num_cameras=6,
+                                num_frames=1, resolution=64, supersample=1, progress=False))
+    module = _profile_step_module()
+    result = module.main(module.Profile(method="gm-nerf-small", steps=2, warmup=1, data=data, resolution=64,
+                                        patch_size=32, threads=1, json_path=tmp_path / "profile.json"))
+    assert (tmp_path / "profile.json").is_file()
+    ms = result["ms_per_step"]
+    assert ms["total"] > 0 and abs(ms["total"] - ms["data"] - ms["forward_loss"] - ms["backward_step"]) < 1e-6
+    assert result["aten_ops_per_step"] > 1000
+    assert result["sync_ops_per_step"] <= 16, result["sync_ops_by_name"]
