@@ -30,7 +30,9 @@ class GMNeRFPipelineConfig(VanillaPipelineConfig):
 
     _target: Type = field(default_factory=lambda: GMNeRFPipeline)
     datamanager: GMNeRFDataManagerConfig = field(default_factory=GMNeRFDataManagerConfig)
+    """Cross-subject sampling of source views and target patches."""
     model: GMNeRFModelConfig = field(default_factory=GMNeRFModelConfig)
+    """The GM-NeRF model."""
     pretrained_checkpoint: Optional[Path] = None
     """A cross-subject checkpoint (``step-*.ckpt``) whose model weights initialise this run (fine-tuning); the
     optimizer and step start fresh. Read once, by ns-train when the run starts; a resumed run, ns-eval and ns-render
