@@ -63,6 +63,7 @@ class GeneBodyDataParser(HumanDataParser):
     """Maps GeneBody folders onto :class:`SubjectRecord`; reads each sampled mask once (then cached) for the crop."""
 
     config: GeneBodyDataParserConfig
+    subject_file = "annots.npy"
 
     def find_subjects(self, root: Path) -> Dict[str, Path]:
         if (root / "annots.npy").is_file():

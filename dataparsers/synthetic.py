@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import List, Optional, Tuple, Type
+from typing import Dict, List, Optional, Tuple, Type
 
 from gmnerf_ns.data.human_dataparser import DATA_ROOT_ENV, HumanDataParser, data_root
 from gmnerf_ns.data.human_record import HumanDataError, SubjectRecord
@@ -45,6 +45,13 @@ class SyntheticDataParser(ZJUMocapDataParser):
             raise HumanDataError(f"dataset folder {path} not found (also looked in {data_root() / path}; set "
                                  f"${DATA_ROOT_ENV} to your data root); {self.missing_hint}")
         return HumanDataParser.resolve_root(self)
+
+    def find_subjects(self, root: Path) -> Dict[str, Path]:
+        if (root / "manifest.json").is_file() and not (root / "split.json").is_file():
+            # gmnerf-synth writes manifest.json first and split.json last: it was interrupted in between
+            raise HumanDataError(f"{root}: incomplete gmnerf-synth dataset (manifest.json but no split.json: the "
+                                 "generator was interrupted); rerun the same gmnerf-synth command to finish it")
+        return super().find_subjects(root)
 
     def dataset_split(self, root: Path) -> Optional[Tuple[List[str], List[str]]]:
         path = root / "split.json"

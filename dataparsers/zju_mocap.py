@@ -73,6 +73,7 @@ class ZJUMocapDataParser(HumanDataParser):
     """Maps ZJU-MoCap's ``annots.npy`` and folders onto :class:`SubjectRecord`."""
 
     config: ZJUMocapDataParserConfig
+    subject_file = "annots.npy"
 
     def resolve_root(self) -> Path:
         path = Path(self.config.data)
@@ -173,6 +174,9 @@ class ZJUMocapDataParser(HumanDataParser):
             faces=_read_faces(folder / "body_model.npz", num_vertices),
             camera_ids=tuple(_camera_id(folders[i], i) for i in present),
         )
+
+    def stored_image_height(self, record: SubjectRecord) -> Optional[int]:
+        return min(view.source_crop_size[1] for view in record.frames[0].views)  # whole images, resized
 
 
 def _read_cameras(cams: dict, path: Path, centre_shift: float

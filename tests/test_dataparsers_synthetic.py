@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
 from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
 
 from gmnerf_ns.data.human_record import HumanDataError, load_vertices
@@ -92,6 +93,47 @@ def test_bad_split_file(synthetic, tmp_path):
     (bad / "split.json").write_text(json.dumps({"train": "subject_000"}))
     with pytest.raises(HumanDataError, match=r"split\.json: expected"):
         SyntheticDataParserConfig(data=bad).setup().collect("train")
+
+
+def small_copy(root: Path, tmp_path: Path) -> Path:
+    """A copy of the fixture (symlinked subject folders are not enough: the tests remove files)."""
+    import shutil
+
+    shutil.copytree(root, tmp_path / "data")
+    return tmp_path / "data"
+
+
+def test_a_subject_without_annots_npy_names_the_missing_file(synthetic, tmp_path):
+    data = small_copy(synthetic[0], tmp_path)
+    (data / "subject_001" / "annots.npy").unlink()
+    with pytest.raises(HumanDataError, match=r"subject_001/annots\.npy: file not found; subject subject_001 has a "
+                                             r"folder but no annots\.npy"):
+        AutoDataParserConfig(data=data).setup().collect("train")
+
+
+def test_an_interrupted_gmnerf_synth_dataset_says_to_finish_it(synthetic, tmp_path):
+    data = small_copy(synthetic[0], tmp_path)
+    (data / "split.json").unlink()  # gmnerf-synth writes it last; manifest.json first
+    (data / "manifest.json").write_text(json.dumps({"generator": "gmnerf-synth", "settings": {}}))
+    with pytest.raises(HumanDataError, match="incomplete gmnerf-synth dataset .*rerun the same gmnerf-synth command to "
+                                             "finish it"):
+        AutoDataParserConfig(data=data).setup().collect("train")
+
+
+def test_images_smaller_than_the_protocol_resolution_are_upscaled_with_a_warning(synthetic):
+    import warnings
+
+    from gmnerf_ns.data.human_record import HumanDataWarning
+
+    root, _ = synthetic  # 48-px images
+    with pytest.warns(HumanDataWarning) as caught:
+        SyntheticDataParserConfig(data=root, resolution=96).setup().collect("train")
+    messages = [str(w.message) for w in caught if "upscaled" in str(w.message)]
+    assert messages == [f"{root}: images are stored 48 px high but the protocol's resolution is 96 px, so they are "
+                        "upscaled (pass --resolution 48 to use them at their stored size)"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HumanDataWarning)
+        SyntheticDataParserConfig(data=root, resolution=48).setup().collect("train")  # stored size: no warning
 
 
 def test_protocol_presets_load():

@@ -15,6 +15,7 @@ records into nerfstudio's :class:`DataparserOutputs`:
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Type
@@ -30,6 +31,7 @@ from gmnerf_ns.data.human_record import (
     FrameRecord,
     HumanCollection,
     HumanDataError,
+    HumanDataWarning,
     SubjectRecord,
     ViewRecord,
     load_vertices,
@@ -93,6 +95,9 @@ class HumanDataParser(DataParser):
     """Base class: subclasses implement :meth:`find_subjects` and :meth:`parse_subject`."""
 
     config: HumanDataParserConfig
+    subject_file: Optional[str] = None
+    """The file that makes a folder a subject for :meth:`find_subjects` (``annots.npy``), if there is one: a subject
+    of the split whose folder lacks it is reported as that missing file, not as a subject that is not there."""
 
     def __init__(self, config: HumanDataParserConfig):
         super().__init__(config=config)
@@ -109,6 +114,11 @@ class HumanDataParser(DataParser):
 
     def dataset_split(self, root: Path) -> Optional[Tuple[List[str], List[str]]]:
         """The dataset's own (train, test) subject split, if it ships one; used when the protocol lists none."""
+        return None
+
+    def stored_image_height(self, record: SubjectRecord) -> Optional[int]:
+        """Height in pixels of the stored images a subject's views are made from, when each view is a whole stored
+        image resized to the protocol's resolution; None when views are crops (GeneBody), whose size varies."""
         return None
 
     # ------------------------------------------------------------------ shared logic
@@ -157,6 +167,8 @@ class HumanDataParser(DataParser):
             if own is not None:
                 train = train if train is not None else own[0]
                 test = test if test is not None else own[1]
+        for wanted in {*(train or ()), *(test or ())} - set(subjects):
+            self.check_subject_folder(wanted, root)
         names = sorted(subjects)
         if len(subjects) == 1:  # a single subject folder: train and evaluate on it (per-subject protocols, fine-tuning)
             train = test = names
@@ -166,6 +178,16 @@ class HumanDataParser(DataParser):
         # Short subject ids (ZJU "313") match folder names like "CoreView_313".
         train, test = [self._match(s, subjects, root) for s in train], [self._match(s, subjects, root) for s in test]
         return [t for t in train if t is not None], [t for t in test if t is not None]
+
+    def check_subject_folder(self, wanted: str, root: Path) -> None:
+        """Raises if the split's subject ``wanted`` has its folder under ``root`` but not its :attr:`subject_file`
+        (``find_subjects`` skips such a folder, so the subject would otherwise be reported as not found)."""
+        if self.subject_file is None or (root / self.subject_file).exists() or not root.is_dir():
+            return  # no marker file, or ``root`` is itself a subject folder
+        folders = [p for p in root.iterdir() if p.is_dir() and (p.name == wanted or p.name.endswith(f"_{wanted}"))]
+        if len(folders) == 1 and not (folders[0] / self.subject_file).exists():
+            raise HumanDataError(f"{folders[0] / self.subject_file}: file not found; subject {folders[0].name} has a "
+                                 f"folder but no {self.subject_file} (an incomplete download or copy?)")
 
     def _match(self, wanted: str, subjects: Dict[str, Path], root: Path) -> Optional[str]:
         if wanted in subjects:
@@ -205,6 +227,11 @@ class HumanDataParser(DataParser):
             if not record.frames:
                 raise HumanDataError(f"{subjects[name]}: no frames left for subject {name} after frame sampling")
             records.append(record)
+        heights = [h for h in map(self.stored_image_height, records) if h is not None]
+        if heights and min(heights) < protocol.resolution:
+            warnings.warn(f"{root}: images are stored {min(heights)} px high but the protocol's resolution is "
+                          f"{protocol.resolution} px, so they are upscaled (pass --resolution {min(heights)} to use "
+                          "them at their stored size)", HumanDataWarning, stacklevel=2)
         return HumanCollection(
             subjects=records,
             input_views=protocol.input_views,
