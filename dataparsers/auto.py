@@ -16,7 +16,8 @@ Layouts (a dataset root or one subject folder; files are only stat-ed, plus one 
 * GeneBody: ``genebody_split.npy`` at the root, or subjects with ``annots.npy`` and ``image/``, ``mask/``, ``smpl/``.
 * ZJU-MoCap: subjects with ``annots.npy`` and ``Camera_B<n>``/``Camera (<n>)`` folders.
 * Marked by a file of their own, in the folder or its sub-folders: EasyMocap captures (your own rig: ``intri.yml`` +
-  ``extri.yml``), HuMMan sequences (``cameras.json`` + ``kinect_color/``).
+  ``extri.yml``), HuMMan sequences (``cameras.json`` + ``kinect_color/``), MVHumanNet outfits
+  (``camera_extrinsics.json`` + ``camera_scale.pkl``).
 
 The detected dataset's parser gets the shared options (``--data``, ``--protocol``, subject lists, ``--resolution``,
 ``--num-input-views``, ``--max-eval-frames-per-subject``) and its own defaults for the rest; its own options need
@@ -45,6 +46,7 @@ from .easymocap import EasyMocapDataParserConfig, is_capture
 from .genebody import GeneBodyDataParserConfig
 from .humman import HuMManDataParserConfig, is_sequence
 from .multigarment import MultiGarmentDataParserConfig
+from .mvhumannet import MVHumanNetDataParserConfig, is_outfit
 from .synthetic import SyntheticDataParserConfig
 from .thuman2 import THuman2DataParserConfig
 from .zju_mocap import CAMERA_FOLDER, ZJUMocapDataParserConfig, zju_short_name
@@ -64,11 +66,13 @@ THUMAN2 = Dataset("thuman2", THuman2DataParserConfig, "THuman2.0 renders (gmnerf
 MULTIGARMENT = Dataset("multi-garment", MultiGarmentDataParserConfig, "Multi-garment renders (gmnerf-render-scans)")
 EASYMOCAP = Dataset("easymocap", EasyMocapDataParserConfig, "a capture in EasyMocap's layout")
 HUMMAN = Dataset("humman", HuMManDataParserConfig, "HuMMan-Recon")
-DATASETS = (ZJU, GENEBODY, SYNTHETIC, THUMAN2, MULTIGARMENT, EASYMOCAP, HUMMAN)
+MVHUMANNET = Dataset("mvhumannet", MVHumanNetDataParserConfig, "MVHumanNet")
+DATASETS = (ZJU, GENEBODY, SYNTHETIC, THUMAN2, MULTIGARMENT, EASYMOCAP, HUMMAN, MVHUMANNET)
 
 MARKED = (
     (EASYMOCAP, is_capture, "intri.yml and extri.yml"),
     (HUMMAN, is_sequence, "cameras.json and kinect_color/"),
+    (MVHUMANNET, is_outfit, "camera_extrinsics.json and camera_scale.pkl"),
 )
 """Layouts told by files of their own: (dataset, test of a subject folder, what the test looks for)."""
 
@@ -82,6 +86,7 @@ LOOKED_FOR = (
     "built-in (gmnerf-synth, gmnerf-render-scans): split.json, or a ZJU-layout <subject>/ with subject.json",
     "EasyMocap capture: intri.yml and extri.yml (with images/, mask/, output*/), or sub-folders holding them",
     "HuMMan-Recon: <sequence>/cameras.json with kinect_color/",
+    "MVHumanNet: <outfit id>/camera_extrinsics.json with camera_scale.pkl",
 )
 
 

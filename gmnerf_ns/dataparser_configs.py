@@ -7,6 +7,7 @@ from gmnerf_ns.dataparsers.easymocap import EasyMocapDataParserConfig
 from gmnerf_ns.dataparsers.genebody import GeneBodyDataParserConfig
 from gmnerf_ns.dataparsers.humman import HuMManDataParserConfig
 from gmnerf_ns.dataparsers.multigarment import MultiGarmentDataParserConfig
+from gmnerf_ns.dataparsers.mvhumannet import MVHumanNetDataParserConfig
 from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
 from gmnerf_ns.dataparsers.thuman2 import THuman2DataParserConfig
 from gmnerf_ns.dataparsers.zju_mocap import ZJUMocapDataParserConfig
@@ -44,4 +45,9 @@ easymocap_dataparser = DataParserSpecification(
 humman_dataparser = DataParserSpecification(
     config=HuMManDataParserConfig(),
     description="HuMMan-Recon (10 color Kinects, sparse frames, SMPL parameters); --body-model-dir to pose them.",
+)
+mvhumannet_dataparser = DataParserSpecification(
+    config=MVHumanNetDataParserConfig(),
+    description="MVHumanNet outfits (half-resolution images, mm x rig-scale cameras, soft masks, SMPL-X meshes or "
+    "EasyMocap JSON fits with --body-model-dir).",
 )

@@ -621,3 +621,67 @@ def make_humman(root: Path, name: str = "p000455_a000986", *, frames: Sequence[i
             soft = cv2.GaussianBlur(mask * np.float32(255), (3, 3), 0)  # matting: soft edges
             write_gray(folder / "kinect_mask" / f"kinect_{c:03d}" / f"{f:06d}.png", soft)
     return HuMManSequence(folder, cameras, all_vertices, list(frames), template)
+
+
+# ---------------------------------------------------------------------------------------------------- MVHumanNet
+MVHumanNetOutfit = namedtuple("MVHumanNetOutfit", "folder cameras names vertices numbers template scale")
+
+
+def make_mvhumannet(root: Path, outfit: str = "100001", *, num_cameras: int = 6, missing_cameras: Sequence[int] = (4,),
+                    fits: Sequence[int] = (0, 1, 2), unfit: Sequence[int] = (), size: Tuple[int, int] = (48, 36),
+                    num_vertices: int = 200, scale: float = 120 / 65) -> MVHumanNetOutfit:
+    """An MVHumanNet outfit folder: ``camera_extrinsics.json`` (full-resolution K, translations in mm / ``scale``),
+    ``camera_intrinsics.json``, ``camera_scale.pkl``, half-resolution ``images_lr/<cam>/<frame>_img.jpg`` and soft
+    ``fmask_lr/<cam>/<frame>_img_fmask.png``, SMPL-X fits ``smplx/smpl/<i>.json`` (EasyMocap layout, 87 poses) and
+    ``smplx/smplx_mesh/<i>.obj`` for image frame 5 (i + 1).
+
+    ``missing_cameras`` are calibrated but have no images (fewer cameras than the rig); ``unfit`` fits are absent
+    (incomplete fits). ``cameras`` are the stored (half-resolution) OpenCV cameras. The body is the fake body model's
+    (``fake_body_model.py``) template placed EasyMocap's way, ``R(Rh) X + Th``.
+    """
+    from tests.fake_body_model import fake_posed
+
+    folder = root / outfit
+    folder.mkdir(parents=True)
+    cameras = ring_cameras(num_cameras, size, focal=size[1] * 1.1)
+    names = [f"CC32871A{i:03d}" for i in range(num_cameras)]
+    extrinsics = {}
+    for name, (K, R, T) in zip(names, cameras):
+        focal, centre = 2 * K[0, 0], 2 * K[:2, 2] + 0.5  # full resolution: twice the stored size
+        extrinsics[f"1_{name}.png"] = {
+            "focal_length": [focal, focal], "image_center": centre.tolist(),
+            "translation": (T * 1000.0 / scale).tolist(), "camera_pos": (-R.T @ T * 1000.0 / scale).tolist(),
+            "quaternion": [1.0, 0.0, 0.0, 0.0], "rotation": R.tolist(),
+        }
+    (folder / "camera_extrinsics.json").write_text(json.dumps(extrinsics, indent=4))
+    first = extrinsics[f"1_{names[0]}.png"]
+    f0, (cx0, cy0) = first["focal_length"][0], first["image_center"]
+    full_K = [[f0, 0, cx0], [0, f0, cy0], [0, 0, 1]]  # the release's shared full-resolution K
+    (folder / "camera_intrinsics.json").write_text(json.dumps({"intrinsics": full_K, "dist": []}, indent=4))
+    with open(folder / "camera_scale.pkl", "wb") as handle:
+        pickle.dump(scale, handle)
+    template = ellipsoid_points(num_vertices, seed=5, centre=(0.0, 0.0, 0.0), axes=AXES)
+    all_vertices, numbers = [], []
+    for fit in fits:
+        number = 5 * (fit + 1)
+        shapes = np.linspace(0.2, -0.2, 10)[None]
+        Rh, Th = np.array([[0.0, 0.0, 0.4 * fit]]), (CENTRE + np.array([0.0, 0.01 * fit, 0.0]))[None]
+        verts = fake_posed(template, shapes, np.zeros(3), np.zeros(3)) @ cv2.Rodrigues(Rh.reshape(3, 1))[0].T + Th
+        all_vertices.append(verts.astype(np.float32))
+        numbers.append(number)
+        if fit not in unfit:
+            poses = np.zeros((1, 87))
+            poses[0, 3:66] = 0.01
+            person = {"id": 0, "Rh": Rh, "Th": Th, "poses": poses, "expression": np.zeros((1, 10)), "shapes": shapes}
+            (folder / "smplx" / "smpl").mkdir(parents=True, exist_ok=True)
+            (folder / "smplx" / "smpl" / f"{fit:06d}.json").write_text(easymocap_json([person]))
+            write_obj(folder / "smplx" / "smplx_mesh" / f"{fit:06d}.obj", verts, _strip_faces(num_vertices))
+        for c, (name, (K, R, T)) in enumerate(zip(names, cameras)):
+            if c in missing_cameras:
+                continue
+            mask = person_mask(verts, K, R, T, size)
+            write_rgb(folder / "images_lr" / name / f"{number:04d}_img.jpg", person_image(mask, seed=c))
+            soft = np.where(cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0, 150, 0)
+            soft[mask] = 255  # soft edge outside the silhouette, below GIGA's threshold of 200
+            write_gray(folder / "fmask_lr" / name / f"{number:04d}_img_fmask.png", soft)
+    return MVHumanNetOutfit(folder, cameras, names, all_vertices, numbers, template, scale)
