@@ -56,6 +56,19 @@ def test_ns_eval_json_has_nerfstudio_keys_and_the_breakdown(tmp_path_factory):
     assert (renders / "eval_img_0000.png").is_file() and (renders / "eval_accumulation_0009.png").is_file()
 
 
+def test_ns_eval_does_not_overwrite_an_existing_output(run, tmp_path, monkeypatch):
+    from nerfstudio.scripts.eval import ComputePSNR
+
+    output = tmp_path / "eval.json"
+    output.write_text("earlier results")
+    monkeypatch.setattr(evaluation, "lpips_metric", lambda: pytest.fail("evaluated although the output exists"))
+    with pytest.raises(SystemExit) as info:
+        ComputePSNR(load_config=run / "config.yml", output_path=output).main()
+    assert str(info.value.code) == f"ns-eval: {output} exists; nothing was evaluated. Remove it or choose another " \
+                                   "--output-path"
+    assert output.read_text() == "earlier results"
+
+
 def test_novel_pose_images_are_the_protocols_held_out_frames(run, tmp_path):
     protocol = yaml.safe_load((protocol_dir() / "synthetic.yaml").read_text())
     protocol.update(name="synthetic-first-frame", train_frames={"begin": 0, "interval": 1, "count": 1})

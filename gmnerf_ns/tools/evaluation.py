@@ -21,10 +21,16 @@ seen from a target camera). For the per-subject Neural Body protocol this is exa
 
 During training (``step`` given) only flat scalars are returned (``novel_view/psnr``, ...), which is what nerfstudio's
 writer accepts; geometry is skipped there.
+
+**No overwriting.** nerfstudio's ``ns-eval`` writes its ``--output-path`` JSON itself, over any existing file, after
+this function returns; this function is the only gm-nerf code it runs before, so :func:`refuse_existing_eval_output`
+looks at its caller (nerfstudio's ``ComputePSNR``, read, not patched) and stops before evaluating when that file
+exists.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -328,9 +334,34 @@ def evaluate_geometry(pipeline, resolution: int = 96, threshold: float = geometr
     return out
 
 
+def refuse_existing_eval_output(max_depth: int = 8) -> None:
+    """Exits with one line when called (through the pipeline) by ``ns-eval`` whose ``--output-path`` already exists.
+
+    ns-eval's ``ComputePSNR.main`` calls ``pipeline.get_average_eval_image_metrics`` and then writes its
+    ``output_path`` unconditionally; the caller's ``self`` on the stack is that command, whose options are read here
+    (nothing of nerfstudio is changed). Other callers (training, gmnerf-report, tests) are not affected.
+    """
+    from nerfstudio.scripts.eval import ComputePSNR
+
+    frame = inspect.currentframe()
+    for _ in range(max_depth):
+        frame = frame.f_back if frame is not None else None
+        if frame is None:
+            return
+        command = frame.f_locals.get("self")
+        if isinstance(command, ComputePSNR):
+            path = Path(command.output_path)
+            if path.exists():
+                raise SystemExit(f"ns-eval: {path} exists; nothing was evaluated. Remove it or choose another "
+                                 "--output-path")
+            return
+
+
 def average_eval_image_metrics(pipeline, step: Optional[int] = None, output_path: Optional[Path] = None,
                                get_std: bool = False) -> Dict[str, Any]:
     """What ``GMNeRFPipeline.get_average_eval_image_metrics`` returns (see the module docstring)."""
+    if step is None:
+        refuse_existing_eval_output()
     lpips, status = lpips_metric()
     results = evaluate_views(pipeline, lpips=lpips, output_path=output_path)
     detailed = step is None  # ns-eval; during training the writer only takes scalars
