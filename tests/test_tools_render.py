@@ -132,6 +132,15 @@ def test_existing_outputs_are_not_overwritten_without_force(config, orbit, tmp_p
         render.GMNeRFDatasetRender(load_config=config, output_path=tmp_path / "renders").main()
 
 
+def test_force_with_fewer_views_leaves_no_frame_of_the_previous_render(config, orbit, tmp_path):
+    folder = tmp_path / "orbit"
+    shutil.copytree(orbit / "orbit", folder)  # the 3-view render: 00000.png .. 00002.png
+    (folder / "notes.txt").write_text("mine")
+    render.GMNeRFOrbitRender(load_config=config, output_path=folder, output_format="images", image_format="png",
+                             num_views=2, resolution=32, seconds=1.0, force=True).main()
+    assert sorted(p.name for p in folder.iterdir()) == ["00000.png", "00001.png", "notes.txt"]
+
+
 def test_a_missing_config_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="not found; pass --load-config"):
         render.GMNeRFOrbitRender(load_config=tmp_path / "nope.yml", output_path=tmp_path / "o.mp4").main()

@@ -29,6 +29,7 @@ Examples::
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -88,14 +89,31 @@ class Conditioning:
         return with_condition(cameras, subject.index, frames)
 
 
+FRAME_NAME = re.compile(r"^\d{5,}\.(png|jpg)$")
+"""Image files ns-render's trajectory renderer writes into an image folder: ``00000.jpg``, ``00001.jpg``, ..."""
+
+
+def remove_previous_frames(folder: Path) -> int:
+    """Deletes the frames an earlier render wrote into ``folder`` (by ns-render's naming, :data:`FRAME_NAME`), so that
+    a ``--force`` render with fewer views leaves none of them behind; other files stay. Returns how many went."""
+    frames = [p for p in folder.iterdir() if p.is_file() and FRAME_NAME.match(p.name)] if folder.is_dir() else []
+    for frame in frames:
+        frame.unlink()
+    return len(frames)
+
+
 def check_outputs(output_path: Path, output_format: str, force: bool, load_config: Path) -> None:
-    """Refuses to overwrite a rendered video or a non-empty image folder without ``--force``; checks ffmpeg and the
-    config path."""
+    """Refuses to overwrite a rendered video or a non-empty image folder without ``--force`` (with it, an image
+    folder's previous frames are deleted first); checks ffmpeg and the config."""
     require_config(load_config, "gmnerf-render")
     target = output_path if output_format == "video" else output_path.parent / output_path.stem
     exists = target.is_file() or (target.is_dir() and any(target.iterdir()))
     if exists and not force:
         raise SystemExit(f"gmnerf-render: {target} exists; pass --force to overwrite it or choose --output-path")
+    if exists and output_format == "images":
+        removed = remove_previous_frames(target)
+        if removed:
+            CONSOLE.log(f"--force: deleted the {removed} frame(s) of the previous render in {target}")
     if output_format == "video" and shutil.which("ffmpeg") is None:
         raise SystemExit("gmnerf-render: writing a video needs ffmpeg, which is not on PATH; install it "
                          "(e.g. apt-get install ffmpeg) or pass --output-format images")
