@@ -17,7 +17,7 @@ Layouts (a dataset root or one subject folder; files are only stat-ed, plus one 
 * ZJU-MoCap: subjects with ``annots.npy`` and ``Camera_B<n>``/``Camera (<n>)`` folders.
 * Marked by a file of their own, in the folder or its sub-folders: EasyMocap captures (your own rig: ``intri.yml`` +
   ``extri.yml``), HuMMan sequences (``cameras.json`` + ``kinect_color/``), MVHumanNet outfits
-  (``camera_extrinsics.json`` + ``camera_scale.pkl``).
+  (``camera_extrinsics.json`` + ``camera_scale.pkl``), DNA-Rendering (``main/*.smc``, ``*.smc``, or one ``.smc``).
 
 The detected dataset's parser gets the shared options (``--data``, ``--protocol``, subject lists, ``--resolution``,
 ``--num-input-views``, ``--max-eval-frames-per-subject``) and its own defaults for the rest; its own options need
@@ -42,6 +42,7 @@ from gmnerf_ns.data.human_dataparser import (
 )
 from gmnerf_ns.data.human_record import HumanDataError
 
+from .dnarendering import DNARenderingDataParserConfig, is_dna_rendering
 from .easymocap import EasyMocapDataParserConfig, is_capture
 from .genebody import GeneBodyDataParserConfig
 from .humman import HuMManDataParserConfig, is_sequence
@@ -67,12 +68,14 @@ MULTIGARMENT = Dataset("multi-garment", MultiGarmentDataParserConfig, "Multi-gar
 EASYMOCAP = Dataset("easymocap", EasyMocapDataParserConfig, "a capture in EasyMocap's layout")
 HUMMAN = Dataset("humman", HuMManDataParserConfig, "HuMMan-Recon")
 MVHUMANNET = Dataset("mvhumannet", MVHumanNetDataParserConfig, "MVHumanNet")
-DATASETS = (ZJU, GENEBODY, SYNTHETIC, THUMAN2, MULTIGARMENT, EASYMOCAP, HUMMAN, MVHUMANNET)
+DNA_RENDERING = Dataset("dna-rendering", DNARenderingDataParserConfig, "DNA-Rendering")
+DATASETS = (ZJU, GENEBODY, SYNTHETIC, THUMAN2, MULTIGARMENT, EASYMOCAP, HUMMAN, MVHUMANNET, DNA_RENDERING)
 
 MARKED = (
     (EASYMOCAP, is_capture, "intri.yml and extri.yml"),
     (HUMMAN, is_sequence, "cameras.json and kinect_color/"),
     (MVHUMANNET, is_outfit, "camera_extrinsics.json and camera_scale.pkl"),
+    (DNA_RENDERING, is_dna_rendering, "DNA-Rendering .smc files"),
 )
 """Layouts told by files of their own: (dataset, test of a subject folder, what the test looks for)."""
 
@@ -87,6 +90,7 @@ LOOKED_FOR = (
     "EasyMocap capture: intri.yml and extri.yml (with images/, mask/, output*/), or sub-folders holding them",
     "HuMMan-Recon: <sequence>/cameras.json with kinect_color/",
     "MVHumanNet: <outfit id>/camera_extrinsics.json with camera_scale.pkl",
+    "DNA-Rendering: main/<seq>.smc with annotations/<seq>_annots.smc, <seq>.smc files, or one main .smc",
 )
 
 

@@ -3,6 +3,7 @@
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
 from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
+from gmnerf_ns.dataparsers.dnarendering import DNARenderingDataParserConfig
 from gmnerf_ns.dataparsers.easymocap import EasyMocapDataParserConfig
 from gmnerf_ns.dataparsers.genebody import GeneBodyDataParserConfig
 from gmnerf_ns.dataparsers.humman import HuMManDataParserConfig
@@ -50,4 +51,9 @@ mvhumannet_dataparser = DataParserSpecification(
     config=MVHumanNetDataParserConfig(),
     description="MVHumanNet outfits (half-resolution images, mm x rig-scale cameras, soft masks, SMPL-X meshes or "
     "EasyMocap JSON fits with --body-model-dir).",
+)
+dna_rendering_dataparser = DataParserSpecification(
+    config=DNARenderingDataParserConfig(),
+    description="DNA-Rendering .smc sequences (RT camera-to-world, 5 MP / 12 MP groups, masks and SMPL-X in the "
+    "annotation file); --body-model-dir to pose SMPL-X.",
 )

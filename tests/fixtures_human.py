@@ -685,3 +685,70 @@ def make_mvhumannet(root: Path, outfit: str = "100001", *, num_cameras: int = 6,
             soft[mask] = 255  # soft edge outside the silhouette, below GIGA's threshold of 200
             write_gray(folder / "fmask_lr" / name / f"{number:04d}_img_fmask.png", soft)
     return MVHumanNetOutfit(folder, cameras, names, all_vertices, numbers, template, scale)
+
+
+# ---------------------------------------------------------------------------------------------------- DNA-Rendering
+DNASequence = namedtuple("DNASequence", "main annots cameras vertices template")
+
+
+def make_dna_rendering(root: Path, seq: str = "0012_03", *, layout: str = "release", num_5mp: int = 4,
+                       num_12mp: int = 2, num_frames: int = 3, num_fits: int = 2, size_5mp: Tuple[int, int] = (48, 40),
+                       size_12mp: Tuple[int, int] = (64, 47), num_vertices: int = 200) -> DNASequence:
+    """A DNA-Rendering sequence as its ``SMCReader`` reads it: main ``.smc`` (``Camera_5mp/<id>/color/<frame>`` and
+    ``Camera_12mp/...``: JPEG bytes; ``gender`` attribute) and ``_annots.smc`` (``Camera_Parameter/<NN>/{K, D, RT}``
+    with RT camera-to-world, ``Mask/<id>/mask/<frame>``: 3-channel JPEG bytes, ``SMPLx/{fullpose, betas, expression,
+    transl, scale}``).
+
+    ``layout="release"``: ``main/<seq>.smc`` + ``annotations/<seq>_annots.smc``; ``"flat"``: both in ``root``. The
+    annotations are short the way some real files are: ``betas`` has one row, ``expression`` one frame, ``fullpose``
+    ``num_fits`` frames (fewer than the images). ``cameras``: {id: (K, R, T)} in OpenCV world-to-camera. The body is the
+    fake body model's (``fake_body_model.py``) SMPL-X posed by ``fullpose[f, 0]`` and ``transl``.
+    """
+    import h5py
+
+    from tests.fake_body_model import fake_posed
+
+    main_dir, annots_dir = (root / "main", root / "annotations") if layout == "release" else (root, root)
+    main_dir.mkdir(parents=True, exist_ok=True)
+    annots_dir.mkdir(parents=True, exist_ok=True)
+    groups = {"Camera_5mp": (list(range(num_5mp)), size_5mp), "Camera_12mp": (list(range(48, 48 + num_12mp)), size_12mp)}
+    ring = ring_cameras(num_5mp + num_12mp, (1, 1), radius=3.2)
+    cameras = {}
+    for group, (ids, size) in groups.items():
+        for cam in ids:
+            _, R, T = ring[cam if cam < 48 else num_5mp + cam - 48]
+            K = np.array([[size[1] * 1.1, 0, (size[0] - 1) / 2], [0, size[1] * 1.1, (size[1] - 1) / 2], [0, 0, 1]])
+            cameras[cam] = (K, R, T, size)
+    template = ellipsoid_points(num_vertices, seed=9, centre=(0.0, 0.0, 0.0), axes=AXES)
+    fullpose = np.zeros((num_fits, 55, 3))
+    fullpose[:, 0] = [[0.0, 0.0, 0.25 * f] for f in range(num_fits)]
+    fullpose[:, 1:22] = 0.02
+    transl = np.stack([CENTRE + [0.02 * f, 0.0, 0.0] for f in range(num_fits)])
+    betas = np.linspace(-0.4, 0.4, 10)[None]
+    vertices = [fake_posed(template, betas, fullpose[f, 0], transl[f]).astype(np.float32) for f in range(num_fits)]
+    main_path, annots_path = main_dir / f"{seq}.smc", annots_dir / f"{seq}_annots.smc"
+    with h5py.File(main_path, "w") as main, h5py.File(annots_path, "w") as annots:
+        main.attrs.update({"actor_id": 12, "performance_id": 3, "age": 30, "gender": "female", "height": 170,
+                           "weight": 60})
+        params = annots.create_group("Camera_Parameter")
+        for group, (ids, size) in groups.items():
+            g = main.create_group(group)
+            g.attrs.update({"num_device": len(ids), "num_frame": num_frames, "resolution": size[::-1]})
+            for cam in ids:
+                K, R, T, _ = cameras[cam]
+                c2w = np.eye(4)
+                c2w[:3, :3], c2w[:3, 3] = R.T, -R.T @ T
+                p = params.create_group(f"{cam:02d}")
+                p["K"], p["D"], p["RT"], p["Color_Calibration"] = K, np.zeros(5), c2w, np.eye(3)
+                for f in range(num_frames):
+                    verts = vertices[min(f, num_fits - 1)]
+                    mask = person_mask(verts, K, R, T, size)
+                    image = cv2.cvtColor(person_image(mask, seed=cam), cv2.COLOR_RGB2BGR)
+                    g.create_dataset(f"{cam}/color/{f}", data=np.frombuffer(cv2.imencode(".jpg", image)[1], np.uint8))
+                    mask3 = np.repeat((mask * np.uint8(255))[..., None], 3, axis=2)
+                    annots.create_dataset(f"Mask/{cam}/mask/{f}",
+                                          data=np.frombuffer(cv2.imencode(".jpg", mask3)[1], np.uint8))
+        smplx = annots.create_group("SMPLx")
+        smplx["fullpose"], smplx["betas"], smplx["transl"] = fullpose, betas, transl
+        smplx["expression"], smplx["scale"] = np.zeros((1, 10)), np.array([1.02])
+    return DNASequence(main_path, annots_path, {k: v[:3] for k, v in cameras.items()}, vertices, template)

@@ -1,0 +1,104 @@
+"""The dna-rendering dataparser on tiny .smc fixtures written as the official SMCReader reads them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
+from gmnerf_ns.dataparsers.dnarendering import DNARenderingDataParser, DNARenderingDataParserConfig
+
+from gmnerf_ns.data.human_record import HumanDataError, HumanDataWarning, load_vertices
+from tests.fake_body_model import install_fake_smplx
+from tests.fixtures_human import fraction_in_masks, make_dna_rendering
+
+RES = 40
+
+
+@pytest.fixture
+def fake_smplx(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return install_fake_smplx(monkeypatch, tmp_path / "body_models")
+
+
+def parse(data, fake, split="train", **kwargs):
+    kwargs.setdefault("resolution", RES)
+    kwargs.setdefault("protocol", "synthetic")  # every frame (dna-rendering samples every 10th)
+    return DNARenderingDataParserConfig(data=Path(data), body_model_dir=fake.dir, **kwargs).setup().collect(split)
+
+
+def test_cameras_masks_smplx_and_projection(tmp_path, fake_smplx):
+    seq = make_dna_rendering(tmp_path / "dna")
+    fake_smplx.template = seq.template
+    with pytest.warns(HumanDataWarning) as record:
+        subject = parse(tmp_path / "dna", fake_smplx).subjects[0]
+    messages = " | ".join(str(w.message) for w in record)
+    assert "fullpose has 2 frames; 1 sampled frame(s) after it have no fit" in messages
+    assert "expression has 1 frames, fewer than fullpose; 1 frame(s) use a zero expression" in messages
+    assert subject.name == "0012_03" and subject.camera_ids == (0, 1, 2, 3)  # 5 MP cameras only by default
+    assert [f.frame_id for f in subject.frames] == [0, 1]
+    view = subject.frames[0].views[2]
+    K, R, T = seq.cameras[2]
+    np.testing.assert_allclose(view.R, R, atol=1e-9)  # RT is camera-to-world: inverted
+    np.testing.assert_allclose(view.T, T, atol=1e-9)
+    np.testing.assert_allclose(view.K[:2, 2], K[:2, 2] + 0.5)
+    assert view.out_size == (48, 40) and view.image_path.suffix == ".jpg" and view.mask_paths[0].is_file()
+    path, model_type, kwargs = fake_smplx.built[0]
+    assert path.name == "SMPLX_FEMALE.npz" and model_type == "smplx"  # the actor's gender from the main file
+    assert kwargs["use_pca"] is False and kwargs["flat_hand_mean"] is False  # as the official loader
+    call = fake_smplx.models[0].calls[0]
+    assert call["left_hand_pose"].shape == (1, 45) and call["body_pose"].shape == (1, 63)
+    np.testing.assert_allclose(call["betas"].numpy()[0], np.linspace(-0.4, 0.4, 10), atol=1e-6)  # one row, every frame
+    assert torch.count_nonzero(fake_smplx.models[0].calls[1]["expression"]) == 0
+    for frame, expected in zip(subject.frames, seq.vertices):
+        np.testing.assert_allclose(load_vertices(frame), expected, atol=1e-5)
+        assert fraction_in_masks(frame) >= 0.95
+
+
+def test_both_camera_groups_share_one_output_shape(tmp_path, fake_smplx):
+    seq = make_dna_rendering(tmp_path, layout="flat")
+    fake_smplx.template = seq.template
+    with pytest.warns(HumanDataWarning):
+        subject = parse(seq.main, fake_smplx, camera_groups=("Camera_5mp", "Camera_12mp")).subjects[0]
+    assert subject.camera_ids == (0, 1, 2, 3, 48, 49)
+    sizes = {v.out_size for v in subject.frames[0].views}
+    assert len(sizes) == 1  # 2448x2048-like and 4096x3000-like views padded to the wider aspect ratio
+    assert subject.frames[0].views[0].crop[0] < 0  # the 5 MP views are padded left and right
+    for frame in subject.frames:
+        assert fraction_in_masks(frame) >= 0.95
+
+
+def test_auto_detection(tmp_path, fake_smplx):
+    seq = make_dna_rendering(tmp_path / "dna")
+    parser = AutoDataParserConfig(data=tmp_path / "dna", resolution=RES).setup()
+    assert type(parser) is DNARenderingDataParser and parser.protocol.name == "dna-rendering"
+    assert type(AutoDataParserConfig(data=seq.main, resolution=RES).setup()) is DNARenderingDataParser
+
+
+def test_bad_inputs(tmp_path, fake_smplx):
+    import h5py
+
+    seq = make_dna_rendering(tmp_path / "dna")
+    fake_smplx.template = seq.template
+    with pytest.raises(HumanDataError, match=r"_annots\.smc: DNA-Rendering ships SMPL-X parameters only; the SMPLX body "
+                                             "model is needed"):
+        DNARenderingDataParserConfig(data=seq.main, resolution=RES, protocol="synthetic").setup().collect("train")
+    with h5py.File(seq.annots, "a") as annots:
+        del annots["Camera_Parameter/03"]
+    with pytest.raises(HumanDataError, match=r"_annots\.smc: no Camera_Parameter/03 for Camera_5mp camera 3"):
+        parse(seq.main, fake_smplx)
+    seq.annots.unlink()
+    with pytest.raises(HumanDataError, match=r"0012_03\.smc: no annotation file; expected .*annotations/0012_03_annots"):
+        parse(seq.main, fake_smplx)
+    seq.main.write_bytes(b"not hdf5")
+    (tmp_path / "dna" / "annotations" / "0012_03_annots.smc").write_bytes(b"")
+    with pytest.raises(HumanDataError, match=r"0012_03\.smc: not a readable \.smc \(HDF5\) file"):
+        parse(seq.main, fake_smplx)
+
+
+def test_registered():
+    from gmnerf_ns import dataparser_configs as registry
+
+    assert isinstance(registry.dna_rendering_dataparser.config, DNARenderingDataParserConfig)
