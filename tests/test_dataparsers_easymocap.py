@@ -223,16 +223,28 @@ def test_vertex_count_that_does_not_match_the_faces(tmp_path, fake_smplx):
 
 
 # ------------------------------------------------------------------------------------------------ training
-def test_trains_without_naming_the_dataparser(tmp_path):
-    """``ns-train gm-nerf-small --data <capture> --max-num-iterations 2``, shrunk as tests/runs.py does."""
+@pytest.mark.parametrize("fits", ["vertices", "smpl"])
+def test_trains_without_naming_the_dataparser(tmp_path, monkeypatch, fits):
+    """``ns-train gm-nerf-small --data <capture> --max-num-iterations 2`` (with ``gmnerf-auto --body-model-dir`` for
+    SMPL parameters, posed by the fake body model), shrunk as tests/runs.py does."""
+    import tyro
+    from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
     from nerfstudio.scripts.train import train_loop
 
     from tests.runs import tiny_config
 
-    capture = make_easymocap_capture(tmp_path / "data", num_frames=2)
-    config = tiny_config(capture.folder, tmp_path / "outputs", steps=2)
-    assert type(config.pipeline.datamanager.dataparser) is AutoDataParserConfig  # nothing named
-    config.data = capture.folder
+    capture = make_easymocap_capture(tmp_path / "data", num_frames=2, fits=(fits,))
+    args = ["gm-nerf-small", "--data", str(capture.folder), "--max-num-iterations", "2"]
+    models = None
+    if fits == "smpl":
+        models = install_fake_smplx(monkeypatch, tmp_path / "body_models", capture.template).dir
+        args += ["gmnerf-auto", "--body-model-dir", str(models)]
+    cli = tyro.cli(AnnotatedBaseConfigUnion, args=args)
+    assert type(cli.pipeline.datamanager.dataparser) is AutoDataParserConfig and cli.data == capture.folder
+    assert cli.pipeline.datamanager.dataparser.body_model_dir == models
+    config = tiny_config(capture.folder, tmp_path / "outputs", steps=2)  # the same method, shrunk to CPU seconds
+    config.data = cli.data
+    config.pipeline.datamanager.dataparser.body_model_dir = cli.pipeline.datamanager.dataparser.body_model_dir
     config.set_timestamp()
     config.save_config()
     train_loop(local_rank=0, world_size=1, config=config)
