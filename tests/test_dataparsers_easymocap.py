@@ -67,6 +67,26 @@ def test_vertices_capture_parses_and_projects_into_masks(tmp_path):
     assert test.inputs_for(test.subjects[0], 4) == (0, 2, 3, 4)  # 4 of 6 cameras, evenly spaced
 
 
+def test_intrinsics_for_another_resolution_are_scaled(tmp_path):
+    """intri.yml calibrated at twice the stored size (W_/H_ say so): K follows the images; another shape is an error."""
+    capture = make_easymocap_capture(tmp_path)
+    entries = [("names", capture.names, "list")]
+    for cam, (K, _, _) in zip(capture.names, capture.cameras):
+        K_full = K.copy()
+        K_full[:2] = K[:2] * 2
+        K_full[:2, 2] = 2 * K[:2, 2] + 0.5  # OpenCV centres: (c + 0.5) * 2 - 0.5
+        entries += [(f"K_{cam}", K_full, "mat"), (f"H_{cam}", 80, "int"), (f"W_{cam}", 96, "int")]
+    write_opencv_yaml(capture.folder / "intri.yml", entries)
+    frame = parse(capture.folder).subjects[0].frames[0]
+    np.testing.assert_allclose(frame.views[1].K[:2, 2], capture.cameras[1][0][:2, 2] + 0.5, atol=1e-5)
+    assert fraction_in_masks(frame) >= 0.95
+    write_opencv_yaml(capture.folder / "intri.yml", [e if not e[0].startswith("W_") else (e[0], 120, "int")
+                                                      for e in entries])
+    with pytest.raises(HumanDataError, match=r"intri\.yml: camera '01' is calibrated for 120x80 \(W_/H_\) but its "
+                                             r"images are 48x40, another aspect ratio"):
+        parse(capture.folder)
+
+
 def test_proxies_are_cached(tmp_path, monkeypatch):
     capture = make_easymocap_capture(tmp_path)
     first = parse(capture.folder).subjects[0].frames[0].vertices_path
