@@ -126,6 +126,7 @@ def evaluate(work: Path, models: List[str]) -> None:
                 target = retarget(config, dataset_dir(work, rig, misfit), protocol_yaml(work, rig),
                                   work / "runs" / name / f"{rig}-misfit{misfit:g}")
                 partial = result.with_suffix(".partial.json")
+                partial.unlink(missing_ok=True)  # left by an interrupted evaluation (ns-eval refuses to overwrite)
                 run(["ns-eval", "--load-config", str(target), "--output-path", str(partial)],
                     log=result.with_suffix(".log"))
                 partial.replace(result)
