@@ -1,7 +1,11 @@
 """GeneBody (GNR, 48 views) onto the shared human records.
 
 Layout: ``<subject>/image/<vv>/<ffff>.jpg``, ``mask/<vv>/mask<ffff>.png`` (foreground > 128), ``smpl/<ffff>.obj``
-(SMPL-X proxy), ``annots.npy`` = ``{'cams': {'<vv>': {'K', 'D', 'c2w' (OpenCV)}}}``. World units are ~2.87 per metre.
+(SMPL-X proxy), ``annots.npy`` = ``{'cams': {'<vv>': {'K', 'D', 'c2w' (OpenCV)}}}``. World units are metres: GNR's
+own loader (generalizable-neural-performer/gnr ``lib/data/GeneBodyDataset.py``) uses ``c2w`` and the meshes as stored,
+and the meshes are SMPL-X (a metres model) times a per-person ``smplx_scale`` near 1. The ``/ 2.87`` in the
+genebody-benchmarks loaders rescales data for *their* pretrained models ("trained with a different calibration
+scale"); ``--units-per-metre 2.87`` reproduces it. See docs/datasets.md.
 Cameras are keyed by view folder name (several subjects lack views). Each view is cropped as GNR does: the mask's
 bounding box padded by 10 %, made square, resized to the protocol resolution.
 
@@ -49,8 +53,9 @@ class GeneBodyDataParserConfig(HumanDataParserConfig):
     """Dataset root or a subject folder; short names resolve against $GMNERF_DATA (default ./data)."""
     protocol: str = "genebody-test10"
     """Protocol preset (genebody-test10: the benchmarks' Test10, sources 01/13/25/37) or a YAML path."""
-    units_per_metre: float = 2.87
-    """GeneBody world units per metre; camera translations and proxy vertices are divided by it."""
+    units_per_metre: float = 1.0
+    """GeneBody world units per metre; camera translations and proxy vertices are divided by it. The annotations are
+    in metres (1.0); 2.87 is the genebody-benchmarks loaders' rescaling for their pretrained models."""
     crop_padding: float = 0.1
     """Padding of the mask bounding box before the square crop, as a fraction of its size (GNR: 0.1)."""
     undistort: bool = False
@@ -149,6 +154,15 @@ class GeneBodyDataParser(HumanDataParser):
             raise HumanDataError(f"{records[0].vertices_path}: faces index past its {num_vertices} vertices")
         return SubjectRecord(name=name, camera_names=tuple(views), frames=tuple(records), faces=faces,
                              camera_ids=tuple(int(v) for v in views))
+
+    def scale_advice(self, factor: float, what: str) -> str:
+        """Names ``--units-per-metre`` with the value that would fix the scale: 1 (GeneBody's metres) or 2.87 (the
+        benchmarks' rescaled world) when within 1.4x of it, else the estimate itself."""
+        value = float(f"{self.config.units_per_metre / factor:.3g}")
+        value = next((known for known in (1.0, 2.87) if 1 / 1.4 < value / known < 1.4), value)
+        off = f"{factor:.3g}x too small" if factor > 1 else f"{1 / factor:.3g}x too large"
+        return (f"GeneBody annotations are in metres and {what} come out {off} with --units-per-metre "
+                f"{self.config.units_per_metre:g}: pass --units-per-metre {value:g}")
 
     def _camera(self, cam: dict, where: str) -> Tuple[np.ndarray, Optional[np.ndarray], np.ndarray, np.ndarray]:
         """(K, D, R, T metres) of one GeneBody camera (``c2w`` is OpenCV camera-to-world in GeneBody units)."""

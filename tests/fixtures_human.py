@@ -198,12 +198,15 @@ def make_synthetic_dataset(root: Path, subjects: Iterable[int] = (0, 1, 2), test
 
 
 # ---------------------------------------------------------------------------------------------------- GeneBody
-GENEBODY_UNITS = 2.87
+GENEBODY_UNITS = 1.0
+"""GeneBody's annotations are in metres (docs/datasets.md); ``make_genebody(units=2.87)`` writes the rescaled world of
+the genebody-benchmarks loaders instead."""
 
 
 def make_genebody(root: Path, subjects: Dict[str, Sequence[int]], num_frames: int = 2, size=(48, 40),
-                  split: Optional[Dict[str, List[str]]] = None, num_vertices: int = 300) -> Dict[str, dict]:
-    """GeneBody subjects ``{name: view numbers present}`` in GeneBody units (2.87 per metre), y-up world.
+                  split: Optional[Dict[str, List[str]]] = None, num_vertices: int = 300,
+                  units: float = GENEBODY_UNITS) -> Dict[str, dict]:
+    """GeneBody subjects ``{name: view numbers present}`` in ``units`` per metre (GeneBody's own: metres), y-up world.
 
     Returns per subject the cameras in metres and the frames' vertices in metres, for checks.
     """
@@ -216,7 +219,7 @@ def make_genebody(root: Path, subjects: Dict[str, Sequence[int]], num_frames: in
         for v, (K, R, T) in enumerate(cameras):
             c2w = np.eye(4)
             c2w[:3, :3] = R.T
-            c2w[:3, 3] = (-R.T @ T) * GENEBODY_UNITS
+            c2w[:3, 3] = (-R.T @ T) * units
             cams[f"{v:02d}"] = {"K": K, "D": np.zeros(5), "c2w": c2w}
         folder.mkdir(parents=True)
         np.save(folder / "annots.npy", {"cams": cams})
@@ -224,7 +227,7 @@ def make_genebody(root: Path, subjects: Dict[str, Sequence[int]], num_frames: in
         for f in range(num_frames):
             verts = ellipsoid_points(num_vertices, seed=10 * s + f, centre=centre, axes=(0.25, 0.8, 0.15))
             frames.append(verts)
-            write_obj(folder / "smpl" / f"{f:04d}.obj", verts * GENEBODY_UNITS, _strip_faces(num_vertices))
+            write_obj(folder / "smpl" / f"{f:04d}.obj", verts * units, _strip_faces(num_vertices))
             for v in present:
                 K, R, T = cameras[v]
                 mask = person_mask(verts, K, R, T, size)

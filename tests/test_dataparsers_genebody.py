@@ -1,7 +1,8 @@
-"""GeneBody dataparser: view-name keyed cameras with missing views, 2.87 units per metre, cached square mask crops."""
+"""GeneBody dataparser: view-name keyed cameras with missing views, metres (2.87 on request), cached square mask crops."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import cv2
@@ -52,6 +53,25 @@ def test_units_cameras_and_vertices_in_metres(genebody, tmp_path):
     np.testing.assert_allclose(view.T, T, atol=1e-6)
     np.testing.assert_allclose(load_vertices(record.frames[0]), info["amanda"]["vertices"][0], atol=1e-4)
     assert view.mask_threshold == 128 and view.dist is None  # GNR does not undistort
+
+
+def test_metres_pass_the_scale_check_and_the_old_2_87_is_one_error_naming_the_fix(genebody, tmp_path):
+    root, _ = genebody
+    assert GeneBodyDataParserConfig().units_per_metre == 1.0  # GeneBody's annotations are metres (docs/datasets.md)
+    with pytest.raises(HumanDataError) as info:  # the fixture's 1.6 m person divided by 2.87 is 0.56 m
+        config(root / "amanda", tmp_path, units_per_metre=2.87).setup().collect("test")
+    message = str(info.value)
+    assert "\n" not in message and "subject amanda" in message and "smpl/0000.obj" in message
+    assert re.search(r"is 0\.55\d* units tall", message) and "pass --units-per-metre 1" in message
+
+
+def test_units_per_metre_still_reads_a_rescaled_world(tmp_path):
+    info = make_genebody(tmp_path / "data", {"maria": [0, 1, 12, 24, 36]}, num_frames=1, units=2.87)
+    record = config(tmp_path / "data" / "maria", tmp_path, units_per_metre=2.87).setup().collect("test").subjects[0]
+    np.testing.assert_allclose(load_vertices(record.frames[0]), info["maria"]["vertices"][0], atol=1e-4)
+    np.testing.assert_allclose(record.frames[0].views[0].T, info["maria"]["cameras"][0][2], atol=1e-6)
+    with pytest.raises(HumanDataError, match=r"come out 2\.\d+x too large .*pass --units-per-metre 2\.87"):
+        config(tmp_path / "data" / "maria", tmp_path).setup().collect("test")
 
 
 def test_square_crop_round_trip_and_cache(genebody, tmp_path, monkeypatch):

@@ -101,7 +101,7 @@ class FrameRecord:
     vertices_path: Path
     """Posed proxy vertices: ``.npy`` (V, 3) or ``.obj``."""
     vertices_scale: float = 1.0
-    """Multiply loaded vertices by this to get metres (GeneBody stores ~2.87 units per metre)."""
+    """Multiply loaded vertices by this to get metres (1 / GeneBody's ``--units-per-metre``)."""
 
 
 @dataclass(frozen=True)
