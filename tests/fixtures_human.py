@@ -110,7 +110,8 @@ def make_zju_subject(root: Path, subject_id: int, *, legacy: bool = False, renam
     ``legacy``: 313/315 scheme (21 ``Camera (N)`` folders, long 1-based names, K/D/R as Python lists);
     ``renamed``: after NHP's rename script (short names; ``mask/`` broken: one all-foreground file per folder).
     The ``mask`` folder holds the upper half of the person, ``mask_cihp`` the lower half with part labels, so only
-    their union is the whole person. ``vertices/`` is offset by 10 m when ``new_vertices/`` (the right one) exists.
+    their union is the whole person (``mask`` alone, as in ``synthetic``, holds the whole person). ``vertices/`` is
+    offset by 10 m when ``new_vertices/`` (the right one) exists.
     """
     name = f"subject_{subject_id:03d}" if synthetic else f"CoreView_{subject_id}"
     folder = root / name
@@ -144,8 +145,9 @@ def make_zju_subject(root: Path, subject_id: int, *, legacy: bool = False, renam
             if "mask" in mask_dirs:
                 if renamed:  # NHP's rename leaves one file per folder with an unrelated name and content
                     write_gray(folder / "mask" / camera / f"{frame_numbers[-1]:04d}.png", np.full_like(mask, 255, np.uint8))
-                else:
-                    write_gray(folder / "mask" / camera / f"{stem}.png", upper * np.uint8(255))
+                else:  # the upper half when mask_cihp holds the lower half, else the whole person (gmnerf-synth)
+                    half = upper if "mask_cihp" in mask_dirs else mask
+                    write_gray(folder / "mask" / camera / f"{stem}.png", half * np.uint8(255))
             if "mask_cihp" in mask_dirs:
                 labels = np.where(lower, 1 + (c % 19), 0).astype(np.uint8)  # CIHP part ids, nonzero = foreground
                 write_gray(folder / "mask_cihp" / camera / f"{stem}.png", labels)

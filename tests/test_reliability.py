@@ -436,6 +436,7 @@ def doctor(data: Path, **kwargs):
 
     from gmnerf_ns.doctor import DoctorConfig, render, run_checks
 
+    kwargs.setdefault("overlay_subjects", 0)  # overlay pictures: tests/test_doctor_overlays.py
     config = DoctorConfig(data=data, resolution=48, num_input_views=3, sample_views=0, sample_frames=0, **kwargs)
     rows = run_checks(config)
     console = Console(file=io.StringIO(), width=160)
