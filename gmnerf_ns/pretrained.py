@@ -101,6 +101,8 @@ class PretrainedRun:
     """Protocol preset or YAML (subjects, source and target views); default: the detected dataset's own."""
     resolution: Optional[int] = None
     """Override the protocol's image height in pixels (the model was trained at 256)."""
+    body_model_dir: Optional[Path] = None
+    """SMPL/SMPL-X model files, for captures whose bodies are given as parameters (see docs/capture.md)."""
     max_eval_frames_per_subject: Optional[int] = None
     """Keep at most this many evenly spaced evaluation frames per held-out person (fewer images for ns-eval)."""
     weights: Path = field(default_factory=default_weights)
@@ -127,6 +129,8 @@ def write_run(options: PretrainedRun) -> Path:
         config.pipeline.datamanager.dataparser.protocol = options.protocol
     if options.resolution is not None:
         config.pipeline.datamanager.dataparser.resolution = options.resolution
+    if options.body_model_dir is not None:
+        config.pipeline.datamanager.dataparser.body_model_dir = options.body_model_dir
     if options.max_eval_frames_per_subject is not None:
         config.pipeline.datamanager.dataparser.max_eval_frames_per_subject = options.max_eval_frames_per_subject
     config.output_dir = options.output_dir
