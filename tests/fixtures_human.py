@@ -559,9 +559,9 @@ def fraction_in_masks(frame) -> float:
     """
     import torch
 
+    from gmnerf_ns.camera_math import project_points
     from gmnerf_ns.data.human_record import load_vertices
     from gmnerf_ns.data.view_loader import load_view
-    from gmnerf_ns.render.rasterize import project_points
 
     verts = torch.from_numpy(load_vertices(frame)).double()
     inside, total = 0, 0

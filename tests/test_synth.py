@@ -12,16 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from gmnerf_ns.camera_math import project_points, world_to_camera
 from gmnerf_ns.model.sources import SourceViews, proxy_depth_maps, vertex_visibility
-from gmnerf_ns.render.rasterize import (
-    area_downsample,
-    coverage_mask,
-    interpolate,
-    project_points,
-    rasterize,
-    scale_intrinsics,
-    world_to_camera,
-)
+from gmnerf_ns.render.rasterize import area_downsample, coverage_mask, interpolate, rasterize, scale_intrinsics
 from gmnerf_ns.synth import generator as gen
 from gmnerf_ns.synth import writer
 from gmnerf_ns.synth.body import DEFAULT_ASSET, SMPL_PARENTS, BodyModel

@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from nerfstudio.cameras.cameras import Cameras, CameraType
 
+from gmnerf_ns.camera_math import inside_image
 from gmnerf_ns.model.gmnerf_model import camera_rays
-from gmnerf_ns.model.sources import _splat_depth, inside_image
+from gmnerf_ns.model.sources import _splat_depth
 from gmnerf_ns.model.volume import splat_to_grid
 from gmnerf_ns.render.rasterize import rasterize, rasterize_depth
 from gmnerf_ns.synth.body import BodyModel

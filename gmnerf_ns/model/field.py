@@ -24,8 +24,9 @@ from nerfstudio.field_components.activations import trunc_exp
 from nerfstudio.field_components.mlp import MLP
 from torch import Tensor, nn
 
+from gmnerf_ns.camera_math import inside_image, project_to_views
 from gmnerf_ns.model.attention import PointAppearance, masked_view_mean, positional_encoding
-from gmnerf_ns.model.sources import SourceViews, inside_image, project_to_views, sample_maps
+from gmnerf_ns.model.sources import SourceViews, sample_maps
 from gmnerf_ns.model.volume import ProxyVolume, normalize_points
 
 OCCLUSION_RANGE = 0.1

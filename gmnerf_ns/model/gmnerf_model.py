@@ -34,19 +34,13 @@ from nerfstudio.utils.external import TCNN_EXISTS
 from torch import Tensor, nn
 from torch.nn import Parameter
 
+from gmnerf_ns.camera_math import project_to_views
 from gmnerf_ns.model.attention import VertexRegistration, masked_view_mean, window_offsets
 from gmnerf_ns.model.encoder import ImageEncoderConfig
 from gmnerf_ns.model.field import EncodedSources, GMNeRFField
 from gmnerf_ns.model.losses import PerceptualLossConfig, mask_loss
 from gmnerf_ns.model.neural_renderer import NeuralRenderer
-from gmnerf_ns.model.sources import (
-    BACKGROUND_DEPTH,
-    SourceViews,
-    project_to_views,
-    proxy_depth_maps,
-    sample_maps,
-    vertex_visibility,
-)
+from gmnerf_ns.model.sources import BACKGROUND_DEPTH, SourceViews, proxy_depth_maps, sample_maps, vertex_visibility
 from gmnerf_ns.model.volume import ProxyVolume, grid_shape, normalize_points, splat_to_grid
 
 SourceProvider = Callable[[int, int], SourceViews]

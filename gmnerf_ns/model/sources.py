@@ -14,6 +14,9 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from gmnerf_ns.camera_math import inside_image, project_to_views
+from gmnerf_ns.render.rasterize import rasterize_depth
+
 
 @dataclass
 class SourceViews:
@@ -58,20 +61,6 @@ class SourceViews:
         return SourceViews(**values)
 
 
-def project_to_views(
-    points: Float[Tensor, "N 3"],
-    intrinsics: Float[Tensor, "m 3 3"],
-    rotations: Float[Tensor, "m 3 3"],
-    translations: Float[Tensor, "m 3"],
-) -> Tuple[Float[Tensor, "m N 2"], Float[Tensor, "m N"]]:
-    """Projects world points into every view: pixel coordinates (u right, v down; pixel (i, j) spans [j, j+1)) and depth."""
-    cam = torch.einsum("mij,nj->mni", rotations, points) + translations[:, None, :]  # (m, N, 3)
-    depth = cam[..., 2]
-    uvw = torch.einsum("mij,mnj->mni", intrinsics, cam)
-    uv = uvw[..., :2] / uvw[..., 2:3].clamp(min=1e-6)
-    return uv, depth
-
-
 def normalize_uv(uv: Float[Tensor, "m N 2"], height: int, width: int) -> Float[Tensor, "m N 2"]:
     """Pixel coordinates -> grid_sample coordinates in [-1, 1] (align_corners=False)."""
     scale = uv.new_tensor([2.0 / width, 2.0 / height])
@@ -85,11 +74,6 @@ def sample_maps(
     grid = normalize_uv(uv, height, width)[:, :, None, :]  # (m, N, 1, 2)
     out = F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (m, C, N, 1)
     return out[..., 0].permute(0, 2, 1)
-
-
-def inside_image(uv: Float[Tensor, "m N 2"], depth: Float[Tensor, "m N"], height: int, width: int) -> Bool[Tensor, "m N"]:
-    """Whether each projection falls inside the image and in front of the camera."""
-    return (depth > 1e-4) & (uv[..., 0] >= 0) & (uv[..., 0] < width) & (uv[..., 1] >= 0) & (uv[..., 1] < height)
 
 
 BACKGROUND_DEPTH = 1e3
@@ -150,7 +134,5 @@ def _splat_depth(uv: Float[Tensor, "m V 2"], depth: Float[Tensor, "m V"], h: int
 
 
 def _mesh_depth(sources: SourceViews, K: Float[Tensor, "m 3 3"], h: int, w: int) -> Float[Tensor, "m h w"]:
-    from gmnerf_ns.render.rasterize import rasterize_depth
-
     verts_cam = torch.einsum("mij,vj->mvi", sources.rotations, sources.vertices) + sources.translations[:, None]
     return rasterize_depth(verts_cam, sources.faces, K, h, w)

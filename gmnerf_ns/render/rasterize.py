@@ -27,8 +27,6 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from gmnerf_ns.model.sources import project_to_views  # the one projection (batched over views); this is one view
-
 _NO_HIT = torch.iinfo(torch.int64).max
 
 
@@ -41,30 +39,6 @@ class Rasterized(NamedTuple):
     """Perspective-correct barycentric coordinates of the pixel centre in the visible face (zeros for background)."""
     depth: Float[Tensor, "H W"]
     """Camera-space z of the visible surface (``inf`` for background)."""
-
-
-def project_points(
-    points: Float[Tensor, "N 3"], K: Float[Tensor, "3 3"], R: Float[Tensor, "3 3"], T: Float[Tensor, "3"]
-) -> Tuple[Float[Tensor, "N 2"], Float[Tensor, "N"]]:
-    """Projects world points with an OpenCV camera (``x_cam = R x + T``).
-
-    Returns:
-        uv: continuous pixel coordinates (a point at ``uv`` lies in pixel ``floor(uv)``; see the module docstring).
-        depth: camera-space z (points behind the camera have depth <= 0 and meaningless ``uv``).
-    """
-    dtype = points.dtype if points.is_floating_point() else torch.float32
-    K, R, T = (torch.as_tensor(x, dtype=dtype, device=points.device) for x in (K, R, T))
-    uv, depth = project_to_views(points.to(dtype), K[None], R[None], T.reshape(1, 3))
-    return uv[0], depth[0]
-
-
-def world_to_camera(
-    points: Float[Tensor, "N 3"], R: Float[Tensor, "3 3"], T: Float[Tensor, "3"]
-) -> Float[Tensor, "N 3"]:
-    """OpenCV world-to-camera transform ``x_cam = R x + T``."""
-    R = torch.as_tensor(R, dtype=points.dtype, device=points.device)
-    T = torch.as_tensor(T, dtype=points.dtype, device=points.device)
-    return points @ R.T + T.reshape(1, 3)
 
 
 def _barycentrics(

@@ -20,7 +20,8 @@ from nerfstudio.utils.eval_utils import eval_setup
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from gmnerf_ns.tools import geometry
-from gmnerf_ns.tools.conditioning import ConditioningError, choose_frames, choose_subject, require_config
+from gmnerf_ns.tools.conditioning import ConditioningError, choose_frames, choose_subject
+from gmnerf_ns.tools.run_config import require_config
 
 
 @dataclass

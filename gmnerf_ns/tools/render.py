@@ -51,10 +51,10 @@ from gmnerf_ns.tools.conditioning import (
     SubjectChoice,
     choose_frames,
     choose_subject,
-    require_config,
     set_default_condition,
     with_condition,
 )
+from gmnerf_ns.tools.run_config import require_config
 
 
 @dataclass

@@ -26,8 +26,8 @@ from nerfstudio.utils.eval_utils import eval_setup
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from gmnerf_ns.tools import evaluation
-from gmnerf_ns.tools.conditioning import require_config
 from gmnerf_ns.tools.evaluation import IMAGE_METRICS, SETTINGS, ViewResult
+from gmnerf_ns.tools.run_config import require_config
 
 LABELS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓"}
 

@@ -1,0 +1,58 @@
+"""Camera maths shared by the model, the rasteriser, the data generator and the metrics (a leaf module: torch only).
+
+Cameras are OpenCV world-to-camera: ``x_cam = R x_world + T``, x right, y down, z forward. ``K`` maps camera
+coordinates to continuous pixel coordinates in which pixel ``(i, j)`` (column i, row j) covers ``[i, i+1) x [j, j+1)``
+and has its centre at ``(i + 0.5, j + 0.5)``, nerfstudio's convention: a point projecting to ``uv`` lies in pixel
+``floor(uv)``.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+
+def project_to_views(
+    points: Float[Tensor, "N 3"],
+    intrinsics: Float[Tensor, "m 3 3"],
+    rotations: Float[Tensor, "m 3 3"],
+    translations: Float[Tensor, "m 3"],
+) -> Tuple[Float[Tensor, "m N 2"], Float[Tensor, "m N"]]:
+    """Projects world points into every view: pixel coordinates (u right, v down; pixel (i, j) spans [j, j+1)) and depth."""
+    cam = torch.einsum("mij,nj->mni", rotations, points) + translations[:, None, :]  # (m, N, 3)
+    depth = cam[..., 2]
+    uvw = torch.einsum("mij,mnj->mni", intrinsics, cam)
+    uv = uvw[..., :2] / uvw[..., 2:3].clamp(min=1e-6)
+    return uv, depth
+
+
+def inside_image(uv: Float[Tensor, "m N 2"], depth: Float[Tensor, "m N"], height: int, width: int) -> Bool[Tensor, "m N"]:
+    """Whether each projection falls inside the image and in front of the camera."""
+    return (depth > 1e-4) & (uv[..., 0] >= 0) & (uv[..., 0] < width) & (uv[..., 1] >= 0) & (uv[..., 1] < height)
+
+
+def project_points(
+    points: Float[Tensor, "N 3"], K: Float[Tensor, "3 3"], R: Float[Tensor, "3 3"], T: Float[Tensor, "3"]
+) -> Tuple[Float[Tensor, "N 2"], Float[Tensor, "N"]]:
+    """Projects world points with an OpenCV camera (``x_cam = R x + T``).
+
+    Returns:
+        uv: continuous pixel coordinates (a point at ``uv`` lies in pixel ``floor(uv)``; see the module docstring).
+        depth: camera-space z (points behind the camera have depth <= 0 and meaningless ``uv``).
+    """
+    dtype = points.dtype if points.is_floating_point() else torch.float32
+    K, R, T = (torch.as_tensor(x, dtype=dtype, device=points.device) for x in (K, R, T))
+    uv, depth = project_to_views(points.to(dtype), K[None], R[None], T.reshape(1, 3))
+    return uv[0], depth[0]
+
+
+def world_to_camera(
+    points: Float[Tensor, "N 3"], R: Float[Tensor, "3 3"], T: Float[Tensor, "3"]
+) -> Float[Tensor, "N 3"]:
+    """OpenCV world-to-camera transform ``x_cam = R x + T``."""
+    R = torch.as_tensor(R, dtype=points.dtype, device=points.device)
+    T = torch.as_tensor(T, dtype=points.dtype, device=points.device)
+    return points @ R.T + T.reshape(1, 3)
