@@ -4,7 +4,8 @@ It parses the dataset with the chosen dataparser and protocol (both splits), dec
 training does (missing, truncated or corrupt images and masks, empty masks), loads a sample of frames' proxy vertices
 (finite, right shape), checks that each sampled proxy projects onto its person (a camera that does not match its
 images shows up there), and reports the environment: device, tiny-cuda-nn, distributed backends, pretrained weights
-(encoder ResNet, VGG for the perceptual loss, LPIPS backbone) and body-model files. It prints one table and exits with
+(encoder ResNet, VGG for the perceptual loss, LPIPS backbone: in the cache, or to be downloaded on first use) and
+body-model files. It prints one table and exits with
 status 1 if anything is an error, 0 otherwise (warnings are things a run works around, e.g. a missing VGG falls back
 to an SSIM loss).
 
@@ -51,6 +52,7 @@ from gmnerf_ns.data.human_record import (
     ViewRecord,
     load_vertices,
 )
+from gmnerf_ns.weights import OFFLINE_ENV, TORCHVISION_URLS, expected_weights_path, weights_availability
 
 Status = Literal["ok", "info", "warn", "error"]
 STYLES = {"ok": "green", "info": "cyan", "warn": "yellow", "error": "bold red"}
@@ -168,12 +170,23 @@ def check_device(requested: str) -> Tuple[Check, str]:
     return Check("run", "device", "ok", f"trains on {device} (--machine.device-type {requested})"), device
 
 
-def check_weights(config) -> List[Check]:
-    """Pretrained weights a run of ``config`` (a TrainerConfig) looks for; never downloads."""
-    import lpips
+def weights_check(item: str, arch: str, weights_path: Optional[Path], used: str, fallback: str,
+                  missing_status: Status = "warn") -> Check:
+    """One row for a pretrained checkpoint: present, to be downloaded on first use, or missing (and what happens)."""
+    path = expected_weights_path(arch, weights_path)
+    availability = weights_availability(arch, weights_path)
+    if availability == "present":
+        return Check("weights", item, "ok", f"{used}: {path}")
+    if availability == "download":
+        return Check("weights", item, "info", f"{used}: not in the cache yet, downloaded on first use from "
+                                              f"{TORCHVISION_URLS[arch]} to {path} (set {OFFLINE_ENV}=1 to forbid)")
+    offline = f" and downloads are off ({OFFLINE_ENV}=1)" if weights_path is None else ""
+    return Check("weights", item, missing_status, f"{path} not found{offline}: {fallback}")
 
-    from gmnerf_ns.metrics import expected_weights_path
-    from gmnerf_ns.model.encoder import RESNET_WEIGHT_FILES
+
+def check_weights(config) -> List[Check]:
+    """Pretrained weights a run of ``config`` (a TrainerConfig) uses, and which would be downloaded; downloads none."""
+    import lpips
 
     model = config.pipeline.model
     rows = []
@@ -181,31 +194,22 @@ def check_weights(config) -> List[Check]:
     if encoder.backbone == "small":
         rows.append(Check("weights", "image encoder", "ok", "small CNN trained from scratch (needs no weights)"))
     else:
-        path = Path(encoder.pretrained_weights or Path(torch.hub.get_dir()) / "checkpoints"
-                    / RESNET_WEIGHT_FILES[encoder.backbone])
-        rows.append(Check("weights", "image encoder", "ok", f"{encoder.backbone} ImageNet weights: {path}")
-                    if path.is_file() else
-                    Check("weights", "image encoder", "warn", f"{encoder.backbone} ImageNet weights not found at "
-                          f"{path}: the encoder trains from scratch"))
+        rows.append(weights_check("image encoder", encoder.backbone, encoder.pretrained_weights,
+                                  f"{encoder.backbone} ImageNet weights", "the encoder trains from scratch"))
     if model.perceptual_loss_mult > 0:
         perceptual = model.perceptual_loss
         arch = "vgg19" if perceptual.backbone == "vgg" else "vgg16"
-        path = expected_weights_path(arch, perceptual.weights_path)
-        if path.is_file():
-            rows.append(Check("weights", "perceptual loss", "ok", f"{perceptual.backbone} on {arch}: {path}"))
-        else:
-            status: Status = "warn" if perceptual.allow_fallback else "error"
-            after = "falls back to 1 - MS-SSIM" if perceptual.allow_fallback else "training cannot start"
-            rows.append(Check("weights", "perceptual loss", status, f"{arch} weights not found at {path}: {after}"))
+        after = "falls back to 1 - MS-SSIM" if perceptual.allow_fallback else "training cannot start"
+        rows.append(weights_check("perceptual loss", arch, perceptual.weights_path, f"{perceptual.backbone} on {arch}",
+                                  after, "warn" if perceptual.allow_fallback else "error"))
     else:
         rows.append(Check("weights", "perceptual loss", "info", "disabled (perceptual_loss_mult = 0)"))
-    path = expected_weights_path("alexnet")
     linear = Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"
-    if path.is_file() and linear.is_file():
-        rows.append(Check("weights", "LPIPS metric", "ok", f"AlexNet {path} + lpips linear layers"))
+    if linear.is_file():
+        rows.append(weights_check("LPIPS metric", "alexnet", None, "AlexNet + lpips linear layers",
+                                  "ns-eval reports LPIPS as unavailable (PSNR/SSIM unaffected)"))
     else:
-        missing = path if not path.is_file() else linear
-        rows.append(Check("weights", "LPIPS metric", "warn", f"{missing} not found: ns-eval reports LPIPS as "
+        rows.append(Check("weights", "LPIPS metric", "warn", f"{linear} not found: ns-eval reports LPIPS as "
                                                             "unavailable (PSNR/SSIM unaffected)"))
     return rows
 

@@ -8,31 +8,36 @@ Image metrics follow the Neural Body / NHP evaluators (datasets.md §1.5-1.6):
 - SSIM is computed on the ``cv2.boundingRect`` crop of that mask, pixels of the crop outside the mask set to the same
   background value in both images (:func:`bbox_crop_ssim`), as Neural Body scatters the rendered rays onto a canvas;
 - LPIPS (not in NB/NHP; GM-NeRF reports it) is computed on the same crop, and only with real pretrained weights
-  (:class:`LPIPSMetric`). Without them it is *unavailable* (``None``), never a number from random weights.
+  (:class:`LPIPSMetric`). Without them (offline) it is *unavailable* (``None``), never a number from random weights.
 
 Geometry metrics (THuman2.0-style, paper.md §3 [INFER]) follow PIFu / ICON: P2S and Chamfer in cm
 (:func:`chamfer_and_p2s`).
 
-This module also owns the local-only lookup of torchvision checkpoints shared with ``gmnerf_ns.model.losses``
-(it lives here rather than there so that the model can import metrics without an import cycle).
+The backbone's weights come from :mod:`gmnerf_ns.weights` (torch hub's cache, downloaded there when missing).
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Dict, Literal, Optional, Set, Tuple, Union
+from typing import Dict, Literal, Optional, Tuple, Union
 
 import cv2
 import numpy as np
 import torch
 import trimesh
 from jaxtyping import Bool, Float, Int, Shaped
-from nerfstudio.utils.rich_utils import CONSOLE
-from rich.markup import escape
 from scipy.spatial import cKDTree
 from skimage.metrics import structural_similarity
 from torch import Tensor, nn
+
+from gmnerf_ns.weights import (
+    expected_weights_path,
+    load_torchvision_features,
+    missing_weights_hint,
+    pretrained_weights_path,
+    warn_once,
+)
 
 Image = Union[Float[np.ndarray, "H W 3"], Float[np.ndarray, "3 H W"], Float[Tensor, "H W 3"], Float[Tensor, "3 H W"]]
 """An RGB image in [0, 1], channels-last or channels-first, numpy or torch."""
@@ -41,78 +46,6 @@ Mask = Union[Shaped[np.ndarray, "H W"], Shaped[Tensor, "H W"]]
 
 MAX_PSNR = 100.0
 """PSNR of a perfect prediction (MSE clamped to 1e-10), so that one perfect view doesn't make a mean infinite."""
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Local-only pretrained weights
-# ----------------------------------------------------------------------------------------------------------------------
-
-TORCHVISION_CHECKPOINTS: Dict[str, str] = {
-    "vgg19": "vgg19-dcbb9e9d.pth",
-    "vgg16": "vgg16-397923af.pth",
-    "alexnet": "alexnet-owt-7be5be79.pth",
-}
-"""torchvision ImageNet checkpoints by architecture: the file names torch hub caches them under."""
-TORCHVISION_URL = "https://download.pytorch.org/models/"
-
-
-class MissingPretrainedWeightsWarning(UserWarning):
-    """Pretrained weights were not found locally, so a weights-free fallback (or no metric) is used."""
-
-
-_WARNED_KEYS: Set[str] = set()
-
-
-def warn_once(key: str, message: str) -> None:
-    """Warns loudly (rich console + ``MissingPretrainedWeightsWarning``) the first time ``key`` is seen."""
-    if key in _WARNED_KEYS:
-        return
-    _WARNED_KEYS.add(key)
-    CONSOLE.print(f"[bold yellow]WARNING: {escape(message)}")
-    warnings.warn(message, MissingPretrainedWeightsWarning, stacklevel=3)
-
-
-def expected_weights_path(arch: str, weights_path: Optional[Path] = None) -> Path:
-    """Where the ``arch`` checkpoint is looked up: ``weights_path`` if given, else torch hub's cache.
-
-    Never downloads. The hub cache is ``$TORCH_HOME/hub/checkpoints/<file>`` (``torch.hub.get_dir()``), the file
-    torchvision itself would have downloaded, so a machine that ever ran ``vgg19(weights="DEFAULT")`` has it.
-    """
-    if weights_path is not None:
-        return Path(weights_path).expanduser()
-    return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_CHECKPOINTS[arch]
-
-
-def missing_weights_hint(arch: str, path: Path) -> str:
-    """One sentence telling the user which file to put where."""
-    return (
-        f"put torchvision's {TORCHVISION_CHECKPOINTS[arch]} ({TORCHVISION_URL}{TORCHVISION_CHECKPOINTS[arch]}) "
-        f"at {path}"
-    )
-
-
-def load_torchvision_features(path: Path) -> Dict[str, Tensor]:
-    """Loads the ``features.*`` part of a torchvision VGG/AlexNet checkpoint, prefix stripped.
-
-    A checkpoint holding only the features (keys ``features.N.weight`` or ``N.weight``) works too.
-    """
-    try:
-        try:
-            # mmap: the 500 MB classifier of a VGG checkpoint is never read.
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) serialisation cannot be mmapped
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        summary = str(err).strip().split(". ")[0]  # torch's messages run on with advice that doesn't apply here
-        raise ValueError(f"{path} is not a readable torch checkpoint ({type(err).__name__}: {summary})") from err
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-    if not features:
-        features = {k: v for k, v in state.items() if k.split(".")[0].isdigit()}
-    if not features:
-        raise ValueError(f"{path} holds no 'features.*' tensors; is it a torchvision VGG/AlexNet checkpoint?")
-    return features
-
 
 class FrozenNetHolder(nn.Module):
     """Holds a frozen pretrained network outside ``parameters()`` and ``state_dict()``, yet moved by ``.to()``.
@@ -296,15 +229,17 @@ def bbox_crop_ssim(pred: Image, gt: Image, mask: Mask, background: Optional[floa
 
 
 class LPIPSMetric(FrozenNetHolder):
-    """LPIPS (``lpips`` package, v0.1 linear layers) computed only with real, locally found pretrained weights.
+    """LPIPS (``lpips`` package, v0.1 linear layers) computed only with real pretrained weights.
 
-    When the backbone checkpoint is missing, ``available`` is False, ``reason`` says which file is missing and calls
-    return ``None``: an LPIPS from a randomly initialised backbone is not LPIPS.
+    The backbone checkpoint is downloaded into torch hub's cache when missing (:mod:`gmnerf_ns.weights`); the linear
+    layers ship with the ``lpips`` package. When the backbone cannot be had (offline), ``available`` is False,
+    ``reason`` says which file is missing and calls return ``None``: an LPIPS from a randomly initialised backbone is
+    not LPIPS.
 
     Args:
         net: Backbone: ``"alex"`` (the LPIPS authors' recommendation for a metric, and torchmetrics' default) or
             ``"vgg"``. GM-NeRF does not say which it used [INFER].
-        weights_path: torchvision AlexNet / VGG16 checkpoint; ``None`` looks in torch hub's cache.
+        weights_path: torchvision AlexNet / VGG16 checkpoint; ``None``: torch hub's cache, downloaded if missing.
     """
 
     def __init__(self, net: Literal["alex", "vgg"] = "alex", weights_path: Optional[Path] = None) -> None:
@@ -314,8 +249,8 @@ class LPIPSMetric(FrozenNetHolder):
         arch = {"alex": "alexnet", "vgg": "vgg16"}[net]
         self.weights_path = expected_weights_path(arch, weights_path)
         try:
-            self.set_frozen_net(build_lpips(net, self.weights_path))
-        except Exception as err:  # a missing or unreadable checkpoint must never stop an evaluation
+            self.set_frozen_net(build_lpips(net, pretrained_weights_path(arch, weights_path)))
+        except Exception as err:  # missing weights offline, or an unreadable checkpoint, must never stop an evaluation
             self.reason = f"LPIPS metric disabled: {err}"
             warn_once(f"lpips-metric:{self.weights_path}", self.reason)
 

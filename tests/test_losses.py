@@ -7,8 +7,7 @@ import torch
 import torchvision
 from torchvision.models.vgg import cfgs, make_layers
 
-from gmnerf_ns import metrics
-from gmnerf_ns.metrics import MissingPretrainedWeightsWarning
+from gmnerf_ns import weights
 from gmnerf_ns.model.losses import (
     MS_SSIM_MIN_SIDE,
     PerceptualLoss,
@@ -18,11 +17,12 @@ from gmnerf_ns.model.losses import (
     mse,
     vgg19_layer_names,
 )
+from gmnerf_ns.weights import MissingPretrainedWeightsWarning
 
 
 @pytest.fixture(autouse=True)
 def fresh_warn_once(monkeypatch):
-    monkeypatch.setattr(metrics, "_WARNED_KEYS", set())
+    monkeypatch.setattr(weights, "_WARNED_KEYS", set())
 
 
 @pytest.fixture

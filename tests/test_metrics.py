@@ -9,11 +9,10 @@ import torch
 import trimesh
 from skimage.metrics import structural_similarity
 
-from gmnerf_ns import metrics
+from gmnerf_ns import weights
 from gmnerf_ns.metrics import (
     MAX_PSNR,
     LPIPSMetric,
-    MissingPretrainedWeightsWarning,
     bbox_crop_ssim,
     bbox_mask_from_corners,
     chamfer_and_p2s,
@@ -21,13 +20,14 @@ from gmnerf_ns.metrics import (
     masked_psnr,
     project_bbox_corners,
 )
+from gmnerf_ns.weights import MissingPretrainedWeightsWarning
 
 
 @pytest.fixture
 def offline_torch_home(tmp_path, monkeypatch):
     """An empty torch hub cache and a fresh warn-once registry."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setattr(metrics, "_WARNED_KEYS", set())
+    monkeypatch.setattr(weights, "_WARNED_KEYS", set())
     return tmp_path / "torch_home"
 
 

@@ -1,8 +1,9 @@
 """2D image encoder: per-view multi-scale feature maps of the m source images.
 
 The paper trains a CNN encoder end to end; the backbone is not stated [UNVERIFIED]. We follow pixelNeRF/NHP: a ResNet
-(torchvision resnet18/34, ImageNet weights loaded from a *local* file when present) or a small from-scratch CNN for CPU
-runs, with features from several strides upsampled to half the input resolution and fused by a 1x1 convolution.
+(torchvision resnet18/34 with ImageNet weights, downloaded into torch hub's cache when missing unless offline; see
+:mod:`gmnerf_ns.weights`) or a small from-scratch CNN for CPU runs, with features from several strides upsampled to
+half the input resolution and fused by a 1x1 convolution.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from nerfstudio.configs.base_config import InstantiateConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor, nn
 
-RESNET_WEIGHT_FILES = {"resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth"}
+from gmnerf_ns.weights import PretrainedWeightsUnavailable, pretrained_weights_path, warn_once
 
 
 @dataclass
@@ -29,7 +30,7 @@ class ImageEncoderConfig(InstantiateConfig):
     backbone: Literal["small", "resnet18", "resnet34"] = "small"
     """'small': a 3-stage CNN trained from scratch (fast on CPU); 'resnet18'/'resnet34': torchvision ResNets."""
     pretrained_weights: Optional[Path] = None
-    """ImageNet weights for the ResNet; default: torch hub's cache ($TORCH_HOME/hub/checkpoints/<name>.pth)."""
+    """ImageNet weights for the ResNet. None: torch hub's cache ($TORCH_HOME/hub/checkpoints), downloaded if missing."""
     channels: int = 16
     """Width of the small CNN's first stage (doubled at each later stage)."""
     out_channels: int = 32
@@ -94,12 +95,14 @@ def _resnet_stages(config: ImageEncoderConfig):
     import torchvision
 
     net = getattr(torchvision.models, config.backbone)(weights=None)
-    path = config.pretrained_weights or Path(torch.hub.get_dir()) / "checkpoints" / RESNET_WEIGHT_FILES[config.backbone]
-    if Path(path).exists():
+    try:
+        path = pretrained_weights_path(config.backbone, config.pretrained_weights)
+    except PretrainedWeightsUnavailable as err:  # offline: the ResNet still trains, from scratch
+        source = "trained from scratch (no ImageNet weights)"
+        warn_once(f"image-encoder:{err}", f"Image encoder {config.backbone} trains from scratch: {err}")
+    else:
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         source = f"ImageNet weights from {path}"
-    else:
-        source = f"trained from scratch (no ImageNet weights at {path})"
     stages = nn.ModuleList(
         [
             nn.Sequential(net.conv1, net.bn1, net.relu),  # H/2, 64

@@ -5,10 +5,11 @@ paper.md §2 [PAPER]); the paper text available to us names neither the network 
 Johnson-style L1 loss on ImageNet-normalised VGG19 relu1_2..relu5_2 features with pix2pixHD's layer weights, and the
 LPIPS-VGG alternative, are our choice [INFER].
 
-Pretrained weights are looked up locally only (never downloaded): ``PerceptualLossConfig.weights_path``, else torch
-hub's cache (``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``, ``vgg16-397923af.pth`` for LPIPS). Without them the loss
-falls back to the weights-free ``1 - MS-SSIM`` (``1 - SSIM`` on patches too small for 5 MS-SSIM scales), says so once,
-loudly, with the file path to fill, and records it in ``PerceptualLoss.kind`` / ``.reason``.
+Pretrained weights come from ``PerceptualLossConfig.weights_path``, else torch hub's cache
+(``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``, ``vgg16-397923af.pth`` for LPIPS), downloaded there from
+torchvision when missing (:mod:`gmnerf_ns.weights`; ``GMNERF_OFFLINE=1`` forbids it). Without them the loss falls back
+to the weights-free ``1 - MS-SSIM`` (``1 - SSIM`` on patches too small for 5 MS-SSIM scales), says so once, loudly,
+with the file path to fill, and records it in ``PerceptualLoss.kind`` / ``.reason``.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.models.vgg import cfgs, make_layers
 
-from gmnerf_ns.metrics import (
-    FrozenNetHolder,
-    build_lpips,
+from gmnerf_ns.metrics import FrozenNetHolder, build_lpips
+from gmnerf_ns.weights import (
+    PretrainedWeightsUnavailable,
     expected_weights_path,
     load_torchvision_features,
-    missing_weights_hint,
+    pretrained_weights_path,
     warn_once,
 )
 
@@ -48,7 +49,7 @@ class PerceptualLossConfig(InstantiateConfig):
     backbone: Literal["vgg", "lpips"] = "vgg"
     """``vgg``: L1 on VGG19 features (Johnson et al. / pix2pixHD). ``lpips``: LPIPS v0.1 with a VGG16 trunk."""
     weights_path: Optional[Path] = None
-    """torchvision VGG19 (``vgg``) or VGG16 (``lpips``) checkpoint. None: torch hub's cache. Never downloaded."""
+    """torchvision VGG19 (``vgg``) or VGG16 (``lpips``) checkpoint. None: torch hub's cache, downloaded if missing."""
     layers: Tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2")
     """VGG19 activations compared by the ``vgg`` backbone."""
     layer_weights: Tuple[float, ...] = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
@@ -129,15 +130,15 @@ class PerceptualLoss(FrozenNetHolder):
         self.kind: str = config.backbone
         self.reason: Optional[str] = None
         try:
-            if not self.weights_path.is_file():
-                raise FileNotFoundError(
-                    f"pretrained {arch} weights not found; {missing_weights_hint(arch, self.weights_path)}"
-                    + (" (or set weights_path)" if config.weights_path is None else "")
-                )
+            try:
+                path = pretrained_weights_path(arch, config.weights_path)
+            except PretrainedWeightsUnavailable as err:
+                suffix = " (or set weights_path)" if config.weights_path is None else ""
+                raise PretrainedWeightsUnavailable(f"{err}{suffix}") from err
             if config.backbone == "vgg":
-                net = VGG19Features(load_torchvision_features(self.weights_path), config.layers)
+                net = VGG19Features(load_torchvision_features(path), config.layers)
             else:
-                net = build_lpips("vgg", self.weights_path)
+                net = build_lpips("vgg", path)
         except Exception as err:  # offline without weights (or with a broken file) must not stop training
             if not config.allow_fallback:
                 raise

@@ -8,8 +8,8 @@
 * ``per_subject``: per held-out subject, all images and each setting;
 * ``subject_mean``: the mean of the per-subject means (the NHP-style average, each subject weighted equally);
 * ``per_image``: subject, frame, camera, setting and metrics of every image;
-* ``lpips_status``: whether LPIPS was computed; without locally found pretrained weights it is not (the reason says
-  which file is missing), and no ``lpips`` number is reported;
+* ``lpips_status``: whether LPIPS was computed; without pretrained weights (offline: not cached and not downloadable)
+  it is not (the reason says which file is missing), and no ``lpips`` number is reported;
 * ``geometry``: Chamfer and P2S (cm) of marching cubes on the model's density against the ground-truth meshes, for
   data that has them (``SubjectRecord.gt_mesh_dir``), or why not.
 
@@ -89,7 +89,7 @@ class LPIPSStatus:
 
 
 def lpips_metric():
-    """``(LPIPSMetric or None, LPIPSStatus)``: the metric only when its pretrained weights are found locally."""
+    """``(LPIPSMetric or None, LPIPSStatus)``: the metric only when its pretrained weights are cached or downloaded."""
     from gmnerf_ns.metrics import LPIPSMetric
 
     try:
