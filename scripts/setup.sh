@@ -25,7 +25,18 @@ quiet() {  # run a pip step with its chatter in the log; show the log's tail if 
 STAMP="$VIRTUAL_ENV/.gmnerf_setup_stamp"
 HASH=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 
+link_ffmpeg() {  # ns-render stops with "Could not find ffmpeg" otherwise: use imageio-ffmpeg's bundled binary
+  if ! command -v ffmpeg >/dev/null 2>&1; then
+    local exe
+    if exe=$($PY -c "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())" 2>/dev/null) && [ -x "$exe" ]; then
+      ln -sf "$exe" "$VIRTUAL_ENV/bin/ffmpeg"
+      echo "[setup] no system ffmpeg: linked imageio-ffmpeg's into $VIRTUAL_ENV/bin/ffmpeg"
+    fi
+  fi
+}
+
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] && $PY -c "import gmnerf_ns, nerfstudio" 2>/dev/null; then
+  link_ffmpeg
   echo "[setup] up to date ($VIRTUAL_ENV)"
   exit 0
 fi
@@ -38,6 +49,7 @@ if ! $PY -c "import torch, torchvision, sys; sys.exit(0 if (torch.__version__.st
 fi
 echo "[setup] installing gmnerf-ns (editable, with dev extras) and nerfstudio==1.1.5"
 quiet $PY -m pip install -e ".[dev]" torch==2.14.1 torchvision==0.29.1
+link_ffmpeg
 echo "$HASH" > "$STAMP"
 echo "[setup] done: $(python -c 'import nerfstudio, torch; print("torch", torch.__version__, "| nerfstudio", nerfstudio.__version__ if hasattr(nerfstudio, "__version__") else "1.1.5")') in $VIRTUAL_ENV"
 echo "[setup] activate with: source $ROOT/.venv/bin/activate"

@@ -13,9 +13,8 @@ from nerfstudio.scripts import render as ns_render
 
 from gmnerf_ns.tools import render
 from gmnerf_ns.tools.conditioning import choose_subject, frame_schedule, with_condition
+from tests.required import missing
 from tests.runs import TEST_SUBJECT, shared_pipeline, shared_run
-
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ns-render checks for ffmpeg (not installed)")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +53,7 @@ def test_orbit_renders_the_person_and_saves_a_camera_path(orbit):
 
 def test_plain_ns_render_camera_path_conditions_on_the_default_subject(config, orbit, tmp_path):
     if shutil.which("ffmpeg") is None:
-        pytest.skip("ns-render checks for ffmpeg (not installed)")
+        missing("ffmpeg (ns-render checks for it)")
     common = dict(load_config=config, camera_path_filename=orbit / "orbit_path.json", output_format="images",
                   image_format="png")
     ns_render.RenderCameraPath(output_path=tmp_path / "plain", **common).main()
@@ -67,11 +66,16 @@ def test_plain_ns_render_camera_path_conditions_on_the_default_subject(config, o
     assert not all(np.array_equal(a, b) for a, b in zip(plain, other))  # --subject/--frame change the conditioning
 
 
-@needs_ffmpeg
 def test_plain_ns_render_interpolate_works_and_spiral_is_unsupported(config, tmp_path):
+    if shutil.which("ffmpeg") is None:
+        missing("ffmpeg (ns-render checks for it)")
     ns_render.RenderInterpolated(load_config=config, output_path=tmp_path / "interp", output_format="images",
                                  image_format="png", interpolation_steps=1).main()
     assert len(frames_of(tmp_path / "interp")) > 0
+    # a video, as users render it (ffmpeg from the system, or the one scripts/setup.sh links)
+    ns_render.RenderInterpolated(load_config=config, output_path=tmp_path / "interp.mp4", output_format="video",
+                                 interpolation_steps=1).main()
+    assert (tmp_path / "interp.mp4").is_file() and (tmp_path / "interp.mp4").stat().st_size > 1000
     # ns-render spiral asserts a ray-batch datamanager (VanillaDataManager & co); gmnerf-render spiral replaces it
     with pytest.raises(AssertionError):
         ns_render.SpiralRender(load_config=config, output_path=tmp_path / "spiral", output_format="images").main()

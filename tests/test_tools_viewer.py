@@ -19,6 +19,7 @@ from nerfstudio.viewer.viewer_elements import ViewerControl, ViewerElement
 
 from gmnerf_ns.tools.viewer import GMNeRFViewerControls
 from tests.browser import Browser, find_chromium
+from tests.required import missing
 from tests.runs import TEST_SUBJECT, make_tiny_data, shared_pipeline, tiny_config
 
 
@@ -88,8 +89,9 @@ def canvas_person(shot: np.ndarray) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed (apt-get install chromium)")
 def test_live_training_viewer_shows_a_person_in_chromium(tmp_path):
+    if find_chromium() is None:
+        missing("chromium (apt-get install chromium)")
     # the tiny config (tests/runs.py) with the viewer on: passed as a file, so no CLI flag spelling is involved
     config = tiny_config(make_tiny_data(tmp_path / "data"), tmp_path / "outputs", steps=200)
     port = free_port()
