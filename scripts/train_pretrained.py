@@ -12,8 +12,8 @@ Three steps, each skipped when its output exists:
 
 Usage (2 CPU cores: about 5 minutes for the world, then about 0.5 s per step)::
 
-    python scripts/train_pretrained.py --steps 10000
-    python scripts/train_pretrained.py --steps 10000 --only export     # re-export a finished run
+    python scripts/train_pretrained.py --steps 8000
+    python scripts/train_pretrained.py --steps 8000 --only export     # re-export a finished run
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Recipe:
     """Where the training world is (or is generated)."""
     runs: Path = Path("outputs")
     """ns-train output folder."""
-    steps: int = 10000
+    steps: int = 8000
     """Training steps (the learning rate decays over all of them)."""
     seed: int = 0
     """Training sampler seed."""
