@@ -177,6 +177,9 @@ def _detect_folder(folder: Path, data: Path) -> Tuple[Dataset, str]:
         for dataset, marked, what in MARKED:
             if sub.is_dir() and marked(sub):
                 return dataset, f"{sub.name}/ has {what}"
+    if (folder / "manifest.json").is_file() and "gmnerf-synth" in (folder / "manifest.json").read_text(errors="replace"):
+        raise HumanDataError(f"--data {data}: {folder} is an incomplete gmnerf-synth dataset (manifest.json but no "
+                             "split.json: generation was interrupted); rerun the same gmnerf-synth command to finish it")
     found = (f"{len(subjects)} folder(s) with annots.npy but neither camera folders nor image/mask/smpl"
              if subjects else "none of the files below")
     raise HumanDataError(f"--data {data}: cannot tell which dataset {folder} is ({found}). Looked for:\n  "

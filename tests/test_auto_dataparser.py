@@ -146,3 +146,19 @@ def test_ns_train_cli(data_root):
     dataparser = config.pipeline.datamanager.dataparser
     assert type(dataparser) is SyntheticDataParserConfig and dataparser.max_eval_frames_per_subject == 1
     assert config.data == Path("data/synthetic")
+
+
+def test_gmnerf_synth_interrupted_before_any_subject_says_to_finish_it(tmp_path, monkeypatch):
+    """Killed right after writing manifest.json: no subject and no split.json yet."""
+    from gmnerf_ns.synth.generator import SynthConfig, generate
+
+    out = tmp_path / "synthetic"
+    config = SynthConfig(out=out, num_subjects=1, num_test_subjects=1, num_cameras=2, num_frames=1, resolution=16,
+                         progress=False, supersample=1)
+    monkeypatch.setattr("gmnerf_ns.synth.generator.generate_subject", lambda *a, **k: (_ for _ in ()).throw(
+        KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        generate(config)
+    assert (out / "manifest.json").is_file() and not (out / "split.json").exists()
+    with pytest.raises(HumanDataError, match="incomplete gmnerf-synth dataset.*rerun the same gmnerf-synth command"):
+        AutoDataParserConfig(data=out).setup()
