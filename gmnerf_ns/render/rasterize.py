@@ -41,13 +41,48 @@ class Rasterized(NamedTuple):
     """Camera-space z of the visible surface (``inf`` for background)."""
 
 
-def _barycentrics(
-    params: Float[Tensor, "P 9"], px: Tensor, py: Tensor
-) -> Tuple[Float[Tensor, "P"], Float[Tensor, "P"]]:
+def _triangle_setup(
+    tri_uv: Float[Tensor, "*bs 3 2"], tri_z: Float[Tensor, "*bs 3"], near: float
+) -> Tuple[Float[Tensor, "*bs 9"], Float[Tensor, "*bs"]]:
+    """Per-triangle parameters of the coverage and depth tests, and the signed screen-space area.
+
+    Edge functions as affine maps of the pixel offset from vertex 0, normalised to barycentrics (local offsets keep
+    float32 exact enough for tiny triangles far from the image origin): ``params`` = (u0, v0, four barycentric
+    coefficients, 1/z of the three vertices).
+    """
+    d1 = tri_uv[..., 1, :] - tri_uv[..., 0, :]
+    d2 = tri_uv[..., 2, :] - tri_uv[..., 0, :]
+    area = d1[..., 0] * d2[..., 1] - d1[..., 1] * d2[..., 0]
+    inv_area = 1.0 / torch.where(area == 0, torch.ones_like(area), area)
+    # b1 = cross(p, d2) / area... written out: b1 = (d2y px - d2x py) / area, b2 = (d1x py - d1y px) / area.
+    inv_z = 1.0 / tri_z.clamp_min(near)
+    params = torch.stack(
+        [
+            tri_uv[..., 0, 0],
+            tri_uv[..., 0, 1],
+            d2[..., 1] * inv_area,
+            -d2[..., 0] * inv_area,
+            -d1[..., 1] * inv_area,
+            d1[..., 0] * inv_area,
+            inv_z[..., 0],
+            inv_z[..., 1],
+            inv_z[..., 2],
+        ],
+        -1,
+    )
+    return params, area
+
+
+def _barycentrics(params: Float[Tensor, "*bs 9"], px: Tensor, py: Tensor) -> Tuple[Tensor, Tensor]:
     """Screen-space barycentrics (b1, b2) of vertices 1 and 2 at pixel centres ``(px + 0.5, py + 0.5)``."""
-    dx = px.float() + 0.5 - params[:, 0]
-    dy = py.float() + 0.5 - params[:, 1]
-    return params[:, 2] * dx + params[:, 3] * dy, params[:, 4] * dx + params[:, 5] * dy
+    dx = px.float() + 0.5 - params[..., 0]
+    dy = py.float() + 0.5 - params[..., 1]
+    return params[..., 2] * dx + params[..., 3] * dy, params[..., 4] * dx + params[..., 5] * dy
+
+
+def _inverse_depth(params: Float[Tensor, "*bs 9"], b1: Tensor, b2: Tensor) -> Tensor:
+    """1/z at barycentrics (b1, b2): 1/z is affine in screen space."""
+    return (1.0 - b1 - b2) * params[..., 6] + b1 * params[..., 7] + b2 * params[..., 8]
 
 
 @torch.no_grad()
@@ -82,27 +117,7 @@ def rasterize(
     uv = (verts @ K.T)[:, :2] / z.clamp_min(near)[:, None]
     tri_uv = uv[faces]  # (F, 3, 2)
     tri_z = z[faces]  # (F, 3)
-    # Edge functions as affine maps of the pixel offset from vertex 0, normalised to barycentrics: local offsets keep
-    # float32 exact enough for tiny triangles far from the image origin.
-    d1 = tri_uv[:, 1] - tri_uv[:, 0]
-    d2 = tri_uv[:, 2] - tri_uv[:, 0]
-    area = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
-    inv_area = 1.0 / torch.where(area == 0, torch.ones_like(area), area)
-    # b1 = cross(p, d2) / area... written out: b1 = (d2y px - d2x py) / area, b2 = (d1x py - d1y px) / area.
-    params = torch.stack(
-        [
-            tri_uv[:, 0, 0],
-            tri_uv[:, 0, 1],
-            d2[:, 1] * inv_area,
-            -d2[:, 0] * inv_area,
-            -d1[:, 1] * inv_area,
-            d1[:, 0] * inv_area,
-            1.0 / tri_z[:, 0].clamp_min(near),
-            1.0 / tri_z[:, 1].clamp_min(near),
-            1.0 / tri_z[:, 2].clamp_min(near),
-        ],
-        -1,
-    )  # (F, 9)
+    params, area = _triangle_setup(tri_uv, tri_z, near)  # (F, 9), (F,)
     # Rows whose pixel centres (j + 0.5) can meet the triangle.
     y_lo = torch.ceil(tri_uv[..., 1].amin(1) - 0.5).clamp(min=0)
     y_hi = torch.floor(tri_uv[..., 1].amax(1) - 0.5).clamp(max=height - 1)
@@ -146,8 +161,7 @@ def rasterize(
         b1, b2 = _barycentrics(p, px, py)
         inside = (b1 >= 0) & (b2 >= 0) & (b1 + b2 <= 1)
         p, b1, b2 = p[inside], b1[inside], b2[inside]
-        inv_z = (1.0 - b1 - b2) * p[:, 6] + b1 * p[:, 7] + b2 * p[:, 8]  # 1/z is affine in screen space
-        key = ((1.0 / inv_z).view(torch.int32).long() << 32) | f[inside]
+        key = ((1.0 / _inverse_depth(p, b1, b2)).view(torch.int32).long() << 32) | f[inside]
         zbuf.scatter_reduce_(0, (py * width + px)[inside], key, reduce="amin", include_self=True)
 
     hit = zbuf != _NO_HIT
@@ -193,13 +207,7 @@ def rasterize_depth(
     z = verts[..., 2]  # (m, V)
     uv = torch.einsum("mij,mvj->mvi", K, verts)[..., :2] / z.clamp_min(near)[..., None]
     tri_uv, tri_z = uv[:, faces], z[:, faces]  # (m, F, 3, 2), (m, F, 3)
-    d1 = tri_uv[:, :, 1] - tri_uv[:, :, 0]
-    d2 = tri_uv[:, :, 2] - tri_uv[:, :, 0]
-    area = d1[..., 0] * d2[..., 1] - d1[..., 1] * d2[..., 0]
-    inv_area = 1.0 / torch.where(area == 0, torch.ones_like(area), area)
-    params = torch.stack([tri_uv[..., 0, 0], tri_uv[..., 0, 1], d2[..., 1] * inv_area, -d2[..., 0] * inv_area,
-                          -d1[..., 1] * inv_area, d1[..., 0] * inv_area, *(1.0 / tri_z.clamp_min(near)).unbind(-1)],
-                         -1)  # (m, F, 9), as in rasterize
+    params, area = _triangle_setup(tri_uv, tri_z, near)  # (m, F, 9), (m, F)
     y_lo = torch.ceil(tri_uv[..., 1].amin(-1) - 0.5).clamp(min=0)
     y_hi = torch.floor(tri_uv[..., 1].amax(-1) - 0.5).clamp(max=height - 1)
     x_lo = torch.ceil(tri_uv[..., 0].amin(-1) - 0.5 - 1e-3).clamp(min=0)
@@ -218,11 +226,10 @@ def rasterize_depth(
         py = y_lo[view, :, None] + dy  # (v, F, k*k)
         px = x_lo[view, :, None] + dx
         p = params[view, :, None, :]
-        ex, ey = px + 0.5 - p[..., 0], py + 0.5 - p[..., 1]
-        b1, b2 = p[..., 2] * ex + p[..., 3] * ey, p[..., 4] * ex + p[..., 5] * ey
+        b1, b2 = _barycentrics(p, px, py)
         inside = ((b1 >= 0) & (b2 >= 0) & (b1 + b2 <= 1) & keep[view, :, None] & (py <= y_hi[view, :, None])
                   & (px <= x_hi[view, :, None]))
-        depth = 1.0 / ((1.0 - b1 - b2) * p[..., 6] + b1 * p[..., 7] + b2 * p[..., 8])
+        depth = 1.0 / _inverse_depth(p, b1, b2)
         first = torch.arange(start, min(start + views_per_chunk, m), device=device)[:, None, None]
         cell = (first * height + py.long()) * width + px.long()
         cell = torch.where(inside, cell, m * height * width)
