@@ -98,6 +98,11 @@ class GMNeRFPipeline(VanillaPipeline):
     @profiler.time_function
     def get_train_loss_dict(self, step: int):
         camera, batch = self.datamanager.next_train(step)
+        return self.train_loss_dict_for(camera, batch)
+
+    def train_loss_dict_for(self, camera, batch):
+        """(outputs, losses, metrics) of one training batch: the step after the data (scripts/profile_step.py times
+        it apart from the data)."""
         outputs = self._model(camera, sources=batch["sources"], patch=batch["patch"])
         metrics = self.model.get_metrics_dict(outputs, batch)
         return outputs, self.model.get_loss_dict(outputs, batch, metrics), metrics

@@ -97,12 +97,10 @@ def build(options: Profile, data: Path):
 
 
 def compute(pipeline, optimizers, camera, batch, step: int, timings: Optional[Dict[str, float]], sync) -> None:
-    """Forward, loss, backward and optimizer step of one batch (the code path of the pipeline's training step)."""
+    """Forward, loss, backward and optimizer step of one batch (the pipeline's own training step after the data)."""
     start = time.perf_counter()
-    model = pipeline.model
-    outputs = model(camera, sources=batch["sources"], patch=batch["patch"])
-    metrics = model.get_metrics_dict(outputs, batch)
-    loss = sum(model.get_loss_dict(outputs, batch, metrics).values())
+    _, losses, _ = pipeline.train_loss_dict_for(camera, batch)
+    loss = sum(losses.values())
     sync()
     middle = time.perf_counter()
     optimizers.zero_grad_all()
