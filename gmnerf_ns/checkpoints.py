@@ -72,6 +72,13 @@ def model_weights(state: Dict[str, Any]) -> Dict[str, torch.Tensor]:
     return weights
 
 
+def weight_mismatch(ours: Dict[str, torch.Tensor], theirs: Dict[str, torch.Tensor]
+                    ) -> Tuple[List[str], List[str], List[str]]:
+    """Sorted names of the tensors ``theirs`` lacks, those only it has, and the shared ones of another shape."""
+    wrong = sorted(k for k in ours.keys() & theirs.keys() if tuple(ours[k].shape) != tuple(theirs[k].shape))
+    return sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys()), wrong
+
+
 def check_checkpoint_fits(model: nn.Module, state: Dict[str, Any], path: Path, purpose: Literal["resume", "init"]
                           ) -> None:
     """Raises :class:`CheckpointError` unless ``state`` holds weights of this very model (``resume``) or of a gm-nerf
@@ -88,8 +95,7 @@ def check_checkpoint_fits(model: nn.Module, state: Dict[str, Any], path: Path, p
             f"{path} is not a gm-nerf checkpoint{writer}: it holds {len(shared)} of this model's {len(ours)} tensors "
             f"(its model has e.g. {example}); {flag} must point at a gm-nerf run's nerfstudio_models"
         )
-    wrong = sorted(k for k in shared if tuple(ours[k].shape) != tuple(theirs[k].shape))
-    missing, unexpected = sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys())
+    missing, unexpected, wrong = weight_mismatch(ours, theirs)
     if wrong or (purpose == "resume" and (missing or unexpected)):
         details = []
         if wrong:

@@ -31,7 +31,14 @@ import torch
 import tyro
 
 from gmnerf_ns import __version__
-from gmnerf_ns.checkpoints import CheckpointError, RunInputError, list_checkpoints, model_weights, read_checkpoint
+from gmnerf_ns.checkpoints import (
+    CheckpointError,
+    RunInputError,
+    list_checkpoints,
+    model_weights,
+    read_checkpoint,
+    weight_mismatch,
+)
 
 PRETRAINED_METHOD = "gm-nerf-small"
 """The method whose architecture the shipped weights have."""
@@ -142,9 +149,7 @@ def write_run(options: PretrainedRun) -> Path:
     check_output_dir(config)
     pipeline = config.pipeline.setup(device=options.device, test_mode="test")
     model = pipeline.model
-    ours = model.state_dict()
-    missing = sorted(ours.keys() - state["weights"].keys())
-    wrong = sorted(k for k in ours.keys() & state["weights"].keys() if ours[k].shape != state["weights"][k].shape)
+    missing, _, wrong = weight_mismatch(model.state_dict(), state["weights"])
     if missing or wrong:
         raise CheckpointError(f"{options.weights}: weights do not fit gm-nerf-small of this version "
                               f"({len(missing)} missing, e.g. {(missing or wrong)[0]}; {len(wrong)} of another shape)")
