@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 import subprocess
 import sys
@@ -99,6 +100,8 @@ def retarget(config_path: Path, data: Path, protocol: Path, out: Path) -> Path:
     config.pipeline.datamanager.dataparser.data = data
     config.pipeline.datamanager.dataparser.protocol = str(protocol)
     config.pipeline.geometry_resolution = 0  # image metrics only
+    if getattr(config.machine, "device_type", None) == "cuda":  # trained on a GPU machine: evaluate on what is here
+        config.machine.device_type = "auto"
     config.output_dir, config.experiment_name, config.timestamp = out.parent.parent, out.parent.name, out.name
     base = config.get_base_dir()
     base.mkdir(parents=True, exist_ok=True)
@@ -141,6 +144,11 @@ def per_person(result: Path) -> Dict[str, Dict[str, float]]:
             if image.get(key) is not None:
                 people.setdefault(image["subject"], {}).setdefault(key, []).append(float(image[key]))
     return {person: {k: float(np.mean(v)) for k, v in metrics.items()} for person, metrics in people.items()}
+
+
+def seed_group(name: str) -> str:
+    """The model a run is a seed of: ``...-full-seed1`` -> ``...-full`` (names without a seed are their own group)."""
+    return re.sub(r"-seed\d+$", "", name)
 
 
 def interval(values: List[float]) -> Tuple[float, float]:
@@ -226,12 +234,50 @@ def report(work: Path, models: List[str], out: Path) -> None:
                 summary[name][f"all/misfit{misfit:g}/diff_to_{names[0]}"] = [mean, half, len(diffs)]
                 cells.append(f"{mean:+.2f} ± {half:.2f}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    groups: Dict[str, List[str]] = {}
+    for name in names:
+        groups.setdefault(seed_group(name), []).append(name)
+    if any(len(members) > 1 for members in groups.values()) and len(groups) > 1:
+        lines += pooled_over_seeds(table, groups, summary)
     out.mkdir(parents=True, exist_ok=True)
     per_person_json = {name: [{"rig": r, "misfit": f, "person": p, **m} for (r, f, p), m in sorted(people.items())]
                        for name, people in table.items()}
     (out / "results.json").write_text(json.dumps({"summary": summary, "per_person": per_person_json}, indent=1))
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def pooled_over_seeds(table: Dict[str, Dict], groups: Dict[str, List[str]], summary: Dict[str, Dict]) -> List[str]:
+    """Each model's PSNR per person averaged over its training seeds, and the paired difference of every model to the
+    first (same people): the seed-to-seed spread is inside each person's mean, the 95% CI is over people."""
+    def seed_mean(members: List[str]) -> Dict[Tuple, float]:
+        shared = set.intersection(*(set(table[m]) for m in members))
+        return {k: float(np.mean([table[m][k]["psnr"] for m in members])) for k in shared}
+
+    means = {group: seed_mean(members) for group, members in groups.items()}
+    reference = next(iter(groups))
+    lines = ["", f"Pooled over training seeds (per person: the mean over seeds), mean ± 95% CI over people; "
+             f"difference to {reference}:", "",
+             "| model | seeds | " + " | ".join(f"misfit {m:g}: PSNR" for m in MISFITS) + " | "
+             + " | ".join(f"misfit {m:g}: difference" for m in MISFITS) + " |",
+             "|---|---|" + "---|" * (2 * len(MISFITS))]
+    for group, members in groups.items():
+        cells, diffs_cells = [], []
+        for misfit in MISFITS:
+            keys = sorted(k for k in means[group] if k[1] == misfit)
+            mean, half = interval([means[group][k] for k in keys]) if keys else (math.nan, math.nan)
+            cells.append(f"{mean:.2f} ± {half:.2f}")
+            summary.setdefault(f"pooled:{group}", {})[f"all/misfit{misfit:g}/psnr"] = [mean, half, len(keys)]
+            if group == reference:
+                diffs_cells.append("")
+                continue
+            shared = [k for k in keys if k in means[reference]]
+            diffs = [means[group][k] - means[reference][k] for k in shared]
+            dmean, dhalf = interval(diffs) if diffs else (math.nan, math.nan)
+            summary[f"pooled:{group}"][f"all/misfit{misfit:g}/diff_to_{reference}"] = [dmean, dhalf, len(diffs)]
+            diffs_cells.append(f"{dmean:+.2f} ± {dhalf:.2f}")
+        lines.append(f"| {group} | {len(members)} | " + " | ".join(cells) + " | " + " | ".join(diffs_cells) + " |")
+    return lines
 
 
 def main(suite: Suite) -> None:
