@@ -7,7 +7,9 @@ Prints milliseconds per step split into data (building the batch: decoding, sour
 backward+step (optimizer and scheduler), then the aten ops per step and the sync-forcing ops per step (``nonzero``,
 ``_local_scalar_dense`` i.e. ``.item()``/``float()``/``bool()`` of a tensor, ``masked_select``), counted by
 ``torch.profiler`` over the compute part of the steps. On CUDA each phase ends with a synchronize, so the split is
-honest; the counts are the same on any device for the same code path.
+honest; the counts are the same on any device for the same code path. On CUDA it also runs the steps back to back
+(one synchronize at the end, as in training) and reports that end-to-end time per step, the GPU kernel time per step
+(from the profiler's CUDA activity) and their ratio, the share of the step the GPU is busy.
 
 Without ``--data`` a small built-in dataset is generated into a temporary folder first (a few seconds).
 """
@@ -31,6 +33,16 @@ SYNC_OPS = ("aten::nonzero", "aten::_local_scalar_dense", "aten::masked_select")
 FUSED_KERNELS = ("aten::_fused_adam_", "aten::_fused_adamw_")
 """One kernel on CUDA; their CPU implementation reads CPU scalars with ``item()``, which syncs nothing. Ops nested
 inside them are not counted as sync-forcing."""
+
+
+def kernel_microseconds(events) -> float:
+    """Total duration of the GPU kernels among the profiler's events.
+
+    Only the device-side events count: a CPU op's ``self_device_time_total`` is the time of the kernels it launched,
+    so summing it over ``key_averages()`` (CPU ops and kernels) counts every kernel twice."""
+    from torch.autograd import DeviceType
+
+    return float(sum(event.device_time for event in events if event.device_type == DeviceType.CUDA))
 
 
 def inside_fused_kernel(event) -> bool:
@@ -134,13 +146,23 @@ def profile(options: Profile) -> Dict[str, Any]:
             timings["data"] += time.perf_counter() - start
         for i, (camera, batch) in enumerate(batches):
             compute(pipeline, optimizers, camera, batch, options.warmup + i, timings, sync)
+        end_to_end = None
+        if cuda:  # back to back, no synchronize between phases or steps: the GPU's queue never drains on purpose
+            torch.cuda.reset_peak_memory_stats()
+            sync()
+            start = time.perf_counter()
+            for i, (camera, batch) in enumerate(batches):
+                compute(pipeline, optimizers, camera, batch, options.warmup + i, None, lambda: None)
+            sync()
+            end_to_end = time.perf_counter() - start
         # The op counts come from a second pass over the same batches under the profiler (it slows the steps).
         counts: Counter = Counter()
         fused_items = 0
-        activities = [torch.profiler.ProfilerActivity.CPU]
+        activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
         with torch.profiler.profile(activities=activities) as prof:
             for i, (camera, batch) in enumerate(batches):
                 compute(pipeline, optimizers, camera, batch, options.warmup + i, None, sync)
+        kernel_us = kernel_microseconds(prof.events()) if cuda else 0.0
         for event in prof.events():
             if event.name.startswith("aten::"):
                 counts[event.name] += 1
@@ -153,6 +175,15 @@ def profile(options: Profile) -> Dict[str, Any]:
     aten = sum(counts.values()) / n
     syncs = {name: counts[name] / n for name in SYNC_OPS}
     syncs["aten::_local_scalar_dense"] -= fused_items / n
+    gpu = {}
+    if end_to_end is not None:
+        gpu = {
+            "gpu": torch.cuda.get_device_name(),
+            "end_to_end_ms_per_step": 1000 * end_to_end / n,
+            "gpu_kernel_ms_per_step": kernel_us / 1000 / n,
+            "gpu_busy_fraction": (kernel_us / 1e6) / end_to_end,
+            "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+        }
     return {
         "method": options.method,
         "device": options.device,
@@ -163,6 +194,7 @@ def profile(options: Profile) -> Dict[str, Any]:
         "sync_ops_per_step": sum(syncs.values()),
         "sync_ops_by_name": syncs,
         "top_ops": {name: c / n for name, c in counts.most_common(15)},
+        **gpu,
     }
 
 
@@ -175,6 +207,10 @@ def main(options: Profile) -> Dict[str, Any]:
     print(f"  aten ops/step: {result['aten_ops_per_step']:.0f}")
     print(f"  sync-forcing ops/step: {result['sync_ops_per_step']:.1f} "
           + ", ".join(f"{k.split('::')[1]} {v:.1f}" for k, v in result["sync_ops_by_name"].items()))
+    if "gpu" in result:
+        print(f"  {result['gpu']}: {result['end_to_end_ms_per_step']:.1f} ms/step back to back, GPU kernels "
+              f"{result['gpu_kernel_ms_per_step']:.1f} ms/step, busy {100 * result['gpu_busy_fraction']:.0f}%, "
+              f"peak {result['peak_allocated_gib']:.2f} GiB")
     if options.json_path is not None:
         options.json_path.parent.mkdir(parents=True, exist_ok=True)
         options.json_path.write_text(json.dumps(result, indent=2) + "\n")

@@ -148,3 +148,19 @@ def test_profile_step_reports_a_step_within_the_sync_budget(tmp_path):
     assert ms["total"] > 0 and abs(ms["total"] - ms["data"] - ms["forward_loss"] - ms["backward_step"]) < 1e-6
     assert result["aten_ops_per_step"] > 1000
     assert result["sync_ops_per_step"] <= 16, result["sync_ops_by_name"]
+
+
+def test_gpu_kernel_time_counts_each_kernel_once():
+    """The busy share on CUDA sums kernel events only: a CPU op's device time is its kernels' time again."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    module = _profile_step_module()
+    launch = SimpleNamespace(device_type=DeviceType.CPU, device_time=7.0)  # aten op whose kernels took 7 us
+    kernels = [SimpleNamespace(device_type=DeviceType.CUDA, device_time=3.0),
+               SimpleNamespace(device_type=DeviceType.CUDA, device_time=4.0)]
+    assert module.kernel_microseconds([launch, *kernels]) == 7.0
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        torch.ones(8, 8).matmul(torch.ones(8, 8))
+    assert module.kernel_microseconds(prof.events()) == 0.0  # no GPU: nothing counted
