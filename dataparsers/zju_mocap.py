@@ -29,6 +29,9 @@ from gmnerf_ns.data.protocol import FrameSampling
 
 from ._files import finite_array, image_size, load_pickled_dict, require_key, warn
 
+Camera = Tuple[np.ndarray, Optional[np.ndarray], np.ndarray, np.ndarray]
+"""(K, D (5,) or None, R, T in metres) of one camera."""
+
 CAMERA_FOLDER = re.compile(r"^Camera(?:_B| \()(\d+)\)?$")
 """``Camera_B7`` or ``Camera (7)``; the number is 1-based."""
 
@@ -102,23 +105,7 @@ class ZJUMocapDataParser(HumanDataParser):
         ims = require_key(annots, "ims", annots_path, "annots")
         if not isinstance(ims, (list, tuple, np.ndarray)) or len(ims) == 0:
             raise HumanDataError(f"{annots_path}: 'ims' should be a non-empty list of frames")
-        first = _frame_images(ims, 0, annots_path)
-        if len(first) != len(cameras):
-            raise HumanDataError(f"{annots_path}: camera count mismatch: 'cams' has {len(cameras)} cameras but "
-                                 f"ims[0] lists {len(first)} images")
-        folders = [rel.split("/")[0] for rel in first]
-        on_disk = sorted(p.name for p in folder.iterdir() if p.is_dir() and CAMERA_FOLDER.match(p.name))
-        extra = sorted(set(on_disk) - set(folders))
-        if extra:
-            raise HumanDataError(f"{folder}: camera count mismatch: {len(on_disk)} camera folders on disk but "
-                                 f"{annots_path} describes {len(cameras)}; not in the annotations: {', '.join(extra)}")
-        present = [i for i, c in enumerate(folders) if (folder / c).is_dir()]
-        if len(present) < len(folders):
-            missing = [folders[i] for i in range(len(folders)) if i not in present]
-            if not present:
-                raise HumanDataError(f"{folder}: none of the camera folders in {annots_path} exist "
-                                     f"(looked for {', '.join(folders[:3])}, ...)")
-            warn(f"{folder}: camera folders {', '.join(missing)} are missing; subject {name} goes on without them")
+        folders, present = _camera_folders(name, folder, annots_path, _frame_images(ims, 0, annots_path), len(cameras))
         mask_dirs = [d for d in self.config.mask_dirs if (folder / d).is_dir()]
         if not mask_dirs:
             raise HumanDataError(f"{folder}: no mask folder; expected one of {', '.join(self.config.mask_dirs)}")
@@ -142,18 +129,8 @@ class ZJUMocapDataParser(HumanDataParser):
             if len(rels) != len(cameras):
                 raise HumanDataError(f"{annots_path}: ims[{pos}] lists {len(rels)} images, expected {len(cameras)}")
             frame_id = _frame_number(rels[present[0]], annots_path)
-            views = []
-            for i in present:
-                K, dist, R, T = cameras[i]
-                width, height = sizes[i]
-                views.append(ViewRecord(
-                    image_path=_image_path(folder, rels[i], renamed[i]),
-                    mask_paths=_mask_paths(folder, rels[i], mask_dirs),
-                    K=K, R=R, T=T, camera_name=folders[i],
-                    out_size=(int(round(width * resolution / height)), resolution),
-                    dist=dist if self.config.undistort else None,
-                    crop=full_image_crop(width, height),
-                ))
+            views = [self._view(folder, rels[i], renamed[i], mask_dirs, cameras[i], folders[i], sizes[i], resolution)
+                     for i in present]
             record = FrameRecord(subject=name, frame_id=frame_id, views=tuple(views),
                                  vertices_path=verts_dir / f"{frame_id}.npy")
             if self.config.check_files:
@@ -175,12 +152,25 @@ class ZJUMocapDataParser(HumanDataParser):
             camera_ids=tuple(_camera_id(folders[i], i) for i in present),
         )
 
+    def _view(self, folder: Path, rel: str, renamed: bool, mask_dirs: Sequence[str], camera: Camera, camera_name: str,
+              size: Tuple[int, int], resolution: int) -> ViewRecord:
+        """One camera's view of a frame: image ``rel`` (stored ``size``, resized to ``resolution`` rows)."""
+        K, dist, R, T = camera
+        width, height = size
+        return ViewRecord(
+            image_path=_image_path(folder, rel, renamed),
+            mask_paths=_mask_paths(folder, rel, mask_dirs),
+            K=K, R=R, T=T, camera_name=camera_name,
+            out_size=(int(round(width * resolution / height)), resolution),
+            dist=dist if self.config.undistort else None,
+            crop=full_image_crop(width, height),
+        )
+
     def stored_image_height(self, record: SubjectRecord) -> Optional[int]:
         return min(view.source_crop_size[1] for view in record.frames[0].views)  # whole images, resized
 
 
-def _read_cameras(cams: dict, path: Path, centre_shift: float
-                  ) -> List[Tuple[np.ndarray, Optional[np.ndarray], np.ndarray, np.ndarray]]:
+def _read_cameras(cams: dict, path: Path, centre_shift: float) -> List[Camera]:
     """Per camera (K, D (5,) or None, R, T in metres) from ``annots['cams']`` (lists or arrays; T in millimetres).
 
     ``centre_shift`` (0.5 for OpenCV calibrations) is added to cx, cy: records use half-pixel centres.
@@ -205,6 +195,29 @@ def _read_cameras(cams: dict, path: Path, centre_shift: float
             d = d if np.any(d) else None  # zeros: already undistorted
         cameras.append((k, d, r, t))
     return cameras
+
+
+def _camera_folders(name: str, folder: Path, annots_path: Path, first: List[str], num_cameras: int
+                    ) -> Tuple[List[str], List[int]]:
+    """The camera folder of each annotated camera (from the first frame's images ``first``) and the positions of those
+    that exist; fails on a camera count that does not match, warns about missing folders."""
+    if len(first) != num_cameras:
+        raise HumanDataError(f"{annots_path}: camera count mismatch: 'cams' has {num_cameras} cameras but "
+                             f"ims[0] lists {len(first)} images")
+    folders = [rel.split("/")[0] for rel in first]
+    on_disk = sorted(p.name for p in folder.iterdir() if p.is_dir() and CAMERA_FOLDER.match(p.name))
+    extra = sorted(set(on_disk) - set(folders))
+    if extra:
+        raise HumanDataError(f"{folder}: camera count mismatch: {len(on_disk)} camera folders on disk but "
+                             f"{annots_path} describes {num_cameras}; not in the annotations: {', '.join(extra)}")
+    present = [i for i, c in enumerate(folders) if (folder / c).is_dir()]
+    if len(present) < len(folders):
+        missing = [folders[i] for i in range(len(folders)) if i not in present]
+        if not present:
+            raise HumanDataError(f"{folder}: none of the camera folders in {annots_path} exist "
+                                 f"(looked for {', '.join(folders[:3])}, ...)")
+        warn(f"{folder}: camera folders {', '.join(missing)} are missing; subject {name} goes on without them")
+    return folders, present
 
 
 def _frame_images(ims: Sequence, index: int, path: Path) -> List[str]:

@@ -110,9 +110,6 @@ class DoctorConfig:
     """Overwrite the overlay pictures of an earlier run (otherwise they are kept and none are written)."""
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Environment
-# ----------------------------------------------------------------------------------------------------------------------
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -230,9 +227,6 @@ def check_body_models(body_model_dir: Optional[Path]) -> List[Check]:
     return [Check("body model", "SMPL / SMPL-X", "ok", f"{body_model_dir}: {', '.join(found)}")]
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Dataset
-# ----------------------------------------------------------------------------------------------------------------------
 def dataparser_config(name: str):
     """The registered config of dataparser ``name`` (a fresh copy); raises KeyError listing the known names."""
     specs = {ep.name: ep for ep in importlib.metadata.entry_points(group="nerfstudio.dataparser_configs")}
@@ -279,16 +273,35 @@ def _proxy_on_person(view: ViewRecord, vertices: np.ndarray, mask: np.ndarray) -
 
 def check_dataset(cfg: DoctorConfig, num_source_views_default: Optional[int] = None) -> Tuple[List[Check], Dict]:
     """Rows for the dataset, and a summary dict (subjects, views, resolution) for the 'will use' rows."""
-    from nerfstudio.utils.rich_utils import CONSOLE
-
-    from gmnerf_ns.data.view_loader import load_view
-
-    rows: List[Check] = []
     summary: Dict = {}
     try:
         config = dataparser_config(cfg.dataparser)
     except KeyError as err:
         return [Check("dataset", "dataparser", "error", str(err.args[0]))], summary
+    rows, collections = _parse_splits(_dataparser(config, cfg), summary)
+    if not collections:
+        return rows, summary
+
+    m = summary.get("m", num_source_views_default or 0)
+    few = [f"{s.name} ({len(s.camera_names)})" for c in collections.values() for s in c.subjects
+           if len(s.camera_names) <= m]
+    rows.append(Check("dataset", "cameras per subject", "error" if few else "ok",
+                      f"need more than m={m} cameras; too few: {', '.join(few)}" if few else f"all more than m={m}"))
+
+    # a spread-out sample of frames and views over both splits
+    frames: List[Tuple[SubjectRecord, FrameRecord]] = [(s, f) for c in collections.values() for s in c.subjects
+                                                       for f in s.frames]
+    vertex_row, vertices = _check_vertices(frames, cfg.sample_frames)
+    rows.append(vertex_row)
+    views = [(s, f, v) for s, f in frames for v in f.views]
+    rows += _check_views(views, vertices, cfg.sample_views)
+    summary["views"] = len(views)
+    rows += check_overlays(cfg, collections)
+    return rows, summary
+
+
+def _dataparser(config, cfg: DoctorConfig):
+    """The dataparser of ``config`` with the data, protocol, resolution, m and body models of ``cfg``."""
     config.data = Path(cfg.data)
     if cfg.protocol is not None:
         config.protocol = cfg.protocol
@@ -297,7 +310,15 @@ def check_dataset(cfg: DoctorConfig, num_source_views_default: Optional[int] = N
             setattr(config, key, getattr(cfg, key))
     if cfg.body_model_dir is not None and hasattr(config, "body_model_dir"):
         config.body_model_dir = cfg.body_model_dir
-    parser = config.setup()
+    return config.setup()
+
+
+def _parse_splits(parser, summary: Dict) -> Tuple[List[Check], Dict]:
+    """Parses both splits: a row per split and per skipped item, and the human collection of each split that parsed;
+    the protocol and subjects go into ``summary``."""
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    rows: List[Check] = []
     collections = {}
     quiet, CONSOLE.quiet = CONSOLE.quiet, True  # the parser's own progress lines would break up the table
     with warnings.catch_warnings(record=True) as caught:
@@ -326,20 +347,14 @@ def check_dataset(cfg: DoctorConfig, num_source_views_default: Optional[int] = N
         if issubclass(warning.category, HumanDataWarning) and str(warning.message) not in seen:
             seen.add(str(warning.message))
             rows.append(Check("dataset", "skipped", "warn", str(warning.message)))
-    if not collections:
-        return rows, summary
+    return rows, collections
 
-    m = summary.get("m", num_source_views_default or 0)
-    few = [f"{s.name} ({len(s.camera_names)})" for c in collections.values() for s in c.subjects
-           if len(s.camera_names) <= m]
-    rows.append(Check("dataset", "cameras per subject", "error" if few else "ok",
-                      f"need more than m={m} cameras; too few: {', '.join(few)}" if few else f"all more than m={m}"))
 
-    # a spread-out sample of frames and views over both splits
-    frames: List[Tuple[SubjectRecord, FrameRecord]] = [(s, f) for c in collections.values() for s in c.subjects
-                                                       for f in s.frames]
+def _check_vertices(frames: List[Tuple[SubjectRecord, FrameRecord]], sample: int
+                    ) -> Tuple[Check, Dict[Tuple[str, int], np.ndarray]]:
+    """Loads the proxy vertices of ``sample`` spread-out frames: the row, and the vertices that loaded."""
     vertex_problems, vertices = [], {}
-    chosen_frames = _spread(len(frames), cfg.sample_frames)
+    chosen_frames = _spread(len(frames), sample)
     for i in chosen_frames:
         subject, frame = frames[i]
         try:
@@ -350,11 +365,17 @@ def check_dataset(cfg: DoctorConfig, num_source_views_default: Optional[int] = N
             vertices[(subject.name, frame.frame_id)] = verts
         except HumanDataError as err:
             vertex_problems.append(str(err))
-    rows.append(_summarise("dataset", "proxy vertices", vertex_problems, len(chosen_frames), "frames"))
+    return _summarise("dataset", "proxy vertices", vertex_problems, len(chosen_frames), "frames"), vertices
 
-    views = [(s, f, v) for s, f in frames for v in f.views]
+
+def _check_views(views: List[Tuple[SubjectRecord, FrameRecord, ViewRecord]],
+                 vertices: Dict[Tuple[str, int], np.ndarray], sample: int) -> List[Check]:
+    """Decodes ``sample`` spread-out views: rows for unreadable images and masks, empty masks, and views whose proxy
+    misses the person (``vertices``: those already loaded, by subject and frame)."""
+    from gmnerf_ns.data.view_loader import load_view
+
     view_problems, empty, off = [], [], []
-    chosen_views = _spread(len(views), cfg.sample_views)
+    chosen_views = _spread(len(views), sample)
     for i in chosen_views:
         subject, frame, view = views[i]
         try:
@@ -376,7 +397,7 @@ def check_dataset(cfg: DoctorConfig, num_source_views_default: Optional[int] = N
         score = _proxy_on_person(view, verts, mask)
         if score < 0.3:
             off.append(f"{view.image_path} ({100 * score:.0f}% of the proxy on the mask)")
-    rows.append(_summarise("dataset", "images and masks", view_problems, len(chosen_views), "views"))
+    rows = [_summarise("dataset", "images and masks", view_problems, len(chosen_views), "views")]
     if empty:
         rows.append(Check("dataset", "empty masks", "error", f"{len(empty)} views have no foreground pixel: "
                                                              f"{', '.join(empty[:3])}"))
@@ -386,9 +407,7 @@ def check_dataset(cfg: DoctorConfig, num_source_views_default: Optional[int] = N
                           f"order or proxy fit off?): {'; '.join(off[:3])}"))
     else:
         rows.append(Check("dataset", "cameras vs proxy", "ok", "every sampled proxy projects onto its person"))
-    summary["views"] = len(views)
-    rows += check_overlays(cfg, collections)
-    return rows, summary
+    return rows
 
 
 def overlay_folder(cfg: DoctorConfig) -> Path:
@@ -474,9 +493,6 @@ def check_overlays(cfg: DoctorConfig, collections: Dict) -> List[Check]:
     return rows
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Report
-# ----------------------------------------------------------------------------------------------------------------------
 def method_config(name: str):
     from gmnerf_ns import method_configs
 
