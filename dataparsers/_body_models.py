@@ -168,7 +168,6 @@ def _fit(coefficients: np.ndarray, count: int) -> np.ndarray:
     return out
 
 
-# ------------------------------------------------------------------------------------------------ EasyMocap JSON
 def read_person_list(path: Path, what: str) -> List[dict]:
     """An EasyMocap result file (``smpl/<frame>.json``, ``vertices/<frame>.json``): a list of per-person dicts.
 
@@ -237,19 +236,9 @@ def easymocap_params(person: dict, path: Path, model_type: str = "auto") -> Body
     an optional ``scale`` (newer API) scales the model output (exact for the mean shape).
     """
     poses = _row(person, "poses", path)
-    n = poses.shape[1]
     handl, handr = _row(person, "handl", path, False), _row(person, "handr", path, False)
     expression = _row(person, "expression", path, False)
-    kind = model_type
-    if kind == "auto":
-        by_length = {72: "smpl", 69: "smpl", 78: "smplh", 156: "smplh", 87: "smplx", 165: "smplx"}
-        if n in (63, 66):
-            kind = "smplx" if expression is not None else "smplh"
-        elif n in by_length:
-            kind = by_length[n]
-        else:
-            raise HumanDataError(f"{path}: person {person.get('id')} has {n} pose values; EasyMocap writes 72 or 69 "
-                                 "(SMPL), 78 or 156 (SMPL-H), 87 or 165 (SMPL-X), or 66/63 with handl/handr")
+    kind = _easymocap_model(person, path, poses.shape[1], expression) if model_type == "auto" else model_type
     params = BodyParams(model_type=kind, betas=_row(person, "shapes", path), body_pose=np.zeros((1, 0)),
                         Rh=_row(person, "Rh", path).reshape(-1)[:3], Th=_row(person, "Th", path).reshape(-1)[:3])
     scale = _row(person, "scale", path, False)
@@ -257,14 +246,35 @@ def easymocap_params(person: dict, path: Path, model_type: str = "auto") -> Body
         params.scale = float(scale.reshape(-1)[0])
     if params.Rh.size != 3 or params.Th.size != 3:
         raise HumanDataError(f"{path}: person {person.get('id')} Rh/Th should hold 3 values each")
+    _split_poses(params, poses, handl, handr, person, path)
+    if kind == "smplx":
+        params.expression = expression
+    return params
+
+
+def _easymocap_model(person: dict, path: Path, n: int, expression: Optional[np.ndarray]) -> str:
+    """The body model of ``n`` pose values (the table of :func:`easymocap_params`)."""
+    by_length = {72: "smpl", 69: "smpl", 78: "smplh", 156: "smplh", 87: "smplx", 165: "smplx"}
+    if n in (63, 66):
+        return "smplx" if expression is not None else "smplh"
+    if n in by_length:
+        return by_length[n]
+    raise HumanDataError(f"{path}: person {person.get('id')} has {n} pose values; EasyMocap writes 72 or 69 "
+                         "(SMPL), 78 or 156 (SMPL-H), 87 or 165 (SMPL-X), or 66/63 with handl/handr")
+
+
+def _split_poses(params: BodyParams, poses: np.ndarray, handl: Optional[np.ndarray], handr: Optional[np.ndarray],
+                 person: dict, path: Path) -> None:
+    """Sets the root, body, hand and head poses of ``params`` from EasyMocap's ``poses`` (and ``handl``/``handr``)
+    by the layout of ``params.model_type``; fails on a length that does not fit it."""
+    n, kind = poses.shape[1], params.model_type
     bad = HumanDataError(f"{path}: person {person.get('id')} has {n} pose values, which do not fit the "
                          f"{kind.upper()} layouts EasyMocap writes")
     if kind == "smpl":
         if n not in (72, 69):
             raise bad
         params.global_orient, params.body_pose = (poses[:, :3], poses[:, 3:]) if n == 72 else (np.zeros((1, 3)), poses)
-        return params
-    if n in (66, 63):
+    elif n in (66, 63):
         params.global_orient, params.body_pose = (poses[:, :3], poses[:, 3:]) if n == 66 else (np.zeros((1, 3)), poses)
         if (handl is None) != (handr is None):
             raise HumanDataError(f"{path}: person {person.get('id')} has only one of handl/handr")
@@ -294,9 +304,6 @@ def easymocap_params(person: dict, path: Path, model_type: str = "auto") -> Body
         params.jaw_pose, params.leye_pose, params.reye_pose = head[:, 0:3], head[:, 3:6], head[:, 6:9]
     else:
         raise bad
-    if kind == "smplx":
-        params.expression = expression
-    return params
 
 
 def easymocap_vertices(person: dict, path: Path) -> np.ndarray:

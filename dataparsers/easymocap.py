@@ -304,7 +304,6 @@ def is_capture(folder: Path) -> bool:
     return (folder / "intri.yml").is_file() and (folder / "extri.yml").is_file()
 
 
-# ------------------------------------------------------------------------------------------------ camera files
 def read_cameras(intri: Path, extri: Path) -> List[Camera]:
     """The cameras of ``intri.yml``/``extri.yml`` in ``names`` order (EasyMocap's ``read_camera``)."""
     intri_fs, extri_fs = _open(intri), _open(extri)

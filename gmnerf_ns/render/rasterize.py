@@ -118,6 +118,18 @@ def rasterize(
     tri_uv = uv[faces]  # (F, 3, 2)
     tri_z = z[faces]  # (F, 3)
     params, area = _triangle_setup(tri_uv, tri_z, near)  # (F, 9), (F,)
+    row_face, row_y, col_lo, counts = _scanline_spans(tri_uv, tri_z, area, near, height, width)
+    zbuf = _depth_buffer(params, row_face, row_y, col_lo, counts, height, width, max_pairs)
+    return _resolve(zbuf, params, height, width)
+
+
+def _scanline_spans(
+    tri_uv: Float[Tensor, "F 3 2"], tri_z: Float[Tensor, "F 3"], area: Float[Tensor, "F"], near: float, height: int,
+    width: int
+) -> Tuple[Int[Tensor, "R"], Int[Tensor, "R"], Int[Tensor, "R"], Int[Tensor, "R"]]:
+    """The pixel rows each drawn triangle can cover and, per (face, row), its first column and column count:
+    ``(row_face, row_y, col_lo, counts)``."""
+    device = tri_uv.device
     # Rows whose pixel centres (j + 0.5) can meet the triangle.
     y_lo = torch.ceil(tri_uv[..., 1].amin(1) - 0.5).clamp(min=0)
     y_hi = torch.floor(tri_uv[..., 1].amax(1) - 0.5).clamp(max=height - 1)
@@ -127,7 +139,7 @@ def rasterize(
     rows_per_face = (y_hi - y_lo + 1)[face_ids].long()
 
     # Scanline spans: each (face, row) gets the columns between its edges' crossings of the row's centre line, widened
-    # by a hair so that the barycentric test below stays the only judge of coverage.
+    # by a hair so that the barycentric test stays the only judge of coverage.
     row_face = torch.repeat_interleave(face_ids, rows_per_face)
     first_row = torch.cumsum(rows_per_face, 0) - rows_per_face
     row_in_face = torch.arange(len(row_face), device=device) - torch.repeat_interleave(first_row, rows_per_face)
@@ -144,8 +156,16 @@ def rasterize(
     col_lo = torch.ceil(span_lo - 0.5 - 1e-3).clamp(min=0)
     col_hi = torch.floor(span_hi - 0.5 + 1e-3).clamp(max=width - 1)
     counts = torch.where(torch.isfinite(span_lo), col_hi - col_lo + 1, torch.zeros_like(col_lo)).clamp(min=0).long()
-    col_lo = col_lo.long()
+    return row_face, row_y, col_lo.long(), counts
 
+
+def _depth_buffer(
+    params: Float[Tensor, "F 9"], row_face: Int[Tensor, "R"], row_y: Int[Tensor, "R"], col_lo: Int[Tensor, "R"],
+    counts: Int[Tensor, "R"], height: int, width: int, max_pairs: int
+) -> Int[Tensor, "num_pixels"]:
+    """Per pixel, the packed (depth bits, face id) key of the nearest covering face (``_NO_HIT`` for background),
+    from the (row, pixel) pairs of the scanline spans that pass the barycentric inside test."""
+    device = params.device
     zbuf = torch.full((height * width,), _NO_HIT, dtype=torch.int64, device=device)
     # Group consecutive rows into chunks of about max_pairs (row, pixel) pairs (a single huge row is its own chunk).
     chunk = torch.div(torch.cumsum(counts, 0) - 1, max_pairs, rounding_mode="floor")
@@ -163,7 +183,12 @@ def rasterize(
         p, b1, b2 = p[inside], b1[inside], b2[inside]
         key = ((1.0 / _inverse_depth(p, b1, b2)).view(torch.int32).long() << 32) | f[inside]
         zbuf.scatter_reduce_(0, (py * width + px)[inside], key, reduce="amin", include_self=True)
+    return zbuf
 
+
+def _resolve(zbuf: Int[Tensor, "num_pixels"], params: Float[Tensor, "F 9"], height: int, width: int) -> Rasterized:
+    """Face ids, perspective-correct barycentrics and depths of the visible surface from the depth buffer's keys."""
+    device = zbuf.device
     hit = zbuf != _NO_HIT
     face_id = torch.where(hit, zbuf & 0xFFFFFFFF, torch.full_like(zbuf, -1))
     bary = torch.zeros(height * width, 3, dtype=torch.float32, device=device)
