@@ -1,22 +1,5 @@
-"""Per-subject nerfacto baseline: one held-out subject-frame's m input views as a nerfstudio ``transforms.json`` scene.
-
-The conversion (:func:`write_transforms_dataset`):
-
-* images are the protocol's source views as gm-nerf sees them (masked: background black), written as PNG; the masks
-  are written next to them for reference but *not* listed in ``transforms.json``: nerfstudio would then never sample
-  background rays, and nerfacto could not learn that the background is empty;
-* cameras are the same calibrated cameras (nerfstudio/OpenGL camera-to-world, pinhole ``fl_x, fl_y, cx, cy``);
-* the world is translated and scaled so that the proxy's padded box (the box gm-nerf samples in) is centred at the
-  origin with its longest half-side 1: the scene box ``[-1, 1]^3`` (nerfstudio's ``scene_scale`` 1) is then the cube
-  around the proxy box. ``normalization.json`` holds the centre and scale so that held-out cameras can be mapped the
-  same way (:func:`normalize_camera`).
-
-nerfacto's config (:func:`nerfacto_config`) is nerfstudio's ``nerfacto`` with only what this setting requires: CPU
-(no mixed precision, the single-process ``VanillaDataManager`` instead of the multi-process one), the dataset as is
-(no re-orientation, re-centring or auto-scaling), every view used for training, black background, the scene box as
-the field's bounds (no scene contraction: the person is inside the box), near/far planes from the camera distances,
-and no camera-pose optimisation (the calibration is exact, as it is for gm-nerf).
-"""
+"""Per-subject nerfacto baseline: one held-out subject-frame's input views as a nerfstudio ``transforms.json`` scene,
+and nerfacto's config for it (what differs from nerfstudio's nerfacto and why: benchmarks/README.md)."""
 
 from __future__ import annotations
 
@@ -24,7 +7,7 @@ import copy
 import json
 import math
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict
 
 import numpy as np
 import torch
@@ -89,7 +72,7 @@ def normalize_camera(camera, norm: Dict[str, object]):
 
 def nerfacto_config(data: Path, norm: Dict[str, object], rays_per_batch: int, output_dir: Path,
                     eval_chunk: int = 1 << 13):
-    """nerfstudio's ``nerfacto`` TrainerConfig adapted to a CPU, a 4-view masked scene and a known box (see above)."""
+    """nerfstudio's ``nerfacto`` TrainerConfig adapted to a CPU, a 4-view masked scene and a known box."""
     from nerfstudio.configs.method_configs import method_configs
     from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
@@ -119,13 +102,3 @@ def nerfacto_config(data: Path, norm: Dict[str, object], rays_per_batch: int, ou
     config.optimizers = {k: v for k, v in config.optimizers.items() if k != "camera_opt"}
     return config
 
-
-def nerfacto_changes() -> Tuple[str, ...]:
-    """What differs from nerfstudio's nerfacto defaults (for the report)."""
-    return (
-        "VanillaDataManager (single process) instead of ParallelDataManager; mixed_precision off (CPU)",
-        "NerfstudioDataParser: orientation/center 'none', auto_scale_poses off, scene_scale 1, eval_mode 'all'",
-        "world normalized so the proxy's padded box is centred with longest half-side 1 (scene box = [-1,1]^3)",
-        "background_color 'black' (masked images), disable_scene_contraction (person inside the box), near/far from "
-        "camera distances, camera_optimizer off (exact calibration, as gm-nerf gets)",
-    )

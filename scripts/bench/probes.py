@@ -1,28 +1,19 @@
-"""Instruments for the benchmark's memory and speed measurements, attached to a gm-nerf model from the outside.
+"""Instruments attached to a gm-nerf model from the outside: activation memory and time per model phase, CUDA peak.
 
-* :class:`SavedTensorMeter`: bytes of the tensors autograd saves for backward during a training step (the activation
-  memory the graph holds until ``backward``), deduplicated by storage, per phase of the step. Deterministic, unlike the
-  process's RSS, which also moves with the allocator's caching.
-* :func:`model_phases`: wraps the model's stages (``encode``, ``render_rays``, the 2D renderer, ``get_loss_dict``) on
-  the *instance* so that a meter or a timer knows which stage is running. The model's code is not changed; the
-  wrappers are removed on exit.
-* :class:`PhaseTimer`: wall-clock seconds spent in each stage.
-* :class:`DevicePeak`: ``torch.cuda.max_memory_allocated`` over a block when the device is CUDA (None on CPU).
+What they measure and why: benchmarks/README.md, *Measurements*.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
 import torch
 
 PHASES = ("encode", "rays", "renderer", "losses", "other")
-"""encode: encoder + registration + proxy volume; rays: ``render_rays`` (ray sampling, the 3D field, volume
-rendering) of the rays rendered with gradient; renderer: the 2D neural renderer; losses: ``get_loss_dict`` (incl. the
-perceptual network); other: the rest of ``get_outputs`` (scattering the rays into the image, upsampling) and the
-metrics."""
+"""encode: encoder + registration + proxy volume; rays: ``render_rays``; renderer: the 2D neural renderer; losses:
+``get_loss_dict``; other: the rest."""
 
 
 class _PhaseState:
@@ -76,29 +67,17 @@ def model_phases(model, listeners: List[Callable[[str, bool], None]]) -> Iterato
 
 
 class SavedTensorMeter:
-    """Counts the bytes of the tensors saved for backward while active, once per storage, by phase.
+    """Counts the bytes of the tensors saved for backward while active, once per storage (by data pointer), by phase.
 
-    A tensor saved for backward keeps its whole storage alive until ``backward`` (or until the graph is dropped), so
-    the sum over the unique storages saved during a forward pass is the activation memory the graph holds at the
-    moment ``backward`` starts, i.e. what a training step's peak consists of besides weights, optimizer state and
-    transient buffers. Storages of ``exclude`` tensors (the model's parameters and buffers, which exist anyway) are
-    not counted. Storages are identified by their data pointer: a storage freed during the forward pass whose address
-    is reused by a later saved tensor would be counted once (the graph only frees a saved tensor early when the output
-    depending on it is dropped before backward, which the training step does not do for its losses).
+    The sum over the unique storages is the activation memory the graph holds when ``backward`` starts. Storages of
+    the model's parameters and buffers (and of ``exclude``) are not counted.
     """
 
-    def __init__(self, model=None, exclude: Optional[List[torch.Tensor]] = None):
-        self._excluded = set()
-        tensors = list(exclude or [])
-        if model is not None:
-            tensors += list(model.parameters()) + list(model.buffers())
-        for tensor in tensors:
-            ptr = _storage_ptr(tensor)
-            if ptr is not None:
-                self._excluded.add(ptr)
-        self._seen: Dict[int, str] = {}
+    def __init__(self, model) -> None:
+        tensors = [*model.parameters(), *model.buffers()]
+        self._excluded = {ptr for ptr in map(_storage_ptr, tensors) if ptr is not None}
+        self._seen: Set[int] = set()
         self.bytes: Dict[str, int] = {phase: 0 for phase in PHASES}
-        self.count: Dict[str, int] = {phase: 0 for phase in PHASES}
         self.excluded_hits = 0
         self._state: Optional[_PhaseState] = None
 
@@ -109,10 +88,8 @@ class SavedTensorMeter:
         if ptr in self._excluded:
             self.excluded_hits += 1
         elif ptr not in self._seen:
-            phase = self._state.current if self._state is not None else "other"
-            self._seen[ptr] = phase
-            self.bytes[phase] += tensor.untyped_storage().nbytes()
-            self.count[phase] += 1
+            self._seen.add(ptr)
+            self.bytes[self._state.current if self._state is not None else "other"] += tensor.untyped_storage().nbytes()
         return tensor
 
     @staticmethod
@@ -121,7 +98,7 @@ class SavedTensorMeter:
 
     @contextlib.contextmanager
     def measure(self, model=None) -> Iterator["SavedTensorMeter"]:
-        """Counts inside the block; with ``model``, attributes the bytes to its phases (see :data:`PHASES`)."""
+        """Counts inside the block; with ``model``, by its phases (:data:`PHASES`)."""
         with contextlib.ExitStack() as stack:
             if model is not None:
                 self._state = stack.enter_context(model_phases(model, []))
@@ -131,14 +108,10 @@ class SavedTensorMeter:
             finally:
                 self._state = None
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(self.bytes.values())
-
     def summary(self) -> Dict[str, Any]:
         mib = 2.0**20
-        return {"saved_mb": self.total_bytes / mib, "saved_mb_by_phase": {k: v / mib for k, v in self.bytes.items()},
-                "saved_storages": sum(self.count.values()), "saved_parameter_uses": self.excluded_hits}
+        return {"saved_mb": sum(self.bytes.values()) / mib,
+                "saved_mb_by_phase": {k: v / mib for k, v in self.bytes.items()}}
 
 
 def _storage_ptr(tensor: torch.Tensor) -> Optional[int]:
@@ -174,26 +147,21 @@ class PhaseTimer:
 
 
 class DevicePeak:
-    """Peak memory allocated by torch on a CUDA device over a block, above what was allocated when it started
-    (``torch.cuda.max_memory_allocated``); ``peak_mb`` stays None on other devices."""
+    """``torch.cuda.max_memory_allocated`` over a block above what was allocated at its start (None off CUDA)."""
 
     def __init__(self, device) -> None:
         self.device = torch.device(device)
         self.peak_mb: Optional[float] = None
-        self.base_mb: Optional[float] = None
-
-    @property
-    def active(self) -> bool:
-        return self.device.type == "cuda" and torch.cuda.is_available()
+        self.active = self.device.type == "cuda" and torch.cuda.is_available()
 
     def __enter__(self) -> "DevicePeak":
         if self.active:  # pragma: no cover - no GPU on the development machine
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-            self.base_mb = torch.cuda.memory_allocated(self.device) / 2**20
+            self._base_mb = torch.cuda.memory_allocated(self.device) / 2**20
         return self
 
     def __exit__(self, *exc) -> None:
         if self.active:  # pragma: no cover
             torch.cuda.synchronize(self.device)
-            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20 - self.base_mb
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20 - self._base_mb
