@@ -45,35 +45,7 @@ Mask = Union[Shaped[np.ndarray, "H W"], Shaped[Tensor, "H W"]]
 """A 2D mask; non-zero = inside."""
 
 MAX_PSNR = 100.0
-"""PSNR of a perfect prediction (MSE clamped to 1e-10), so that one perfect view doesn't make a mean infinite."""
-
-class FrozenNetHolder(nn.Module):
-    """Holds a frozen pretrained network outside ``parameters()`` and ``state_dict()``, yet moved by ``.to()``.
-
-    Keeping the backbone out of the state dict means checkpoints don't carry it (80-500 MB) and load the same whether
-    or not the weights were found on the loading machine; keeping it out of ``parameters()`` means no optimizer can
-    pick it up. It stays in eval mode whatever ``.train()`` is called on the parent.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        object.__setattr__(self, "frozen_net", None)
-
-    def set_frozen_net(self, net: nn.Module) -> None:
-        """Freezes ``net`` (eval mode, no grad) and stores it unregistered."""
-        net.eval().requires_grad_(False)
-        object.__setattr__(self, "frozen_net", net)
-
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        if self.frozen_net is not None:
-            self.frozen_net._apply(fn, recurse)
-        return self
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Evaluation region
-# ----------------------------------------------------------------------------------------------------------------------
+"""PSNR of a perfect prediction (MSE below 1e-10), so that one perfect view doesn't make a mean infinite."""
 
 
 def bbox_corners(bbox: Float[np.ndarray, "2 3"]) -> Float[np.ndarray, "8 3"]:
@@ -139,11 +111,6 @@ def bbox_mask_from_corners(corners_uv: Float[np.ndarray, "8 2"], height: int, wi
     return mask.astype(bool)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Image metrics
-# ----------------------------------------------------------------------------------------------------------------------
-
-
 def _to_hwc(image: Image) -> Float[np.ndarray, "H W C"]:
     """float64 numpy, channels-last (channels-last is tried first when both ends could be channels)."""
     if isinstance(image, Tensor):
@@ -174,6 +141,9 @@ def _to_mask(mask: Mask, shape: Tuple[int, int]) -> Bool[np.ndarray, "H W"]:
 
 def masked_psnr(pred: Image, gt: Image, mask: Mask) -> float:
     """PSNR (data range 1) over the pixels inside ``mask`` only, as Neural Body's evaluator.
+
+    Written out in float64 rather than taken from torchmetrics' ``peak_signal_noise_ratio``, which converts from the
+    natural log with a float32 constant (about 1e-6 dB off) and returns infinity for a perfect prediction.
 
     .. math::
         \\mathrm{PSNR} = -10 \\log_{10} \\frac{1}{3|M|} \\sum_{p \\in M} \\lVert \\hat I_p - I_p \\rVert^2
@@ -226,6 +196,30 @@ def bbox_crop_ssim(pred: Image, gt: Image, mask: Mask, background: Optional[floa
     if min(pred_crop.shape[:2]) < 7:
         raise ValueError(f"SSIM needs a crop of at least 7x7 pixels, got {pred_crop.shape[:2]}")
     return float(structural_similarity(gt_crop, pred_crop, channel_axis=-1, data_range=1.0))
+
+
+class FrozenNetHolder(nn.Module):
+    """Holds a frozen pretrained network outside ``parameters()`` and ``state_dict()``, yet moved by ``.to()``.
+
+    Keeping the backbone out of the state dict means checkpoints don't carry it (80-500 MB) and load the same whether
+    or not the weights were found on the loading machine; keeping it out of ``parameters()`` means no optimizer can
+    pick it up. It stays in eval mode whatever ``.train()`` is called on the parent.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        object.__setattr__(self, "frozen_net", None)
+
+    def set_frozen_net(self, net: nn.Module) -> None:
+        """Freezes ``net`` (eval mode, no grad) and stores it unregistered."""
+        net.eval().requires_grad_(False)
+        object.__setattr__(self, "frozen_net", net)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self.frozen_net is not None:
+            self.frozen_net._apply(fn, recurse)
+        return self
 
 
 class LPIPSMetric(FrozenNetHolder):
@@ -341,11 +335,6 @@ def image_metrics(
         "ssim": bbox_crop_ssim(pred, gt, bbox_mask, background),
         "lpips": lpips(pred, gt, bbox_mask, background) if lpips is not None else None,
     }
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Geometry metrics
-# ----------------------------------------------------------------------------------------------------------------------
 
 
 def chamfer_and_p2s(
