@@ -28,7 +28,6 @@ from gmnerf_ns.data.human_record import HumanDataError
 
 from .smpl_proxy import REGISTRATION_SITES, model_file
 
-MODEL_TYPES = ("smpl", "smplh", "smplx")
 TEMPLATE_SIZES = {6890: "smpl", 10475: "smplx"}
 """Vertex count of each template (SMPL-H shares SMPL's mesh), to find faces for a vertices-only proxy."""
 

@@ -41,8 +41,6 @@ from ._body_models import BodyModels, BodyParams
 from ._derived import DerivedFiles, common_frame
 from ._files import finite_array, image_size, warn
 
-CAMERA_GROUPS = ("Camera_5mp", "Camera_12mp")
-
 
 @dataclass
 class DNARenderingDataParserConfig(HumanDataParserConfig):

@@ -160,7 +160,6 @@ class GMNeRFDataManager(FullImageDatamanager):
         first_eval = self.eval_collection.subjects[0]
         self.default_source_key = (self.subject_names.index(first_eval.name), first_eval.frames[0].frame_id)
 
-    # ------------------------------------------------------------------ datasets without image caching
     def create_train_dataset(self) -> InputDataset:
         return InputDataset(self.train_dataparser_outputs, scale_factor=1.0)
 
@@ -178,7 +177,6 @@ class GMNeRFDataManager(FullImageDatamanager):
     def get_train_rays_per_batch(self) -> int:
         return self.config.patch_size**2
 
-    # ------------------------------------------------------------------ loading
     def load(self, view: ViewRecord) -> Tuple[torch.Tensor, torch.Tensor]:
         """(image (H, W, 3) float in [0, 1], mask (H, W, 1) float) of a view, through the LRU cache.
 
@@ -291,7 +289,6 @@ class GMNeRFDataManager(FullImageDatamanager):
         x0 = min(max(cx - size_x // 2, 0), width - size_x)
         return y0, x0, size_y, size_x
 
-    # ------------------------------------------------------------------ nerfstudio interface
     def _camera(self, dataset: InputDataset, index: int) -> Cameras:
         return dataset.cameras[index : index + 1].to(self.device)
 
@@ -321,7 +318,6 @@ class GMNeRFDataManager(FullImageDatamanager):
         }
         return dataset.cameras[index : index + 1], batch
 
-    # ------------------------------------------------------------------ deterministic training sampler
     def train_sample_number(self, draw: int) -> int:
         """Global number ``g`` of this process's ``draw``-th training sample (see the module docstring)."""
         return draw * self.sampler_world_size + self.sampler_rank
@@ -403,7 +399,6 @@ class GMNeRFDataManager(FullImageDatamanager):
     def next_eval_image(self, step: int) -> Tuple[Cameras, Dict]:
         return self.eval_image(self._eval_rng().randrange(len(self.eval_dataset)))
 
-    # ------------------------------------------------------------------ checkpointing and shutdown
     def get_extra_state(self) -> Dict[str, Any]:
         """Sampler state, saved by nerfstudio with the pipeline (``datamanager._extra_state``) so a resumed run draws
         the samples the interrupted one would have drawn."""

@@ -107,7 +107,6 @@ class HumanDataParser(DataParser):
         super().__init__(config=config)
         self._protocol: Optional[Protocol] = None
 
-    # ------------------------------------------------------------------ to implement per dataset
     def find_subjects(self, root: Path) -> Dict[str, Path]:
         """Maps subject name -> folder for every subject found under ``root`` (or ``root`` itself if it is one)."""
         raise NotImplementedError
@@ -131,7 +130,6 @@ class HumanDataParser(DataParser):
         image resized to the protocol's resolution; None when views are crops (GeneBody), whose size varies."""
         return None
 
-    # ------------------------------------------------------------------ shared logic
     @property
     def protocol(self) -> Protocol:
         """The protocol preset with this config's overrides applied."""

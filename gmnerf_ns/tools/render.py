@@ -314,8 +314,3 @@ def entrypoint() -> None:
 if __name__ == "__main__":
     entrypoint()
 
-
-def get_parser_fn():
-    """The argparse parser, for docs."""
-    return tyro.extras.get_parser(Commands)  # noqa
-
