@@ -304,7 +304,7 @@ def task_render(mode: Mode, spec: Dict[str, Any]) -> Dict[str, Any]:
         timer = PhaseTimer()
         with model_phases(model, [timer]):
             for _ in range(max(1, int(spec["repeats"]))):
-                model.eval()  # GMNeRFModel.train() drops the encoding cache: the next render is cold
+                model.clear_encoding_cache()  # the next render encodes the sources: cold
                 for kind in ("cold", "warm"):
                     timer.reset()
                     cpu0, t0 = cpu_seconds(), time.perf_counter()
