@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import numpy as np
 from PIL import Image
@@ -17,6 +17,16 @@ from ._safe_pickle import load_npy, load_pickle
 def warn(message: str) -> None:
     """Emits a :class:`HumanDataWarning` (something was skipped so the rest can go on)."""
     warnings.warn(message, HumanDataWarning, stacklevel=3)
+
+
+def subject_folders(root: Path, is_subject: Callable[[Path], bool]) -> Dict[str, Path]:
+    """Subject name -> folder: ``root`` itself if it is a subject, else its subfolders that are (sorted by name);
+    empty if ``root`` is neither a subject nor a folder."""
+    if is_subject(root):
+        return {root.name: root}
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and is_subject(p)}
 
 
 def load_pickled_dict(path: Path, what: str) -> Dict[str, Any]:

@@ -40,7 +40,7 @@ from ._body_models import (
     read_person_list,
 )
 from ._derived import DerivedFiles, common_frame
-from ._files import image_size, warn
+from ._files import image_size, subject_folders, warn
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_DIRS = ("mask", "masks", "mask-schp")
@@ -97,11 +97,7 @@ class EasyMocapDataParser(HumanDataParser):
     config: EasyMocapDataParserConfig
 
     def find_subjects(self, root: Path) -> Dict[str, Path]:
-        if is_capture(root):
-            return {root.name: root}
-        if not root.is_dir():
-            return {}
-        return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and is_capture(p)}
+        return subject_folders(root, is_capture)
 
     def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
         cameras = read_cameras(folder / "intri.yml", folder / "extri.yml")

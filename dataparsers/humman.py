@@ -31,7 +31,7 @@ from gmnerf_ns.data.protocol import FrameSampling
 
 from ._body_models import BodyModels, BodyParams
 from ._derived import DerivedFiles, common_frame
-from ._files import finite_array, image_size, require_key, warn
+from ._files import finite_array, image_size, require_key, subject_folders, warn
 
 COLOR_CAMERA = re.compile(r"^kinect_color_(\d+)$")
 SMPL_KEYS = {"global_orient": 3, "body_pose": 69, "betas": -1, "transl": 3}
@@ -66,11 +66,7 @@ class HuMManDataParser(HumanDataParser):
     config: HuMManDataParserConfig
 
     def find_subjects(self, root: Path) -> Dict[str, Path]:
-        if is_sequence(root):
-            return {root.name: root}
-        if not root.is_dir():
-            return {}
-        return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and is_sequence(p)}
+        return subject_folders(root, is_sequence)
 
     def dataset_split(self, root: Path) -> Optional[Tuple[List[str], List[str]]]:
         paths = [root / "train.txt", root / "test.txt"]

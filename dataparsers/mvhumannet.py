@@ -36,7 +36,7 @@ from gmnerf_ns.data.protocol import FrameSampling
 
 from ._body_models import BodyModels, easymocap_params, read_person_list
 from ._derived import DerivedFiles, common_frame
-from ._files import finite_array, image_size, read_obj_faces, warn
+from ._files import finite_array, image_size, read_obj_faces, subject_folders, warn
 from ._safe_pickle import load_pickle
 
 
@@ -74,11 +74,7 @@ class MVHumanNetDataParser(HumanDataParser):
     config: MVHumanNetDataParserConfig
 
     def find_subjects(self, root: Path) -> Dict[str, Path]:
-        if is_outfit(root):
-            return {root.name: root}
-        if not root.is_dir():
-            return {}
-        return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and is_outfit(p)}
+        return subject_folders(root, is_outfit)
 
     def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
         image_root = _first_dir(folder, self.config.image_dirs, "image")
