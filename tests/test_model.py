@@ -28,7 +28,7 @@ def small_model(**overrides) -> GMNeRFModel:
     model = GMNeRFModel(cfg, scene_box=SceneBox(torch.tensor([[-1.0, -1, 0], [1, 1, 2]])), num_train_data=1)
     sources = cylinder_sources()
     model.source_provider = lambda subject, frame: sources
-    model.default_source_key = (0, 0)
+    model.set_condition(0, 0)
     return model
 
 
@@ -135,6 +135,18 @@ def test_ray_box_intersection():
     near, far, hit = ray_box_intersection(origins, dirs, bbox)
     assert hit.tolist() == [True, False]
     assert torch.allclose(near[0], torch.tensor(2.0)) and torch.allclose(far[0], torch.tensor(4.0))
+
+
+def test_set_condition_drops_the_cached_encoding():
+    model = small_model()
+    model.eval()
+    model.get_outputs_for_camera(nerfstudio_camera(1))
+    assert model.cached_condition == (0, 0)  # bare cameras render the default subject-frame, encoded once
+    model.set_condition(0, 1)
+    assert model.default_source_key == (0, 1) and model.cached_condition is None
+    model.get_outputs_for_camera(nerfstudio_camera(1))
+    model.clear_encoding_cache()
+    assert model.cached_condition is None
 
 
 def test_half_resolution_feature_image_and_full_resolution_output():

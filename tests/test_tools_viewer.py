@@ -56,22 +56,22 @@ def test_controls_are_found_by_the_viewer_and_switch_the_conditioning(tmp_path_f
         assert controls.person.value == f"{TEST_SUBJECT} (held-out)" and model.default_source_key == default_key
         assert len(controls._handles) == dm.num_source_views  # the source-camera frustums
 
-        model._encoding_cache = ("stale", None)
+        model.get_outputs_for_camera(dm.eval_image(0)[0])  # caches an encoding the choice below must drop
+        assert model.cached_condition is not None
         controls.person.gui_handle.value = "subject_000 (training)"  # as if chosen in the browser
         controls.pose.gui_handle.value = "1"
         deadline = time.time() + 10  # viser runs the callbacks on its executor
         while model.default_source_key != (dm.subject_names.index("subject_000"), 1) and time.time() < deadline:
             time.sleep(0.05)
         assert model.default_source_key == (dm.subject_names.index("subject_000"), 1)
-        assert model._encoding_cache is None
+        assert model.cached_condition is None
         controls.proxy.gui_handle.value = True
         deadline = time.time() + 10
         while len(controls._handles) != dm.num_source_views + 1 and time.time() < deadline:
             time.sleep(0.05)
         assert len(controls._handles) == dm.num_source_views + 1  # frustums + proxy mesh
     finally:
-        model.default_source_key = default_key
-        model._encoding_cache = None
+        model.set_condition(*default_key)
         server.stop()
 
 

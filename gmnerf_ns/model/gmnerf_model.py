@@ -26,11 +26,12 @@ from typing import Callable, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.scene_box import OrientedBox
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils.external import TCNN_EXISTS
+from nerfstudio.utils.math import intersect_aabb
 from torch import Tensor, nn
 from torch.nn import Parameter
 
@@ -188,8 +189,8 @@ class GMNeRFModel(Model):
         self.mean_projection = nn.Linear(feat + 3, cfg.vertex_code_dim) if cfg.registration == "mean" else None
         self.volume = ProxyVolume(cfg.vertex_code_dim, cfg.volume_channels) if cfg.registration != "none" else None
         self.field = GMNeRFField(
-            geometry_dim=self.volume.out_dim if self.volume is not None else sum(cfg.volume_channels),
-            geometry_from_pixels=self.volume is None,
+            geometry_dim=sum(cfg.volume_channels),  # the proxy volume's multi-scale code, or its no-proxy stand-in
+            geometry_from_pixels=cfg.registration == "none",
             image_feature_dim=feat,
             appearance_dim=cfg.appearance_dim,
             hidden_dim=cfg.hidden_dim,
@@ -202,26 +203,26 @@ class GMNeRFModel(Model):
         self.renderer = NeuralRenderer(3 + cfg.feature_dim + 1, cfg.renderer_width) if cfg.neural_renderer else None
         self.perceptual = cfg.perceptual_loss.setup() if cfg.perceptual_loss_mult > 0 else None
         self.source_provider: Optional[SourceProvider] = None
-        """Set by the datamanager: finds source views for cameras that only carry subject/frame metadata."""
+        """Set by the pipeline: finds source views for cameras that only carry subject/frame metadata."""
         self.default_source_key: Optional[Tuple[int, int]] = None
-        """(subject_index, frame_id) used for cameras without metadata (the viewer)."""
+        """(subject_index, frame_id) used for cameras without metadata (the viewer); set with :meth:`set_condition`."""
         self._encoding_cache: Optional[Tuple[Tuple[int, int], EncodedSources]] = None
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         fields = [p for m in (self.registration, self.mean_projection, self.volume, self.field) if m is not None
                   for p in m.parameters()]
         groups = {"encoder": list(self.encoder.parameters()), "fields": fields}
-        if self.renderer is not None:  # nerfstudio's optimizers reject empty groups
+        if self.config.neural_renderer:  # nerfstudio's optimizers reject empty groups
             groups["renderer"] = list(self.renderer.parameters())
         return groups
 
-    # ------------------------------------------------------------------ conditioning
     def encode(self, sources: SourceViews) -> EncodedSources:
         """Encodes the source views and registers their appearance onto the proxy volume."""
         sources = sources.to(self.device)
         height, width = sources.image_size
         feature_maps = self.encoder(sources.images * sources.masks)  # (m, C, H/2, W/2)
-        if self.volume is None:  # no-proxy baseline: nothing registered, no empty-space skipping, no occlusion cue
+        if self.config.registration == "none":
+            # no-proxy baseline: nothing registered, no empty-space skipping, no occlusion cue
             depth_maps = torch.full((sources.num_views, 1, 1, 1), BACKGROUND_DEPTH, device=self.device)
             return EncodedSources(sources=sources, feature_maps=feature_maps, volumes=[],
                                   occupancy=torch.ones(1, 1, 2, 2, 2, device=self.device), depth_maps=depth_maps)
@@ -233,7 +234,7 @@ class GMNeRFModel(Model):
         verts, uv, visible = verts[keep], uv[:, keep], visible[:, keep]
         visible = visible.T  # (V, m)
         box = normalize_points(verts, sources.bbox)
-        if self.registration is not None:
+        if self.config.registration == "geometry-guided":
             offsets = window_offsets(self.config.registration_window, device=self.device)  # (W, 2)
             spacing = self.config.registration_spacing * max(height, width)
             window_uv = (uv[:, :, None] + spacing * offsets).flatten(1, 2)  # (m, V*W, 2)
@@ -276,7 +277,23 @@ class GMNeRFModel(Model):
             )
         return key
 
-    # ------------------------------------------------------------------ rendering
+    def set_condition(self, subject_index: int, frame_id: int) -> None:
+        """Conditions cameras without subject/frame metadata (the viewer, camera paths) on this subject-frame.
+
+        Drops the cached encoding: it is keyed by subject-frame, but a stale one should not outlive a choice.
+        """
+        self.default_source_key = (int(subject_index), int(frame_id))
+        self.clear_encoding_cache()
+
+    def clear_encoding_cache(self) -> None:
+        """Forgets the encoded source views kept between full-image renders (the next render encodes again)."""
+        self._encoding_cache = None
+
+    @property
+    def cached_condition(self) -> Optional[Tuple[int, int]]:
+        """(subject_index, frame_id) whose encoding the next full-image render may reuse; None if none is cached."""
+        return None if self._encoding_cache is None else self._encoding_cache[0]
+
     def render_rays(
         self,
         origins: Float[Tensor, "R 3"],
@@ -284,7 +301,14 @@ class GMNeRFModel(Model):
         encoded: EncodedSources,
         perturb: bool,
     ) -> Dict[str, Tensor]:
-        """Volume-renders rays against the proxy box: rgb (R,3), features (R,C), accumulation (R,1), depth (R,1)."""
+        """Volume-renders rays against the proxy box: rgb (R,3), features (R,C), accumulation (R,1), depth (R,1).
+
+        Sampling and compositing are written out rather than taken from nerfstudio's ``UniformSampler`` and
+        ``RaySamples.get_weights``: only samples near the proxy reach the field (the occupancy skip, a compaction those
+        classes have no place for), the stratified jitter draws one position per bin (``UniformSampler`` jitters the
+        bin edges, so training would sample differently), and the weights are the cumulative product the shipped
+        weights were trained with.
+        """
         bbox = encoded.sources.bbox
         near, far, hit = ray_box_intersection(origins, directions, bbox)
         num_rays, num_samples = origins.shape[0], self.config.num_samples
@@ -361,7 +385,7 @@ class GMNeRFModel(Model):
         cam = camera[0] if camera.shape else camera
         # A training patch knows its size; reading the camera's would be a host sync.
         y0, x0, ph, pw = patch if patch is not None else (0, 0, int(cam.height), int(cam.width))
-        factor = 2 if self.renderer is not None else 1
+        factor = 2 if self.config.neural_renderer else 1
         h, w = math.ceil(ph / factor), math.ceil(pw / factor)
         ys = y0 + (torch.arange(h, device=self.device, dtype=torch.float32) + 0.5) * factor
         xs = x0 + (torch.arange(w, device=self.device, dtype=torch.float32) + 0.5) * factor
@@ -393,7 +417,7 @@ class GMNeRFModel(Model):
 
         outputs = {"rgb_lowres": image("rgb"), "accumulation_lowres": image("accumulation"), "grad_rays": grad_rays,
                    "grad_ray_index": grad_index}
-        if self.renderer is not None:
+        if self.config.neural_renderer:
             chw = lambda x: x.permute(2, 0, 1)[None]  # noqa: E731
             up = self.renderer(chw(image("rgb")), chw(image("features")), chw(image("accumulation")))
             hwc = lambda x: x[0].permute(1, 2, 0)[:ph, :pw]  # noqa: E731
@@ -427,11 +451,15 @@ class GMNeRFModel(Model):
         return {"rgb": outputs.pop("rgb"), **outputs}  # the viewer's "Output type" starts on the first key
 
     def train(self, mode: bool = True):
-        self._encoding_cache = None  # weights change during training: never reuse an encoding across modes
+        self.clear_encoding_cache()  # weights change during training: never reuse an encoding across modes
         return super().train(mode)
 
-    # ------------------------------------------------------------------ losses and metrics
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        """Training PSNR of the patch and the share of rays rendered with gradient.
+
+        The PSNR is written out, not torchmetrics' ``peak_signal_noise_ratio``: that builds its observation count with
+        ``torch.tensor(n, device=...)``, a blocking host-to-device copy on CUDA in every training step.
+        """
         gt = batch["image"].to(self.device)
         mse = F.mse_loss(outputs["rgb"], gt)
         return {"psnr": -10.0 * torch.log10(mse.clamp(min=1e-10)), "grad_ray_fraction": outputs["grad_rays"].float().mean()}
@@ -441,11 +469,11 @@ class GMNeRFModel(Model):
         gt = batch["image"].to(self.device)  # (H, W, 3)
         gt_mask = batch["mask"].to(self.device).float()  # (H, W, 1)
         losses = {"rgb_loss": cfg.rgb_loss_mult * F.mse_loss(outputs["rgb"], gt)}
-        if self.perceptual is not None:
+        if cfg.perceptual_loss_mult > 0:
             losses["perceptual_loss"] = cfg.perceptual_loss_mult * self.perceptual(
                 outputs["rgb"].permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None]
             )
-        if self.renderer is not None:
+        if cfg.neural_renderer:
             losses["mask_loss"] = cfg.mask_loss_mult * mask_loss(outputs["mask"], gt_mask)
             h, w = outputs["rgb_lowres"].shape[:2]
             # The gradient rays by index (a fixed count): boolean-mask selection would need a host sync.
@@ -492,14 +520,17 @@ def _downsample(image: Float[Tensor, "H W C"], h: int, w: int) -> Float[Tensor, 
 
 def ray_box_intersection(
     origins: Float[Tensor, "R 3"], directions: Float[Tensor, "R 3"], bbox: Float[Tensor, "2 3"]
-) -> Tuple[Float[Tensor, "R"], Float[Tensor, "R"], Tensor]:
-    """Slab test: near/far distances of each ray through the box, and whether it hits at all."""
-    inv = 1.0 / torch.where(directions.abs() < 1e-9, torch.full_like(directions, 1e-9), directions)
-    t0 = (bbox[0] - origins) * inv
-    t1 = (bbox[1] - origins) * inv
-    near = torch.minimum(t0, t1).max(dim=-1).values.clamp(min=0.0)
-    far = torch.maximum(t0, t1).min(dim=-1).values
+) -> Tuple[Float[Tensor, "R"], Float[Tensor, "R"], Bool[Tensor, "R"]]:
+    """Near/far distances of each ray through the box (near clamped at 0), and whether it hits at all.
+
+    nerfstudio's ``intersect_aabb`` slab test, with two changes: direction components below 1e-9 are nudged to 1e-9
+    (its division gives 0/0 = NaN for an axis-parallel ray starting on a face plane), and a miss reads near = far = 0
+    rather than its 1e10, so that the samples of a missing ray stay finite.
+    """
+    directions = torch.where(directions.abs() < 1e-9, torch.full_like(directions, 1e-9), directions)
+    near, far = intersect_aabb(origins, directions, bbox.reshape(6))
     hit = far > near
+    near = torch.where(hit, near, 0.0)
     return near, torch.where(hit, far, near), hit
 
 

@@ -106,8 +106,7 @@ def choose_frames(subject: SubjectChoice, frame: Optional[int] = None,
 
 def set_default_condition(model: "GMNeRFModel", subject_index: int, frame_id: int) -> None:
     """Conditions cameras without metadata (viewer, plain ns-render) on a subject-frame; drops the cached encoding."""
-    model.default_source_key = (int(subject_index), int(frame_id))
-    model._encoding_cache = None  # the cache is keyed, but a stale encoding should not outlive a choice
+    model.set_condition(subject_index, frame_id)
 
 
 def frame_schedule(num_cameras: int, frame_ids: Sequence[int]) -> List[int]:
