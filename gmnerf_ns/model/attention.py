@@ -25,6 +25,7 @@ from typing import Literal, Tuple
 
 import torch
 from jaxtyping import Bool, Float
+from nerfstudio.field_components.encodings import NeRFEncoding
 from torch import Tensor, nn
 
 
@@ -78,13 +79,26 @@ def masked_view_mean(values: Float[Tensor, "N m C"], valid: Bool[Tensor, "N m"])
     return (values * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
-def positional_encoding(x: Float[Tensor, "N D"], num_frequencies: int) -> Float[Tensor, "N D*(2F+1)"]:
-    """NeRF sinusoidal encoding (identity + sin/cos at octave frequencies) of coordinates roughly in [-1, 1]."""
-    if num_frequencies == 0:
-        return x
-    freqs = 2.0 ** torch.arange(num_frequencies, device=x.device, dtype=x.dtype) * torch.pi
-    scaled = x[..., None] * freqs  # (N, D, F)
-    return torch.cat([x, torch.sin(scaled).flatten(-2), torch.cos(scaled).flatten(-2)], dim=-1)
+class PositionalEncoding(nn.Module):
+    """NeRF's sinusoidal encoding ``[x, sin(2^k pi x), cos(2^k pi x)]`` (k < F) of coordinates roughly in [-1, 1].
+
+    The sinusoids are nerfstudio's :class:`NeRFEncoding` (its frequencies ``2 pi 2^j`` for j from -1 are our
+    ``2^k pi``). The input comes first, where the shipped pretrained weights expect it, not last as ``NeRFEncoding``'s
+    ``include_input`` puts it.
+    """
+
+    def __init__(self, in_dim: int, num_frequencies: int):
+        super().__init__()
+        self.in_dim = in_dim
+        self.sinusoids = NeRFEncoding(in_dim, num_frequencies, min_freq_exp=-1.0, max_freq_exp=num_frequencies - 2.0)
+
+    def get_out_dim(self) -> int:
+        """Channels of the encoding: ``in_dim * (2F + 1)``."""
+        return self.in_dim + self.sinusoids.get_out_dim()
+
+    def forward(self, x: Float[Tensor, "*bs D"]) -> Float[Tensor, "*bs out"]:
+        """Encodes each coordinate; the channels are ``[x, sin (D x F, frequency fastest), cos (likewise)]``."""
+        return torch.cat([x, self.sinusoids(x)], dim=-1)
 
 
 class VertexRegistration(nn.Module):
@@ -96,9 +110,9 @@ class VertexRegistration(nn.Module):
 
     def __init__(self, feature_dim: int, code_dim: int, hidden_dim: int = 64, num_heads: int = 4, pe_freqs: int = 4):
         super().__init__()
-        self.pe_freqs = pe_freqs
-        pos_dim = 3 * (2 * pe_freqs + 1)
-        self.query = nn.Sequential(nn.Linear(pos_dim + feature_dim, hidden_dim), nn.ReLU(inplace=True))
+        self.position_encoding = PositionalEncoding(3, pe_freqs)
+        query_dim = self.position_encoding.get_out_dim() + feature_dim
+        self.query = nn.Sequential(nn.Linear(query_dim, hidden_dim), nn.ReLU(inplace=True))
         # key: feature, direction to the camera, visibility, window offset
         self.attention = ViewAttention(hidden_dim, feature_dim + 4 + 2, feature_dim, hidden_dim, num_heads, code_dim)
 
@@ -113,8 +127,7 @@ class VertexRegistration(nn.Module):
         """``positions`` normalised to the proxy box ([-1, 1]); ``directions`` unit vectors vertex -> camera."""
         num_vertices, m, window, channels = features.shape
         centre = features[:, :, window // 2]  # the projection itself (odd k: the middle sample)
-        query = self.query(torch.cat([positional_encoding(positions, self.pe_freqs), masked_view_mean(centre, visible)],
-                                     dim=-1))
+        query = self.query(torch.cat([self.position_encoding(positions), masked_view_mean(centre, visible)], dim=-1))
         expand = lambda x: x[:, :, None].expand(-1, -1, window, -1)  # noqa: E731  per view -> per token
         keys = torch.cat([
             features,

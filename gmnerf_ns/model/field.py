@@ -25,7 +25,7 @@ from nerfstudio.field_components.mlp import MLP
 from torch import Tensor, nn
 
 from gmnerf_ns.camera_math import inside_image, project_to_views
-from gmnerf_ns.model.attention import PointAppearance, masked_view_mean, positional_encoding
+from gmnerf_ns.model.attention import PointAppearance, PositionalEncoding, masked_view_mean
 from gmnerf_ns.model.sources import SourceViews, sample_maps
 from gmnerf_ns.model.volume import ProxyVolume, normalize_points
 
@@ -65,13 +65,14 @@ class GMNeRFField(nn.Module):
     ):
         super().__init__()
         # no-proxy baseline (pixelNeRF-style): the geometry code is the mean of the pixel-aligned features
+        self.geometry_from_pixels = geometry_from_pixels
         self.pixel_geometry = nn.Linear(image_feature_dim, geometry_dim) if geometry_from_pixels else None
-        self.pe_frequencies = pe_frequencies
+        self.position_encoding = PositionalEncoding(3, pe_frequencies)
         self.use_silhouette_hull = use_silhouette_hull
         self.feature_dim = feature_dim
         self.appearance = PointAppearance(geometry_dim, image_feature_dim, appearance_dim, hidden_dim=hidden_dim,
                                           fusion=appearance_fusion)
-        density_in = geometry_dim + 3 * (2 * pe_frequencies + 1) + (2 if use_silhouette_hull else 0)
+        density_in = geometry_dim + self.position_encoding.get_out_dim() + (2 if use_silhouette_hull else 0)
         self.geometry_mlp = MLP(density_in, 3, hidden_dim, out_dim=hidden_dim + 1, implementation=implementation)
         self.feature_mlp = MLP(hidden_dim + appearance_dim + 3, 2, hidden_dim, out_dim=feature_dim + 3,
                                implementation=implementation)
@@ -89,10 +90,10 @@ class GMNeRFField(nn.Module):
         uv, depth = project_to_views(positions, src.intrinsics, src.rotations, src.translations)  # (m, N, 2)
         valid = inside_image(uv, depth, height, width).T  # (N, m)
         feats = sample_maps(encoded.feature_maps, uv, height, width).transpose(0, 1)  # (N, m, C)
-        if self.pixel_geometry is None:
-            geometry = ProxyVolume.query(encoded.volumes, box)  # (N, G)
-        else:
+        if self.geometry_from_pixels:
             geometry = self.pixel_geometry(masked_view_mean(feats, valid))
+        else:
+            geometry = ProxyVolume.query(encoded.volumes, box)  # (N, G)
         colors = sample_maps(src.images, uv, height, width).transpose(0, 1)  # (N, m, 3)
         masks = sample_maps(src.masks, uv, height, width).transpose(0, 1)  # (N, m, 1)
         # how far the sample lies behind the proxy surface seen by each view: > 0 means probably occluded there
@@ -105,7 +106,7 @@ class GMNeRFField(nn.Module):
         relative = torch.cat([(source_dirs * target_dirs).sum(-1, keepdim=True), target_dirs - source_dirs], dim=-1)
         appearance, blended = self.appearance(geometry, feats, colors, torch.cat([masks, behind], -1), relative, valid)
 
-        inputs = [geometry, positional_encoding(box, self.pe_frequencies)]
+        inputs = [geometry, self.position_encoding(box)]
         if self.use_silhouette_hull:
             hull = masks[..., 0].masked_fill(~valid, 0.0)
             inputs += [hull.mean(1, keepdim=True), hull.min(1, keepdim=True).values]
