@@ -30,7 +30,6 @@ def parse(data, split="train", **kwargs):
     return EasyMocapDataParserConfig(data=Path(data), **kwargs).setup().collect(split)
 
 
-# ------------------------------------------------------------------------------------------------ vertices only
 @pytest.mark.parametrize("writer", ["easymocap", "cv2"])
 def test_cameras_round_trip(tmp_path, writer):
     capture = make_easymocap_capture(tmp_path, writer=writer)
@@ -114,7 +113,6 @@ def test_folder_of_captures(tmp_path):
     assert [s.name for s in parser.collect("test").subjects] == ["bob"]
 
 
-# ------------------------------------------------------------------------------------------------ SMPL parameters
 @pytest.fixture
 def fake_smplx(monkeypatch, tmp_path):
     """``smplx.create`` replaced by a fake; empty model files where smplx expects them (no real SMPL here)."""
@@ -186,7 +184,6 @@ def test_newer_api_hands_and_bad_length():
         easymocap_params({**entry, "poses": [[0.0] * 70]}, Path("f.json"))
 
 
-# ------------------------------------------------------------------------------------------------ gmnerf-auto
 def test_auto_detects_the_capture(tmp_path):
     capture = make_easymocap_capture(tmp_path)
     parser = AutoDataParserConfig(data=capture.folder, resolution=RES).setup()
@@ -195,7 +192,6 @@ def test_auto_detects_the_capture(tmp_path):
     assert type(parent) is EasyMocapDataParser
 
 
-# ------------------------------------------------------------------------------------------------ bad input
 def test_camera_missing_from_extri(tmp_path):
     capture = make_easymocap_capture(tmp_path)
     entries = [("names", capture.names, "list")]
@@ -242,7 +238,6 @@ def test_vertex_count_that_does_not_match_the_faces(tmp_path, fake_smplx):
         parse(capture.folder)
 
 
-# ------------------------------------------------------------------------------------------------ training
 @pytest.mark.parametrize("fits", ["vertices", "smpl"])
 def test_trains_without_naming_the_dataparser(tmp_path, monkeypatch, fits):
     """``ns-train gm-nerf-small --data <capture> --max-num-iterations 2`` (with ``gmnerf-auto --body-model-dir`` for

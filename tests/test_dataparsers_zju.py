@@ -134,7 +134,6 @@ def test_short_names_resolve_against_data_root(zju, monkeypatch):
         parser(root, train_subjects=("999",), test_subjects=("387",)).collect("train")
 
 
-# ------------------------------------------------------------------------------------------------- bad input
 @pytest.fixture
 def subject(tmp_path):
     return make_zju_subject(tmp_path, 386, num_frames=2)

@@ -16,12 +16,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import pytest
 import torch
+import tyro
 import yaml
 
 from tests.fixtures_human import make_synthetic_dataset
@@ -53,19 +55,25 @@ def make_data(root: Path) -> Path:
     return root
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Driver: one training process (run as `python -m tests.test_reliability train ...`)
-# ----------------------------------------------------------------------------------------------------------------------
-def driver(argv: List[str]) -> None:
-    import argparse
+@dataclass
+class DriverArgs:
+    """One training process of the kill/resume tests."""
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("data", type=Path)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("log", type=Path)
-    parser.add_argument("--load-dir", type=Path)
-    parser.add_argument("--stall-saving-step", type=int, help="write half of this step's checkpoint, then hang")
-    args = parser.parse_args(argv)
+    data: tyro.conf.Positional[Path]
+    """Dataset folder."""
+    out: tyro.conf.Positional[Path]
+    """Output folder of the run."""
+    log: tyro.conf.Positional[Path]
+    """JSON-lines file each step's losses are appended to."""
+    load_dir: Optional[Path] = None
+    """Checkpoint folder to resume from."""
+    stall_saving_step: Optional[int] = None
+    """Write half of this step's checkpoint, then hang."""
+
+
+def driver(argv: List[str]) -> None:
+    """One training process (run as ``python -m tests.test_reliability train ...``)."""
+    args = tyro.cli(DriverArgs, args=argv)
     torch.set_num_threads(1)
 
     from nerfstudio.scripts.train import main
@@ -193,9 +201,7 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(kill_and_resume):
                                       rtol=1e-4, atol=1e-9), (group, index, name)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Bad inputs, in process through ns-train's main and eval_setup
-# ----------------------------------------------------------------------------------------------------------------------
+# Bad inputs, in process through ns-train's main and eval_setup.
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return make_data(tmp_path_factory.mktemp("bad") / "data")
@@ -427,9 +433,6 @@ def test_config_of_another_version_is_one_error(finished_run, tmp_path):
     assert eval_setup(finished_run / "config.yml")[3] == 1  # the unmodified config still loads
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# gmnerf-doctor
-# ----------------------------------------------------------------------------------------------------------------------
 def doctor(data: Path, **kwargs):
     """(exit status, {(item, status)}, every row's details and the printed text as one whitespace-normalised string)."""
     from rich.console import Console
