@@ -1,4 +1,5 @@
-"""Reading checkpoints: the one place gm-nerf loads a ``.ckpt``, as tensors and numbers only, with one-line errors.
+"""Checkpoint files: the one place gm-nerf reads a ``.ckpt`` (as tensors and numbers only, with one-line errors) and
+writes one (atomically, keeping the newest few).
 
 Every checkpoint read (``--load-dir``/``--load-checkpoint`` resume, ``--pipeline.pretrained-checkpoint``
 initialisation) goes through :func:`read_checkpoint`, which calls ``torch.load(weights_only=True)``: a crafted file
@@ -6,10 +7,17 @@ that names any Python object other than tensors, containers and numbers is refus
 missing, truncated or foreign file is a :class:`CheckpointError` naming it. ``ns-eval``, ``ns-render`` and the viewer
 read the run's own checkpoint through nerfstudio's ``eval_setup``, which uses ``torch.load``'s ``weights_only=True``
 default (torch >= 2.6); building a pipeline never loads one.
+
+Every write goes through :func:`atomic_save`: a temporary file next to the checkpoint folder, flushed, fsynced and
+renamed with ``os.replace``, so that a kill at any moment leaves the previous checkpoint intact and nothing
+half-written in ``nerfstudio_models/`` (nerfstudio parses every file name there). Only then does
+:func:`prune_checkpoints` remove older ones, so that a latest checkpoint found corrupt on resume leaves the one before
+to fall back to.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
@@ -19,11 +27,11 @@ from typing import Any, Dict, List, Literal, Tuple
 import torch
 from torch import nn
 
+from gmnerf_ns.errors import RunInputError
+
 CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
-
-
-class RunInputError(ValueError):
-    """A user-fixable problem with a run's inputs: checkpoint, output folder or config. The message says what to do."""
+CHECKPOINT_FORMAT = 1
+"""Version of the extra checkpoint entries the trainer writes (``gmnerf``, ``rng_states``)."""
 
 
 class CheckpointError(RunInputError):
@@ -124,3 +132,50 @@ def load_model_weights(model: nn.Module, path: Path, purpose: Literal["resume", 
     check_checkpoint_fits(model, state, path, purpose)
     model.load_state_dict(model_weights(state), strict=purpose == "resume")
     return state
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------------------------------
+def _partial_name(path: Path) -> Path:
+    # Outside the checkpoint folder: nerfstudio's --load-dir and ns-eval parse every file name in it as step-N.ckpt.
+    return path.parent.parent / f".{path.parent.name}-{path.name}.partial-{os.getpid()}"
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` so that a reader (or a crash) only ever sees the old file or the complete new one."""
+    path = Path(path)
+    tmp = _partial_name(path)
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable (not supported on every filesystem)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_stale_partials(checkpoint_dir: Path) -> None:
+    """Deletes temporary files left by a save that was killed (they never replaced a checkpoint)."""
+    for stale in checkpoint_dir.parent.glob(f".{checkpoint_dir.name}-step-*.ckpt.partial-*"):
+        stale.unlink(missing_ok=True)
+
+
+def prune_checkpoints(checkpoint_dir: Path, step: int, keep: int) -> None:
+    """Keeps the checkpoint of ``step`` and the ``keep - 1`` before it (at least the one of ``step``); later steps
+    (left by a run resumed from an earlier checkpoint) and older ones are deleted."""
+    latest = Path(checkpoint_dir) / f"step-{step:09d}.ckpt"
+    earlier = [other for s, other in list_checkpoints(checkpoint_dir) if s < step]
+    before = max(1, keep) - 1
+    kept = {latest, *(earlier[-before:] if before else [])}
+    for _, other in list_checkpoints(checkpoint_dir):
+        if other not in kept:
+            other.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, List, Optional
 
-from gmnerf_ns.checkpoints import RunInputError
+from gmnerf_ns.errors import RunInputError
 
 
 class OptionError(RunInputError):

@@ -32,8 +32,10 @@ import tyro
 
 from gmnerf_ns import __version__
 from gmnerf_ns.checkpoints import (
+    CHECKPOINT_FORMAT,
     CheckpointError,
     RunInputError,
+    atomic_save,
     list_checkpoints,
     model_weights,
     read_checkpoint,
@@ -56,7 +58,7 @@ def export_weights(run_config: Path, out_dir: Path, card: Dict[str, Any]) -> Pat
 
     Returns the weights' path. The card gets the step, the tensor count and the file's SHA-256 added.
     """
-    from gmnerf_ns.trainer import atomic_save, atomic_write_text
+    from gmnerf_ns.run_folder import atomic_write_text
 
     run_dir = Path(run_config).parent
     found = list_checkpoints(run_dir / "nerfstudio_models")
@@ -126,7 +128,7 @@ def write_run(options: PretrainedRun) -> Path:
     Returns the path of ``config.yml``.
     """
     from gmnerf_ns.method_configs import gm_nerf_small
-    from gmnerf_ns.trainer import atomic_save, check_output_dir
+    from gmnerf_ns.run_folder import check_output_dir
 
     state = read_weights(options.weights)
     config = copy.deepcopy(gm_nerf_small.config)
@@ -158,8 +160,9 @@ def write_run(options: PretrainedRun) -> Path:
     checkpoint = config.get_checkpoint_dir() / f"step-{state['step']:09d}.ckpt"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     atomic_save({"step": state["step"], "pipeline": pipeline.state_dict(), "optimizers": {}, "schedulers": {},
-                 "scalers": {}, "gmnerf": {"format": 1, "version": __version__, "method_name": PRETRAINED_METHOD,
-                                           "pretrained": str(options.weights)}}, checkpoint)
+                 "scalers": {}, "gmnerf": {"format": CHECKPOINT_FORMAT, "version": __version__,
+                                           "method_name": PRETRAINED_METHOD, "pretrained": str(options.weights)}},
+                checkpoint)
     close = getattr(pipeline.datamanager, "close", None)
     if close is not None:
         close()

@@ -1,49 +1,45 @@
-"""nerfstudio's Trainer with resumable atomic checkpoints, protected outputs, clear input errors and CPU multi-process runs.
+"""nerfstudio's Trainer with exact resume, atomic checkpoints, protected outputs, clear input errors and CPU
+multi-process runs; every ``gm-nerf*`` method uses it.
 
-What this adds to :class:`nerfstudio.engine.trainer.Trainer` (every ``gm-nerf*`` method uses it):
+This module holds the classes a run's ``config.yml`` names (:class:`GMNeRFTrainerConfig`, :class:`GMNeRFMachineConfig`,
+:class:`GMNeRFTrainer`): their import path is part of the config format, so they stay here. The pieces they use live
+in one module per concern:
 
-* **Exact resume.** A checkpoint also holds every rank's Python/NumPy/torch RNG state (the datamanager's sampler state
-  rides along in the pipeline's ``state_dict``, see ``GMNeRFDataManager.get_extra_state``), so a run killed after a
-  checkpoint and resumed with ``--load-dir`` continues with the same samples, the same random rays and the same losses
-  as the uninterrupted run. ``max_num_iterations`` counts from the start of the run: a resumed run stops where the
-  uninterrupted one would have (nerfstudio trains that many *more* steps).
-* **Atomic checkpoints.** Written to a temporary file next to the checkpoint folder, flushed, fsynced and renamed with
-  ``os.replace``; only then are older checkpoints removed, all but the newest ``keep_checkpoints`` (2), so that a
-  latest checkpoint found corrupt on resume leaves the one before to fall back to. A kill at any moment leaves the
-  previous checkpoint intact and nothing half-written in ``nerfstudio_models/`` (nerfstudio parses every file name
-  there).
-* **Nothing overwritten, nothing left behind.** A run folder that already holds checkpoints is refused unless the run
-  resumes from it (``--load-dir``/``--load-checkpoint`` inside it) or ``--force`` is given. A run whose setup fails
-  (bad data, a wrong checkpoint) removes the config.yml and the folders ``save_config`` created for it.
-* **One clear error.** Dataset problems (:class:`HumanDataError`), checkpoints of another method or model size, and
+* **Exact resume** (:mod:`gmnerf_ns.rng_state`). A checkpoint also holds every rank's Python/NumPy/torch RNG state (the
+  datamanager's sampler state rides along in the pipeline's ``state_dict``, see ``GMNeRFDataManager.get_extra_state``),
+  so a run killed after a checkpoint and resumed with ``--load-dir`` continues with the same samples, random rays and
+  losses as the uninterrupted run. ``max_num_iterations`` counts from the start of the run: a resumed run stops where
+  the uninterrupted one would have (nerfstudio trains that many *more* steps).
+* **Atomic checkpoints** (:mod:`gmnerf_ns.checkpoints`). Written through a temporary file and ``os.replace``; only then
+  are older checkpoints removed, all but the newest ``keep_checkpoints`` (2), so that a latest checkpoint found corrupt
+  on resume leaves the one before to fall back to.
+* **Nothing overwritten, nothing left behind** (:mod:`gmnerf_ns.run_folder`). A run folder that already holds
+  checkpoints is refused unless the run resumes from it or ``--force`` is given; a run whose setup fails removes the
+  config.yml and the folders ``save_config`` created for it.
+* **One clear error** (:mod:`gmnerf_ns.errors`). Dataset problems, checkpoints of another method or model size, and
   configs of another gmnerf-ns version end ``ns-train`` with a single ``gmnerf error: ...`` line (exit status 1)
   instead of a traceback; loading such a ``config.yml`` in ``ns-eval``/``ns-render`` raises
   :class:`IncompatibleConfigError` naming what is wrong. Every numeric option is range-checked
   (:meth:`GMNeRFTrainerConfig.validate`, :mod:`gmnerf_ns.options`) before any data is read or anything is written.
-* **Device choice.** ``--machine.device-type`` may be ``auto`` (the default of gm-nerf and gm-nerf-finetune): CUDA when
-  available, otherwise the CPU with a one-line notice (:func:`resolve_device`, run by ``save_config`` before anything
-  else reads the device). An explicit ``cuda`` (or ``mps``) that is not available is one ``gmnerf error:`` line;
-  config.yml keeps ``auto``, so the run picks the device again wherever it is resumed.
-* **CPU multi-process training.** nerfstudio 1.1.5's launcher asserts CUDA in its worker (its gloo branch is
-  unreachable) and wraps the model in ``DDP(device_ids=[rank])``, which torch rejects for CPU modules;
-  ``--machine.device-type cpu --machine.num-devices N`` is made to work by swapping in a gloo worker (installed by
-  :meth:`GMNeRFTrainerConfig.save_config`, the last thing ``ns-train`` calls before launching) and building the
-  pipeline's DDP without ``device_ids`` on CPU. Gradients are averaged by DDP; only rank 0 writes checkpoints and logs.
+* **Device choice** (:mod:`gmnerf_ns.device`). ``--machine.device-type auto`` (the default of gm-nerf and
+  gm-nerf-finetune) trains on CUDA when available, otherwise on the CPU with a one-line notice; an explicit ``cuda`` or
+  ``mps`` that is not available is one ``gmnerf error:`` line.
+* **CPU multi-process training.** ``--machine.device-type cpu --machine.num-devices N`` works through two patches of
+  nerfstudio applied here: a gloo worker for the launcher (:meth:`GMNeRFTrainerConfig.save_config`) and a DDP without
+  ``device_ids`` while the pipeline is built (:meth:`GMNeRFTrainer.setup`). Gradients are averaged by DDP; only rank 0
+  writes checkpoints and logs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import random
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Tuple, Type
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import tyro
@@ -58,47 +54,47 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gmnerf_ns import __version__
 from gmnerf_ns.checkpoints import (
+    CHECKPOINT_FORMAT,
     CheckpointError,
-    RunInputError,
+    atomic_save,
     check_checkpoint_fits,
     list_checkpoints,
+    prune_checkpoints,
     read_checkpoint,
+    remove_stale_partials,
 )
-from gmnerf_ns.data.human_record import HumanDataError
+from gmnerf_ns.device import CPU_FALLBACK_NOTICE, choose_device, resolve_device
+from gmnerf_ns.errors import (
+    USER_ERRORS,
+    CleanExit,
+    DeviceError,
+    ExistingRunError,
+    IncompatibleConfigError,
+    RunInputError,
+)
 from gmnerf_ns.options import OptionCheck, validate_all
+from gmnerf_ns.rng_state import get_rng_state, set_rng_state
+from gmnerf_ns.run_folder import check_output_dir, remove_new_run_files, write_run_config
 
-CONFIG_FORMAT = 1
-"""Version of the saved ``config.yml`` layout. Bump it when a config class is renamed or a field changes meaning."""
-CHECKPOINT_FORMAT = 1
-"""Version of the extra checkpoint entries written here (``gmnerf``, ``rng_states``)."""
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Errors
-# ----------------------------------------------------------------------------------------------------------------------
-class ExistingRunError(RunInputError):
-    """The output folder already holds a run with checkpoints."""
-
-
-class IncompatibleConfigError(RunInputError):
-    """A ``config.yml`` written by another gmnerf-ns version (other config format, renamed or removed class)."""
-
-
-class DeviceError(RunInputError):
-    """The device asked for with ``--machine.device-type`` is not available on this machine."""
-
-
-class CleanExit(SystemExit):
-    """Ends ``ns-train`` with one line naming the problem and exit status 1; ``error`` holds the original exception."""
-
-    def __init__(self, error: BaseException):
-        super().__init__(f"gmnerf error: {error}")
-        self.error = error
-
-
-USER_ERRORS = (HumanDataError, RunInputError)
-"""Exceptions that are the user's to fix (bad data, wrong file): reported as one line, without a traceback."""
-
+__all__ = [
+    "CONFIG_FORMAT",
+    "GMNeRFMachineConfig",
+    "GMNeRFTrainer",
+    "GMNeRFTrainerConfig",
+    # Re-exported from the modules they moved to, for code that imports them from here.
+    "CHECKPOINT_FORMAT",
+    "CPU_FALLBACK_NOTICE",
+    "USER_ERRORS",
+    "CleanExit",
+    "DeviceError",
+    "ExistingRunError",
+    "IncompatibleConfigError",
+    "atomic_save",
+    "check_output_dir",
+    "choose_device",
+    "remove_new_run_files",
+    "resolve_device",
+]
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config.yml of other versions
@@ -106,7 +102,7 @@ USER_ERRORS = (HumanDataError, RunInputError)
 _YAML_TAGS = ("python/object:", "python/object/apply:", "python/object/new:", "python/name:")
 
 
-def _yaml_guard(kind: str):
+def _yaml_guard(kind: str) -> Callable[[yaml.Loader, str, yaml.Node], Any]:
     def construct(loader: yaml.Loader, suffix: str, node: yaml.Node):
         name = "gmnerf_ns." + suffix
         try:
@@ -130,9 +126,8 @@ def _yaml_guard(kind: str):
 
 def install_yaml_guard() -> None:
     """Makes ``yaml.load`` of a config naming a gmnerf_ns class that no longer exists raise
-    :class:`IncompatibleConfigError` instead of a bare "cannot find ... in the module" (ns-eval, ns-render and
-    ``ns-train --load-config`` all load config.yml with ``yaml.Loader``). Successful loads are unchanged: the guard
-    only checks the name, then hands the node to PyYAML's own constructor."""
+    :class:`IncompatibleConfigError` instead of a bare "cannot find ... in the module" (patch 1 of the module
+    docstring). Idempotent."""
     for loader in (yaml.Loader, yaml.UnsafeLoader):
         if getattr(loader, "_gmnerf_guard", False):
             continue
@@ -143,152 +138,6 @@ def install_yaml_guard() -> None:
 
 
 install_yaml_guard()
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Checkpoint files
-# ----------------------------------------------------------------------------------------------------------------------
-def _partial_name(path: Path) -> Path:
-    # Outside the checkpoint folder: nerfstudio's --load-dir and ns-eval parse every file name in it as step-N.ckpt.
-    return path.parent.parent / f".{path.parent.name}-{path.name}.partial-{os.getpid()}"
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` so that a reader (or a crash) only ever sees the old file or the complete new one."""
-    path = Path(path)
-    tmp = _partial_name(path)
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable (not supported on every filesystem)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes a text file through a temporary file and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(text, "utf8")
-    os.replace(tmp, path)
-
-
-def remove_stale_partials(checkpoint_dir: Path) -> None:
-    """Deletes temporary files left by a save that was killed (they never replaced a checkpoint)."""
-    for stale in checkpoint_dir.parent.glob(f".{checkpoint_dir.name}-step-*.ckpt.partial-*"):
-        stale.unlink(missing_ok=True)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# RNG state (every rank's)
-# ----------------------------------------------------------------------------------------------------------------------
-def get_rng_state() -> Dict[str, Any]:
-    """This process's Python, NumPy and torch RNG states in a form ``torch.load(weights_only=True)`` accepts."""
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": [version, list(internal), gauss],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Dict[str, Any]) -> None:
-    """Inverse of :func:`get_rng_state`."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Output folders
-# ----------------------------------------------------------------------------------------------------------------------
-def _inside(path: Optional[Path], folder: Path) -> bool:
-    return path is not None and Path(path).resolve().is_relative_to(folder.resolve())
-
-
-def check_output_dir(config: "GMNeRFTrainerConfig") -> None:
-    """Refuses to write into a run folder that already holds checkpoints, unless resuming from it or ``--force``
-    (which deletes those checkpoints, so the new run's are never mixed with them)."""
-    base = config.get_base_dir()
-    found = list_checkpoints(config.get_checkpoint_dir())
-    if not found or _inside(config.load_dir, base) or _inside(config.load_checkpoint, base):
-        return
-    if config.force:
-        for _, path in found:
-            path.unlink(missing_ok=True)
-        CONSOLE.log(f"--force: deleted {len(found)} checkpoint(s) of the previous run in {base}")
-        return
-    raise ExistingRunError(
-        f"{base} already holds a run (checkpoint step-{found[-1][0]:09d}.ckpt); nothing was changed. Resume it with "
-        f"--load-dir {config.get_checkpoint_dir()} and the run's options (ns-train --load-config ignores other "
-        "options), pick another --timestamp or --experiment-name, or pass --force to overwrite it"
-    )
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Device
-# ----------------------------------------------------------------------------------------------------------------------
-@dataclass
-class GMNeRFMachineConfig(MachineConfig):
-    """nerfstudio's machine config, whose device type can also be ``auto``."""
-
-    device_type: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    """Device to train on: auto = CUDA when available, else the CPU (with a one-line notice); cpu, cuda or mps use that
-    device, and fail with one line if it is not available."""
-
-
-CPU_FALLBACK_NOTICE = ("gmnerf: CUDA is not available; training on the CPU (pass --machine.device-type cpu to silence "
-                       "this)")
-
-
-def choose_device(requested: str) -> Tuple[str, Optional[str]]:
-    """The device type a run asking for ``requested`` trains on, and the notice to print about it (or None).
-
-    Raises:
-        DeviceError: ``cuda`` or ``mps`` was asked for and is not available.
-    """
-    if requested == "auto":
-        return ("cuda", None) if torch.cuda.is_available() else ("cpu", CPU_FALLBACK_NOTICE)
-    if requested == "cuda" and not torch.cuda.is_available():
-        why = (f"this torch build ({torch.__version__}) has no CUDA support" if torch.version.cuda is None
-               else "no NVIDIA driver or GPU was found")
-        raise DeviceError(f"--machine.device-type cuda: CUDA is not available on this machine ({why}); pass "
-                          "--machine.device-type cpu, or auto to use CUDA only where it is available")
-    if requested == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError("--machine.device-type mps: Apple's MPS is not available on this machine; pass "
-                          "--machine.device-type cpu or auto")
-    return requested, None
-
-
-def resolve_device(config: TrainerConfig) -> None:
-    """Replaces ``config.machine.device_type`` by the device :func:`choose_device` picks, printing its notice. Every
-    later reader (nerfstudio's launcher and Trainer, the CPU launcher) then sees cpu, cuda or mps, never auto.
-
-    Raises:
-        DeviceError: as :func:`choose_device`.
-    """
-    device, notice = choose_device(config.machine.device_type)
-    if notice is not None:
-        CONSOLE.print(f"[bold yellow]{notice}", soft_wrap=True, highlight=False)
-    config.machine.device_type = device  # type: ignore[assignment]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -317,7 +166,8 @@ def distributed_worker_cpu(local_rank: int, main_func, world_size: int, num_devi
 
 
 def install_cpu_launcher(config: TrainerConfig) -> None:
-    """Points ``ns-train``'s launcher at :func:`distributed_worker_cpu` for multi-process CPU runs."""
+    """Points ``ns-train``'s launcher at :func:`distributed_worker_cpu` for multi-process CPU runs (patch 2 of the
+    module docstring); does nothing for CUDA or single-process runs."""
     machine = config.machine
     if machine.device_type == "cuda" or machine.num_devices * machine.num_machines <= 1:
         return
@@ -330,6 +180,9 @@ def install_cpu_launcher(config: TrainerConfig) -> None:
             module._distributed_worker = distributed_worker_cpu
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# CPU DDP
+# ----------------------------------------------------------------------------------------------------------------------
 class CpuDistributedDataParallel(DistributedDataParallel):
     """DDP that ignores ``device_ids``: torch accepts them only for single-GPU modules, nerfstudio always passes them."""
 
@@ -338,9 +191,9 @@ class CpuDistributedDataParallel(DistributedDataParallel):
 
 
 @contextlib.contextmanager
-def cpu_ddp_support(device: str):
+def cpu_ddp_support(device: str) -> Iterator[None]:
     """While the pipeline is built, nerfstudio's DDP wrapping of a CPU model uses :class:`CpuDistributedDataParallel`
-    (a subclass, so nerfstudio's ``isinstance(model, DDP)`` checks still hold)."""
+    (patch 3 of the module docstring); on CUDA this does nothing."""
     from nerfstudio.pipelines import base_pipeline
 
     if device.startswith("cuda"):
@@ -354,9 +207,19 @@ def cpu_ddp_support(device: str):
         base_pipeline.DDP = original
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Config and trainer
-# ----------------------------------------------------------------------------------------------------------------------
+CONFIG_FORMAT = 1
+"""Version of the saved ``config.yml`` layout. Bump it when a config class is renamed or a field changes meaning."""
+
+
+@dataclass
+class GMNeRFMachineConfig(MachineConfig):
+    """nerfstudio's machine config, whose device type can also be ``auto``."""
+
+    device_type: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Device to train on: auto = CUDA when available, else the CPU (with a one-line notice); cpu, cuda or mps use that
+    device, and fail with one line if it is not available."""
+
+
 @dataclass
 class GMNeRFTrainerConfig(TrainerConfig):
     """nerfstudio's trainer config plus resume, overwrite protection and version stamps (see the module docstring)."""
@@ -442,8 +305,8 @@ class GMNeRFTrainerConfig(TrainerConfig):
         """Checks every option (:meth:`validate`), the output folder (:func:`check_output_dir`) and the device
         (:func:`resolve_device`), then writes config.yml atomically. ``ns-train`` calls this last before launching the
         training processes, so nothing is written for a config that cannot run, and the CPU multi-process launcher is
-        installed here too. What this creates (config.yml, folders) is remembered so that a setup that fails removes
-        it again (:func:`remove_new_run_files`)."""
+        installed here too (:func:`install_cpu_launcher`). What this creates (config.yml, folders) is remembered so that
+        a setup that fails removes it again (:func:`remove_new_run_files`)."""
         self.__dict__.pop("_created_paths", None)  # left by an earlier call; never saved in config.yml
         requested = self.machine.device_type
         try:
@@ -452,10 +315,6 @@ class GMNeRFTrainerConfig(TrainerConfig):
             resolve_device(self)
         except RunInputError as err:
             raise CleanExit(err) from err
-        base = self.get_base_dir()
-        created = [folder for folder in (base, *base.parents) if not folder.exists()]  # deepest first
-        base.mkdir(parents=True, exist_ok=True)
-        path = base / "config.yml"
         # Never saved: --force (`--load-config` of this file must not delete anything) and the device chosen for this
         # machine (the config keeps what was asked for, so that auto stays auto on another machine).
         force, device = self.force, self.machine.device_type
@@ -464,27 +323,8 @@ class GMNeRFTrainerConfig(TrainerConfig):
             text = yaml.dump(self)
         finally:
             self.force, self.machine.device_type = force, device
-        existed = path.exists()
-        if existed and path.read_text("utf8") != text:  # resuming in place with other options: keep the old
-            path.rename(base / f"config.{time.strftime('%Y-%m-%d_%H%M%S')}.yml")
-        if not existed:
-            created.insert(0, path)
-        CONSOLE.log(f"Saving config to: {path}")
-        atomic_write_text(path, text)
-        self._created_paths = tuple(created)
+        self._created_paths = write_run_config(self, text)
         install_cpu_launcher(self)
-
-
-def remove_new_run_files(config: GMNeRFTrainerConfig) -> None:
-    """Deletes what :meth:`GMNeRFTrainerConfig.save_config` created for a run whose setup then failed, so that a
-    failed start leaves no run folder behind: the config.yml it wrote (not one that was there before) and the folders
-    it made, while they are empty. A folder that existed before is never removed."""
-    for path in config.__dict__.pop("_created_paths", ()):  # config.yml, then the folders, deepest first
-        with contextlib.suppress(OSError):  # a folder something else wrote into meanwhile stays
-            if path.is_dir():
-                path.rmdir()
-            else:
-                path.unlink()
 
 
 class GMNeRFTrainer(Trainer):
@@ -653,11 +493,4 @@ class GMNeRFTrainer(Trainer):
             path,
         )
         if self.config.save_only_latest_checkpoint:
-            # Keep this one and the keep_checkpoints - 1 before it; later steps (left by a run resumed from an
-            # earlier checkpoint) and older ones go.
-            earlier = [other for s, other in list_checkpoints(self.checkpoint_dir) if s < step]
-            before = max(1, self.config.keep_checkpoints) - 1
-            keep = {path, *(earlier[-before:] if before else [])}
-            for _, other in list_checkpoints(self.checkpoint_dir):
-                if other not in keep:
-                    other.unlink(missing_ok=True)
+            prune_checkpoints(self.checkpoint_dir, step, self.config.keep_checkpoints)

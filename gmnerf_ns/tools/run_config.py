@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from gmnerf_ns.checkpoints import RunInputError
+from gmnerf_ns.errors import RunInputError
 from gmnerf_ns.pipeline import GMNeRFPipelineConfig
 
 

@@ -1,0 +1,50 @@
+"""Which device a run trains on: ``--machine.device-type auto`` picks CUDA when available, else the CPU with a notice.
+
+:func:`resolve_device` runs before anything else reads the device (``save_config`` under ns-train, the trainer for
+trainers built directly). config.yml keeps what was asked for, so an ``auto`` run picks again wherever it is resumed.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from gmnerf_ns.errors import DeviceError
+
+CPU_FALLBACK_NOTICE = ("gmnerf: CUDA is not available; training on the CPU (pass --machine.device-type cpu to silence "
+                       "this)")
+
+
+def choose_device(requested: str) -> Tuple[str, Optional[str]]:
+    """The device type a run asking for ``requested`` trains on, and the notice to print about it (or None).
+
+    Raises:
+        DeviceError: ``cuda`` or ``mps`` was asked for and is not available.
+    """
+    if requested == "auto":
+        return ("cuda", None) if torch.cuda.is_available() else ("cpu", CPU_FALLBACK_NOTICE)
+    if requested == "cuda" and not torch.cuda.is_available():
+        why = (f"this torch build ({torch.__version__}) has no CUDA support" if torch.version.cuda is None
+               else "no NVIDIA driver or GPU was found")
+        raise DeviceError(f"--machine.device-type cuda: CUDA is not available on this machine ({why}); pass "
+                          "--machine.device-type cpu, or auto to use CUDA only where it is available")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("--machine.device-type mps: Apple's MPS is not available on this machine; pass "
+                          "--machine.device-type cpu or auto")
+    return requested, None
+
+
+def resolve_device(config: TrainerConfig) -> None:
+    """Replaces ``config.machine.device_type`` by the device :func:`choose_device` picks, printing its notice. Every
+    later reader (nerfstudio's launcher and Trainer, the CPU launcher) then sees cpu, cuda or mps, never auto.
+
+    Raises:
+        DeviceError: as :func:`choose_device`.
+    """
+    device, notice = choose_device(config.machine.device_type)
+    if notice is not None:
+        CONSOLE.print(f"[bold yellow]{notice}", soft_wrap=True, highlight=False)
+    config.machine.device_type = device  # type: ignore[assignment]
