@@ -3,6 +3,11 @@
 * ``gm-nerf``: paper scale, for a GPU (ResNet-18 encoder, 64 samples, 256-px patches of 512-px images).
 * ``gm-nerf-small``: fits 2 CPU cores; trains on the built-in data in minutes (256-px images, 64-px patches).
 * ``gm-nerf-finetune``: per-subject fine-tuning from a cross-subject checkpoint (the paper's "Ft" rows).
+
+The specifications are reached by name (``gm_nerf``, ``gm_nerf_small``, ``gm_nerf_finetune``) through the module's
+:func:`__getattr__`, which installs the YAML guard of :mod:`gmnerf_ns.nerfstudio_patches` first: nerfstudio's plugin
+discovery fetching them is the first gm-nerf code ns-eval and ns-render run, before they read a config.yml. Importing
+the module installs nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from gmnerf_ns.data.datamanager import GMNeRFDataManagerConfig
 from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
 from gmnerf_ns.model.encoder import ImageEncoderConfig
 from gmnerf_ns.model.gmnerf_model import GMNeRFModelConfig
+from gmnerf_ns.nerfstudio_patches import install_yaml_guard
 from gmnerf_ns.optimizers import FusedAdamOptimizerConfig
 from gmnerf_ns.pipeline import GMNeRFPipelineConfig
 from gmnerf_ns.schedulers import FloatExponentialDecaySchedulerConfig
@@ -45,7 +51,7 @@ def _trainer(name: str, steps: int, lr: float, datamanager: GMNeRFDataManagerCon
     )
 
 
-gm_nerf = MethodSpecification(
+_gm_nerf = MethodSpecification(
     config=_trainer(
         "gm-nerf",
         steps=200_000,
@@ -73,7 +79,7 @@ gm_nerf = MethodSpecification(
     description="GM-NeRF (CVPR 2023) at paper scale: generalizable human radiance field from m views + body proxy.",
 )
 
-gm_nerf_small = MethodSpecification(
+_gm_nerf_small = MethodSpecification(
     config=_trainer(
         "gm-nerf-small",
         steps=1500,
@@ -89,7 +95,7 @@ gm_nerf_small = MethodSpecification(
     description="GM-NeRF sized for 2 CPU cores: trains on the built-in synthetic humans in minutes.",
 )
 
-gm_nerf_finetune = MethodSpecification(
+_gm_nerf_finetune = MethodSpecification(
     config=_trainer(
         "gm-nerf-finetune",
         steps=5000,
@@ -104,3 +110,19 @@ gm_nerf_finetune = MethodSpecification(
     ),
     description="Per-subject fine-tuning of a cross-subject GM-NeRF (--pipeline.pretrained-checkpoint; one subject).",
 )
+
+_SPECS = {"gm_nerf": _gm_nerf, "gm_nerf_small": _gm_nerf_small, "gm_nerf_finetune": _gm_nerf_finetune}
+
+
+def __getattr__(name: str) -> MethodSpecification:
+    """The method specification the entry point ``gmnerf_ns.method_configs:<name>`` names, after installing the YAML
+    guard (patch 1 of :mod:`gmnerf_ns.nerfstudio_patches`), so that ns-eval and ns-render report a config.yml of
+    another gmnerf-ns version as one :class:`~gmnerf_ns.errors.IncompatibleConfigError`."""
+    if name not in _SPECS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    install_yaml_guard()
+    return _SPECS[name]
+
+
+def __dir__() -> list:
+    return sorted([*globals(), *_SPECS])

@@ -24,21 +24,19 @@ in one module per concern:
 * **Device choice** (:mod:`gmnerf_ns.device`). ``--machine.device-type auto`` (the default of gm-nerf and
   gm-nerf-finetune) trains on CUDA when available, otherwise on the CPU with a one-line notice; an explicit ``cuda`` or
   ``mps`` that is not available is one ``gmnerf error:`` line.
-* **CPU multi-process training.** ``--machine.device-type cpu --machine.num-devices N`` works through two patches of
-  nerfstudio applied here: a gloo worker for the launcher (:meth:`GMNeRFTrainerConfig.save_config`) and a DDP without
-  ``device_ids`` while the pipeline is built (:meth:`GMNeRFTrainer.setup`). Gradients are averaged by DDP; only rank 0
-  writes checkpoints and logs.
+* **CPU multi-process training** (:mod:`gmnerf_ns.nerfstudio_patches`). ``--machine.device-type cpu
+  --machine.num-devices N`` works through two patches of nerfstudio applied here: a gloo worker for the launcher
+  (:meth:`GMNeRFTrainerConfig.save_config`) and a DDP without ``device_ids`` while the pipeline is built
+  (:meth:`GMNeRFTrainer.setup`). Gradients are averaged by DDP; only rank 0 writes checkpoints and logs.
+
+Importing this module changes no global state.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Tuple, Type
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 import torch.distributed as dist
@@ -49,8 +47,6 @@ from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils import comms
 from nerfstudio.utils.rich_utils import CONSOLE
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from gmnerf_ns import __version__
 from gmnerf_ns.checkpoints import (
@@ -72,6 +68,7 @@ from gmnerf_ns.errors import (
     IncompatibleConfigError,
     RunInputError,
 )
+from gmnerf_ns.nerfstudio_patches import cpu_ddp_support, install_cpu_launcher
 from gmnerf_ns.options import OptionCheck, validate_all
 from gmnerf_ns.rng_state import get_rng_state, set_rng_state
 from gmnerf_ns.run_folder import check_output_dir, remove_new_run_files, write_run_config
@@ -95,117 +92,6 @@ __all__ = [
     "remove_new_run_files",
     "resolve_device",
 ]
-
-# ----------------------------------------------------------------------------------------------------------------------
-# config.yml of other versions
-# ----------------------------------------------------------------------------------------------------------------------
-_YAML_TAGS = ("python/object:", "python/object/apply:", "python/object/new:", "python/name:")
-
-
-def _yaml_guard(kind: str) -> Callable[[yaml.Loader, str, yaml.Node], Any]:
-    def construct(loader: yaml.Loader, suffix: str, node: yaml.Node):
-        name = "gmnerf_ns." + suffix
-        try:
-            loader.find_python_name(name, node.start_mark)
-        except yaml.constructor.ConstructorError as err:
-            raise IncompatibleConfigError(
-                f"this config.yml was written by another gmnerf-ns version: it refers to {name} (line "
-                f"{node.start_mark.line + 1}), which gmnerf-ns {__version__} does not have. Load it with the gmnerf-ns "
-                "version that wrote it, or train again with this one"
-            ) from err
-        method = {
-            "python/object:": loader.construct_python_object,
-            "python/object/apply:": loader.construct_python_object_apply,
-            "python/object/new:": loader.construct_python_object_new,
-            "python/name:": loader.construct_python_name,
-        }[kind]
-        return method(name, node)
-
-    return construct
-
-
-def install_yaml_guard() -> None:
-    """Makes ``yaml.load`` of a config naming a gmnerf_ns class that no longer exists raise
-    :class:`IncompatibleConfigError` instead of a bare "cannot find ... in the module" (patch 1 of the module
-    docstring). Idempotent."""
-    for loader in (yaml.Loader, yaml.UnsafeLoader):
-        if getattr(loader, "_gmnerf_guard", False):
-            continue
-        guards = {f"tag:yaml.org,2002:{kind}gmnerf_ns.": _yaml_guard(kind) for kind in _YAML_TAGS}
-        # PyYAML takes the first matching prefix in insertion order: ours must precede its generic python/* ones.
-        loader.yaml_multi_constructors = {**guards, **loader.yaml_multi_constructors}
-        loader._gmnerf_guard = True
-
-
-install_yaml_guard()
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# CPU multi-process launching
-# ----------------------------------------------------------------------------------------------------------------------
-def distributed_worker_cpu(local_rank: int, main_func, world_size: int, num_devices_per_machine: int,
-                           machine_rank: int, dist_url: str, config: TrainerConfig,
-                           timeout: timedelta = timedelta(minutes=30), device_type: str = "cpu") -> Any:
-    """nerfstudio's ``_distributed_worker`` for ``--machine.device-type cpu``: gloo, no CUDA assertions, and the
-    machine's cores split between its processes."""
-    global_rank = machine_rank * num_devices_per_machine + local_rank
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_devices_per_machine))
-    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size, rank=global_rank,
-                            timeout=timeout)
-    for machine in range(world_size // num_devices_per_machine):
-        ranks = list(range(machine * num_devices_per_machine, (machine + 1) * num_devices_per_machine))
-        group = dist.new_group(ranks)
-        if machine == machine_rank:
-            comms.LOCAL_PROCESS_GROUP = group
-    try:
-        output = main_func(local_rank, world_size, config, global_rank)
-        comms.synchronize()
-    finally:
-        dist.destroy_process_group()
-    return output
-
-
-def install_cpu_launcher(config: TrainerConfig) -> None:
-    """Points ``ns-train``'s launcher at :func:`distributed_worker_cpu` for multi-process CPU runs (patch 2 of the
-    module docstring); does nothing for CUDA or single-process runs."""
-    machine = config.machine
-    if machine.device_type == "cuda" or machine.num_devices * machine.num_machines <= 1:
-        return
-    import nerfstudio.scripts.train as ns_train
-
-    # `python -m nerfstudio.scripts.train` runs the launcher as __main__, a second copy of the module.
-    for module in (ns_train, sys.modules.get("__main__")):
-        spec = getattr(module, "__spec__", None)
-        if module is ns_train or (spec is not None and spec.name == ns_train.__name__):
-            module._distributed_worker = distributed_worker_cpu
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# CPU DDP
-# ----------------------------------------------------------------------------------------------------------------------
-class CpuDistributedDataParallel(DistributedDataParallel):
-    """DDP that ignores ``device_ids``: torch accepts them only for single-GPU modules, nerfstudio always passes them."""
-
-    def __init__(self, module: nn.Module, *args, device_ids=None, **kwargs):
-        super().__init__(module, *args, **kwargs)
-
-
-@contextlib.contextmanager
-def cpu_ddp_support(device: str) -> Iterator[None]:
-    """While the pipeline is built, nerfstudio's DDP wrapping of a CPU model uses :class:`CpuDistributedDataParallel`
-    (patch 3 of the module docstring); on CUDA this does nothing."""
-    from nerfstudio.pipelines import base_pipeline
-
-    if device.startswith("cuda"):
-        yield
-        return
-    original = base_pipeline.DDP
-    base_pipeline.DDP = CpuDistributedDataParallel
-    try:
-        yield
-    finally:
-        base_pipeline.DDP = original
-
 
 CONFIG_FORMAT = 1
 """Version of the saved ``config.yml`` layout. Bump it when a config class is renamed or a field changes meaning."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from gmnerf_ns.errors import RunInputError
+from gmnerf_ns.nerfstudio_patches import install_yaml_guard
 from gmnerf_ns.pipeline import GMNeRFPipelineConfig
 
 
@@ -17,9 +18,10 @@ def require_config(path, tool: str) -> None:
     if not Path(path).is_file():
         raise SystemExit(f"{tool}: {path} not found; pass --load-config outputs/<experiment>/<method>/<timestamp>/"
                          "config.yml of a gm-nerf run")
+    install_yaml_guard()  # also what nerfstudio's eval_setup, which reads it next, relies on
     try:
         config = yaml.load(Path(path).read_text("utf8"), Loader=yaml.Loader)  # as nerfstudio's eval_setup reads it
-    except RunInputError as err:  # written by another gmnerf-ns version (gmnerf_ns.trainer's yaml guard)
+    except RunInputError as err:  # written by another gmnerf-ns version (the YAML guard)
         raise SystemExit(f"{tool}: {path}: {err}") from err
     except (yaml.YAMLError, UnicodeDecodeError, ImportError, AttributeError, TypeError) as err:
         raise SystemExit(f"{tool}: {path} is not a readable nerfstudio config.yml ({type(err).__name__})") from err

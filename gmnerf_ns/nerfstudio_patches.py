@@ -1,0 +1,163 @@
+"""Every change gmnerf-ns makes to nerfstudio's (and PyYAML's) global state, each applied explicitly by its caller.
+
+Importing this module changes nothing (``tests/test_patches.py`` checks it). Each patch works around one behaviour of
+nerfstudio 1.1.5 (the version pinned in pyproject.toml); on an upgrade, check each one and drop those that are fixed.
+
+1. **YAML guard** (:func:`install_yaml_guard`; applied when nerfstudio's plugin discovery loads a ``gm-nerf*`` entry
+   point, see :mod:`gmnerf_ns.method_configs`, and by the gm-nerf tools before they read a config.yml).
+   Upstream: ``eval_setup`` (ns-eval, ns-render, the viewer) and ``ns-train --load-config`` read config.yml with
+   ``yaml.load(..., Loader=yaml.Loader)``; a config naming a ``gmnerf_ns`` class that this version no longer has fails
+   with PyYAML's bare "cannot find ... in the module". Patch: a multi-constructor for the ``gmnerf_ns.`` tags on
+   ``yaml.Loader`` and ``yaml.UnsafeLoader`` that checks the name and raises :class:`IncompatibleConfigError` naming
+   it; loads that succeed are unchanged (the node goes to PyYAML's own constructor). There is no loader argument to
+   pass instead: nerfstudio hard-codes ``yaml.Loader``. To drop it: delete the function and its two call sites; such
+   configs then fail with PyYAML's message (the renamed-class half of
+   ``test_reliability.test_config_of_another_version_is_one_error`` goes too). A changed config *format* is caught
+   without it, by ``GMNeRFTrainerConfig.__setstate__``.
+2. **CPU launcher** (:func:`install_cpu_launcher`; applied by ``GMNeRFTrainerConfig.save_config``, the last thing
+   ``ns-train`` calls before ``launch``, and only for ``--machine.device-type cpu`` with more than one process).
+   Upstream: ``nerfstudio.scripts.train._distributed_worker`` asserts ``torch.cuda.is_available()`` and
+   ``num_devices <= torch.cuda.device_count()``, so its gloo branch is unreachable and multi-process CPU training
+   fails. Patch: ``_distributed_worker`` of ``nerfstudio.scripts.train`` (and of ``__main__`` when run as
+   ``python -m nerfstudio.scripts.train``) is replaced by :func:`distributed_worker_cpu`: gloo, no CUDA checks, the
+   machine's cores split between the processes. It stays replaced for the rest of the process (``launch`` runs after
+   ``save_config`` returns; there is no scope to restore it in). To drop it: once the worker only checks CUDA for
+   ``device_type == "cuda"``, delete the function and its call in ``save_config``.
+3. **CPU DDP** (:func:`cpu_ddp_support`; a context manager around ``Trainer.setup`` in ``GMNeRFTrainer._setup``,
+   active only on non-CUDA devices).
+   Upstream: ``VanillaPipeline.__init__`` wraps the model in ``DDP(model, device_ids=[local_rank], ...)`` whenever
+   ``world_size > 1``; torch rejects ``device_ids`` for a CPU module. Patch: while the pipeline is built,
+   ``nerfstudio.pipelines.base_pipeline.DDP`` is :class:`CpuDistributedDataParallel`, a subclass that drops
+   ``device_ids`` (so nerfstudio's ``isinstance(model, DDP)`` checks still hold); the original is restored on exit.
+   To drop it: once nerfstudio passes ``device_ids`` only for CUDA, delete the class, the context manager and the
+   ``with`` in ``GMNeRFTrainer._setup``.
+
+Not patches: :class:`~gmnerf_ns.trainer.GMNeRFTrainer` changes resume, checkpointing and step counting by overriding
+``Trainer`` methods in its subclass, which affects only gm-nerf runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from datetime import timedelta
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.distributed as dist
+import yaml
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.utils import comms
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from gmnerf_ns import __version__
+from gmnerf_ns.errors import IncompatibleConfigError
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 1. YAML guard
+# ----------------------------------------------------------------------------------------------------------------------
+_YAML_TAGS = ("python/object:", "python/object/apply:", "python/object/new:", "python/name:")
+
+
+def _yaml_guard(kind: str) -> Callable[[yaml.Loader, str, yaml.Node], Any]:
+    def construct(loader: yaml.Loader, suffix: str, node: yaml.Node):
+        name = "gmnerf_ns." + suffix
+        try:
+            loader.find_python_name(name, node.start_mark)
+        except yaml.constructor.ConstructorError as err:
+            raise IncompatibleConfigError(
+                f"this config.yml was written by another gmnerf-ns version: it refers to {name} (line "
+                f"{node.start_mark.line + 1}), which gmnerf-ns {__version__} does not have. Load it with the gmnerf-ns "
+                "version that wrote it, or train again with this one"
+            ) from err
+        method = {
+            "python/object:": loader.construct_python_object,
+            "python/object/apply:": loader.construct_python_object_apply,
+            "python/object/new:": loader.construct_python_object_new,
+            "python/name:": loader.construct_python_name,
+        }[kind]
+        return method(name, node)
+
+    return construct
+
+
+def install_yaml_guard() -> None:
+    """Makes ``yaml.load`` of a config naming a gmnerf_ns class that no longer exists raise
+    :class:`IncompatibleConfigError` instead of a bare "cannot find ... in the module" (patch 1 of the module
+    docstring). Idempotent."""
+    for loader in (yaml.Loader, yaml.UnsafeLoader):
+        if getattr(loader, "_gmnerf_guard", False):
+            continue
+        guards = {f"tag:yaml.org,2002:{kind}gmnerf_ns.": _yaml_guard(kind) for kind in _YAML_TAGS}
+        # PyYAML takes the first matching prefix in insertion order: ours must precede its generic python/* ones.
+        loader.yaml_multi_constructors = {**guards, **loader.yaml_multi_constructors}
+        loader._gmnerf_guard = True
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 2. CPU launcher
+# ----------------------------------------------------------------------------------------------------------------------
+def distributed_worker_cpu(local_rank: int, main_func, world_size: int, num_devices_per_machine: int,
+                           machine_rank: int, dist_url: str, config: TrainerConfig,
+                           timeout: timedelta = timedelta(minutes=30), device_type: str = "cpu") -> Any:
+    """nerfstudio's ``_distributed_worker`` for ``--machine.device-type cpu``: gloo, no CUDA assertions, and the
+    machine's cores split between its processes."""
+    global_rank = machine_rank * num_devices_per_machine + local_rank
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_devices_per_machine))
+    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size, rank=global_rank,
+                            timeout=timeout)
+    for machine in range(world_size // num_devices_per_machine):
+        ranks = list(range(machine * num_devices_per_machine, (machine + 1) * num_devices_per_machine))
+        group = dist.new_group(ranks)
+        if machine == machine_rank:
+            comms.LOCAL_PROCESS_GROUP = group
+    try:
+        output = main_func(local_rank, world_size, config, global_rank)
+        comms.synchronize()
+    finally:
+        dist.destroy_process_group()
+    return output
+
+
+def install_cpu_launcher(config: TrainerConfig) -> None:
+    """Points ``ns-train``'s launcher at :func:`distributed_worker_cpu` for multi-process CPU runs (patch 2 of the
+    module docstring); does nothing for CUDA or single-process runs."""
+    machine = config.machine
+    if machine.device_type == "cuda" or machine.num_devices * machine.num_machines <= 1:
+        return
+    import nerfstudio.scripts.train as ns_train
+
+    # `python -m nerfstudio.scripts.train` runs the launcher as __main__, a second copy of the module.
+    for module in (ns_train, sys.modules.get("__main__")):
+        spec = getattr(module, "__spec__", None)
+        if module is ns_train or (spec is not None and spec.name == ns_train.__name__):
+            module._distributed_worker = distributed_worker_cpu
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 3. CPU DDP
+# ----------------------------------------------------------------------------------------------------------------------
+class CpuDistributedDataParallel(DistributedDataParallel):
+    """DDP that ignores ``device_ids``: torch accepts them only for single-GPU modules, nerfstudio always passes them."""
+
+    def __init__(self, module: nn.Module, *args, device_ids=None, **kwargs):
+        super().__init__(module, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def cpu_ddp_support(device: str) -> Iterator[None]:
+    """While the pipeline is built, nerfstudio's DDP wrapping of a CPU model uses :class:`CpuDistributedDataParallel`
+    (patch 3 of the module docstring); on CUDA this does nothing."""
+    from nerfstudio.pipelines import base_pipeline
+
+    if device.startswith("cuda"):
+        yield
+        return
+    original = base_pipeline.DDP
+    base_pipeline.DDP = CpuDistributedDataParallel
+    try:
+        yield
+    finally:
+        base_pipeline.DDP = original
