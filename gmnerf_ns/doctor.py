@@ -153,9 +153,10 @@ def check_environment(method_name: str) -> List[Check]:
 
 def check_device(requested: str) -> Tuple[Check, str]:
     """(report row, device) of what ns-train decides for ``--machine.device-type requested`` on this machine, by the
-    trainer's own rule (:func:`gmnerf_ns.trainer.choose_device`): the device, the CPU fallback (a warning) or the
+    trainer's own rule (:func:`gmnerf_ns.device.choose_device`): the device, the CPU fallback (a warning) or the
     error (then "cpu" is returned for the rest of the report)."""
-    from gmnerf_ns.trainer import DeviceError, choose_device
+    from gmnerf_ns.device import choose_device
+    from gmnerf_ns.errors import DeviceError
 
     try:
         device, notice = choose_device(requested)
