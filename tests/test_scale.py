@@ -213,21 +213,41 @@ def test_unreadable_training_views_are_skipped_with_a_warning(small_data, tmp_pa
 
 
 def test_prefetching_feeds_a_busy_trainer(small_data):
-    """With workers, the time next_train blocks is below the synchronous decode time (numbers printed)."""
+    """With workers, every training sample is decoded on a worker thread, and the next ones are ready before the
+    trainer asks: next_train only collects them. Checked by behaviour, not by timing (the machine is shared); the
+    blocking times are printed for information."""
+    import threading
+
     waits = {}
     for workers in (0, 2):
         datamanager = _datamanager(small_data, num_workers=workers, view_cache_size=1, prefetch_batches=2)
+        decoded_on = []
+        make = datamanager.make_train_sample
+
+        def recording(*args, make=make, decoded_on=decoded_on):
+            decoded_on.append(threading.current_thread().name)
+            return make(*args)
+
+        datamanager.make_train_sample = recording
         datamanager.next_train(0)
         blocked = 0.0
         for step in range(1, 16):
-            time.sleep(0.02)  # the model's step, during which the workers decode
+            if workers:  # the model's step: long enough for the workers (bounded wait, no timing assertion)
+                upcoming = datamanager.train_sample_number(datamanager.train_draws)
+                deadline = time.monotonic() + 30
+                while not datamanager._pending[upcoming].done() and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                assert datamanager._pending[upcoming].done(), "the next sample was not prefetched"
             start = time.perf_counter()
             datamanager.next_train(step)
             blocked += time.perf_counter() - start
         waits[workers] = blocked / 15
         datamanager.close()
+        if workers:
+            assert decoded_on and all(name.startswith("gmnerf-decode") for name in decoded_on), set(decoded_on)
+        else:
+            assert set(decoded_on) == {threading.current_thread().name}
     print(f"next_train blocks {1000 * waits[0]:.1f} ms synchronously, {1000 * waits[2]:.1f} ms with 2 workers")
-    assert waits[2] < waits[0]
 
 
 if __name__ == "__main__":
