@@ -21,7 +21,7 @@ def small_model(**overrides) -> GMNeRFModel:
     cfg = GMNeRFModelConfig(
         volume_resolution=24, volume_channels=(8, 8, 16), num_samples=16, appearance_dim=16, hidden_dim=32,
         feature_dim=8, renderer_width=16, vertex_code_dim=8, visibility_resolution=32,
-        perceptual_loss=PerceptualLossConfig(), **overrides,
+        **{"perceptual_loss": PerceptualLossConfig(), **overrides},
     )
     cfg.encoder.channels = 8
     cfg.encoder.out_channels = 8
@@ -278,3 +278,20 @@ def test_training_patch_that_misses_the_proxy_still_backpropagates_without_the_2
     loss = out["rgb"].square().mean() + out["accumulation"].mean()
     loss.backward()
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.field.parameters())
+
+
+def test_perceptual_weights_are_looked_up_only_when_a_loss_is_computed(tmp_path):
+    """Rendering and evaluating never touch the VGG weights (ns-eval and the viewer would download 550 MB)."""
+    missing = PerceptualLossConfig(weights_path=tmp_path / "missing-vgg19.pth", allow_fallback=False)
+    model = small_model(perceptual_loss=missing)  # would raise here if the loss were built with the model
+    model.eval()
+    with torch.no_grad():
+        out = model.get_outputs_for_camera(nerfstudio_camera(1))
+    assert out["rgb"].shape[-1] == 3 and model._perceptual is None
+    try:
+        model.perceptual
+    except Exception as err:  # the first loss computation is where a missing file is reported
+        assert "missing-vgg19.pth" in str(err)
+    else:
+        raise AssertionError("a missing weights file with allow_fallback=False must be reported")
+    assert sorted(model.state_dict()) == sorted(small_model().state_dict())

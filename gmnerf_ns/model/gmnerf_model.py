@@ -39,7 +39,7 @@ from gmnerf_ns.camera_math import project_to_views
 from gmnerf_ns.model.attention import VertexRegistration, masked_view_mean, window_offsets
 from gmnerf_ns.model.encoder import ImageEncoderConfig
 from gmnerf_ns.model.field import EncodedSources, GMNeRFField
-from gmnerf_ns.model.losses import PerceptualLossConfig, mask_loss
+from gmnerf_ns.model.losses import PerceptualLoss, PerceptualLossConfig, mask_loss
 from gmnerf_ns.model.neural_renderer import NeuralRenderer
 from gmnerf_ns.model.sources import BACKGROUND_DEPTH, SourceViews, proxy_depth_maps, sample_maps, vertex_visibility
 from gmnerf_ns.model.volume import ProxyVolume, grid_shape, normalize_points, splat_to_grid
@@ -201,12 +201,21 @@ class GMNeRFModel(Model):
             appearance_fusion=cfg.appearance_fusion,
         )
         self.renderer = NeuralRenderer(3 + cfg.feature_dim + 1, cfg.renderer_width) if cfg.neural_renderer else None
-        self.perceptual = cfg.perceptual_loss.setup() if cfg.perceptual_loss_mult > 0 else None
+        self._perceptual: Optional[PerceptualLoss] = None
         self.source_provider: Optional[SourceProvider] = None
         """Set by the pipeline: finds source views for cameras that only carry subject/frame metadata."""
         self.default_source_key: Optional[Tuple[int, int]] = None
         """(subject_index, frame_id) used for cameras without metadata (the viewer); set with :meth:`set_condition`."""
         self._encoding_cache: Optional[Tuple[Tuple[int, int], EncodedSources]] = None
+
+    @property
+    def perceptual(self) -> PerceptualLoss:
+        """The perceptual loss, built when a loss is first computed: only training needs it, so ns-eval, ns-render,
+        the viewer and gmnerf-pretrained never look up (or download) its VGG weights (about 550 MB). It holds no
+        state-dict entries, so checkpoints are the same either way."""
+        if self._perceptual is None:
+            self._perceptual = self.config.perceptual_loss.setup().to(self.device)
+        return self._perceptual
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         fields = [p for m in (self.registration, self.mean_projection, self.volume, self.field) if m is not None
