@@ -10,7 +10,7 @@ bash scripts/setup.sh
 
 DATA=${GMNERF_DEMO_DATA:-data/synthetic}
 OUT=${GMNERF_DEMO_OUT:-outputs}
-STEPS=${GMNERF_DEMO_STEPS:-1300}  # about 11 minutes at 0.5 s/step: the whole demo fits 15 minutes on 2 cores
+STEPS=${GMNERF_DEMO_STEPS:-1500}
 
 echo "[demo] 1/5 built-in data -> $DATA"
 gmnerf-synth --out "$DATA" --skip-if-complete
@@ -22,10 +22,7 @@ ns-eval --load-config "$PRETRAINED" --output-path "$(dirname "$PRETRAINED")/eval
 
 echo "[demo] 3/5 training gm-nerf-small for $STEPS steps (CPU)"
 ns-train gm-nerf-small --data "$DATA" --output-dir "$OUT" --experiment-name demo \
-  --max-num-iterations "$STEPS" --steps-per-eval-image 1000000 --vis tensorboard \
-  --optimizers.encoder.scheduler.max-steps "$STEPS" --optimizers.fields.scheduler.max-steps "$STEPS" \
-  --optimizers.renderer.scheduler.max-steps "$STEPS" \
-  gmnerf-synthetic --max-eval-frames-per-subject 1
+  --max-num-iterations "$STEPS" --vis tensorboard gmnerf-synthetic --max-eval-frames-per-subject 1
 CONFIG=$(ls -t "$OUT"/demo/gm-nerf-small/*/config.yml | head -n 1)
 RUN=$(dirname "$CONFIG")
 
