@@ -151,6 +151,15 @@ def seed_group(name: str) -> str:
     return re.sub(r"-seed\d+$", "", name)
 
 
+def paired_difference(model: Dict[Tuple, float], reference: Dict[Tuple, float], misfit: float
+                      ) -> Tuple[float, float, int]:
+    """Mean and 95% half-width of ``model - reference`` over the (rig, misfit, person) keys both have at ``misfit``,
+    and how many there are."""
+    diffs = [value - reference[k] for k, value in model.items() if k[1] == misfit and k in reference]
+    mean, half = interval(diffs) if diffs else (math.nan, math.nan)
+    return mean, half, len(diffs)
+
+
 def interval(values: List[float]) -> Tuple[float, float]:
     """Mean and half-width of the 95% t-interval."""
     from scipy import stats
@@ -228,10 +237,9 @@ def report(work: Path, models: List[str], out: Path) -> None:
         for name in names[1:]:
             cells = []
             for misfit in MISFITS:
-                shared = [k for k in table[names[0]] if k[1] == misfit and k in table[name]]
-                diffs = [table[name][k]["psnr"] - table[names[0]][k]["psnr"] for k in shared]
-                mean, half = interval(diffs) if diffs else (math.nan, math.nan)
-                summary[name][f"all/misfit{misfit:g}/diff_to_{names[0]}"] = [mean, half, len(diffs)]
+                psnr = lambda model: {k: m["psnr"] for k, m in table[model].items()}  # noqa: E731
+                mean, half, count = paired_difference(psnr(name), psnr(names[0]), misfit)
+                summary[name][f"all/misfit{misfit:g}/diff_to_{names[0]}"] = [mean, half, count]
                 cells.append(f"{mean:+.2f} ± {half:.2f}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     groups: Dict[str, List[str]] = {}
@@ -271,10 +279,8 @@ def pooled_over_seeds(table: Dict[str, Dict], groups: Dict[str, List[str]], summ
             if group == reference:
                 diffs_cells.append("")
                 continue
-            shared = [k for k in keys if k in means[reference]]
-            diffs = [means[group][k] - means[reference][k] for k in shared]
-            dmean, dhalf = interval(diffs) if diffs else (math.nan, math.nan)
-            summary[f"pooled:{group}"][f"all/misfit{misfit:g}/diff_to_{reference}"] = [dmean, dhalf, len(diffs)]
+            dmean, dhalf, count = paired_difference(means[group], means[reference], misfit)
+            summary[f"pooled:{group}"][f"all/misfit{misfit:g}/diff_to_{reference}"] = [dmean, dhalf, count]
             diffs_cells.append(f"{dmean:+.2f} ± {dhalf:.2f}")
         lines.append(f"| {group} | {len(members)} | " + " | ".join(cells) + " | " + " | ".join(diffs_cells) + " |")
     return lines
