@@ -162,6 +162,22 @@ def test_background_decoding_gives_the_synchronous_samples(small_data, monkeypat
     assert len({s[:3] for s in expected}) > 6  # the samples do vary
 
 
+def test_decoding_threads_run_torch_on_one_thread(small_data):
+    """The decoding threads' torch ops are single-threaded (no OpenMP team per worker oversubscribing the cores), while
+    the training thread keeps its own intra-op thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        datamanager = _datamanager(small_data, num_workers=2)
+        datamanager.next_train(0)  # starts the workers
+        worker_threads = {datamanager._pool.submit(torch.get_num_threads).result() for _ in range(8)}
+        assert worker_threads == {1}
+        assert torch.get_num_threads() == 2
+        datamanager.close()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_sampler_state_resumes_the_sequence(small_data):
     first = _datamanager(small_data, num_workers=2)
     for step in range(5):
