@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The ablation runs of the generalization suite: gm-nerf-small trained with the pretrained model's recipe (its world,
-# seed 100, and its misfit-robust training options) in four variants x two training seeds, all at once on one GPU:
+# seed 100, and its misfit-robust training options), on one GPU. A run is VARIANT:SEED:
 #
 #   full       geometry-guided registration at the vertex projections (the default model)
 #   regmean    --pipeline.model.registration mean        (vertex codes: mean of the visible views' features)
@@ -8,26 +8,30 @@
 #   window3    --pipeline.model.registration-window 3    (each vertex attends over a 3 x 3 pixel window per view)
 #   window5    --pipeline.model.registration-window 5    (a 5 x 5 window: +-6 px at 256 px, the size of a 0.05 rad misfit)
 #
-# Every run has the same schedule (STEPS, learning rates decaying over STEPS). Training stops at STEPS or at the
-# wall-clock DEADLINE (seconds after this script starts), whichever comes first; the runs are then compared at the
-# newest checkpoint step that all of them reached, which is exported (model weights only) as one tar per variant.
-# Evaluate the exported runs with scripts/generalization_suite.py (README.md beside this file).
+# Every run has the same schedule as the CPU runs (STEPS, learning rates decaying over STEPS). Up to PARALLEL runs
+# train at once, in the order of RUNS, each with THREADS torch threads; a run still going at the wall-clock DEADLINE
+# (seconds after this script starts) is stopped and not exported. Measured on 16-core GPU machines: ten runs at once
+# (H200, OMP_NUM_THREADS=2) made about 15 steps/s together; one run alone (H100, torch's default 16 threads, before
+# the decoding threads were made single-threaded) only 1-1.7 steps/s. Each finished run's last checkpoint is exported
+# (model weights only), one tar per variant. Evaluate them with scripts/generalization_suite.py.
 #
 #   OUT=out bash benchmarks/generalization/train_ablations.sh                      # on a GPU machine
-#   OUT=out DEVICE=cpu SUBJECTS=4 STEPS=6 SAVE=2 PROFILE=0 bash benchmarks/generalization/train_ablations.sh  # smoke test
+#   OUT=out DEVICE=cpu SUBJECTS=4 STEPS=6 SAVE=2 PROFILE=0 RUNS="full:0 regmean:0" \
+#     bash benchmarks/generalization/train_ablations.sh                           # smoke test
 set -u
 START=$(date +%s)
 OUT=${OUT:?set OUT to the folder the exports go to}
 WORK=${WORK:-/tmp/gmnerf-ablation}
 DEVICE=${DEVICE:-cuda}
-STEPS=${STEPS:-3000}
+STEPS=${STEPS:-1500}
 SAVE=${SAVE:-250}
 DEADLINE=${DEADLINE:-510}
 SUBJECTS=${SUBJECTS:-160}
 WORKERS=${WORKERS:-12}
-SEEDS=${SEEDS:-"0 1"}
 PROFILE=${PROFILE:-1}
-VARIANTS=${VARIANTS:-"full regmean attnmean window3 window5"}
+PARALLEL=${PARALLEL:-10}
+THREADS=${THREADS:-2}
+RUNS=${RUNS:-"full:0 regmean:0 attnmean:0 window3:0 full:1 regmean:1 attnmean:1 window3:1"}
 export GMNERF_OFFLINE=1 PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$WORK/logs"
 elapsed() { echo $(( $(date +%s) - START )); }
@@ -72,63 +76,49 @@ fi
 wait $WORLD_PID || { echo "world generation failed"; tail -20 "$WORK/logs/world.log"; }
 echo "[$(elapsed)s] world done: $(ls "$WORK/world" | head -3 | tr '\n' ' ')..."
 
-# 3. all runs at once
+# 3. the runs, PARALLEL at a time
+decay=""
+for group in encoder fields renderer; do decay="$decay --optimizers.$group.scheduler.max-steps $STEPS"; done
 PIDS=()
-for variant in $VARIANTS; do
-  for seed in $SEEDS; do
-    decay=""
-    for group in encoder fields renderer; do decay="$decay --optimizers.$group.scheduler.max-steps $STEPS"; done
-    OMP_NUM_THREADS=2 ns-train gm-nerf-small --data "$WORK/world" --output-dir "$WORK/runs" --experiment-name ablation \
-      --timestamp "$variant-seed$seed" --max-num-iterations "$STEPS" --steps-per-save "$SAVE" --keep-checkpoints 1000 \
-      --steps-per-eval-batch 1000000 --steps-per-eval-image 1000000 --vis tensorboard --machine.device-type "$DEVICE" \
-      --pipeline.datamanager.seed "$seed" $decay $(flags "$variant") > "$WORK/logs/train-$variant-seed$seed.log" 2>&1 &
-    PIDS+=($!)
-  done
+running() { local n=0 pid; for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && n=$((n + 1)); done; echo $n; }
+for run in $RUNS; do
+  while [ "$(running)" -ge "$PARALLEL" ] && [ "$(elapsed)" -lt "$DEADLINE" ]; do sleep 2; done
+  [ "$(elapsed)" -ge "$DEADLINE" ] && break
+  variant=${run%%:*}; seed=${run##*:}
+  echo "[$(elapsed)s] starting $run"
+  OMP_NUM_THREADS=$THREADS ns-train gm-nerf-small --data "$WORK/world" --output-dir "$WORK/runs" \
+    --experiment-name ablation --timestamp "$variant-seed$seed" --max-num-iterations "$STEPS" --steps-per-save "$SAVE" \
+    --steps-per-eval-batch 1000000 --steps-per-eval-image 1000000 --vis tensorboard --machine.device-type "$DEVICE" \
+    --pipeline.datamanager.seed "$seed" $decay $(flags "$variant") > "$WORK/logs/train-$variant-seed$seed.log" 2>&1 &
+  PIDS+=($!)
 done
-echo "[$(elapsed)s] started ${#PIDS[@]} runs"
-CHECKED=0
-while :; do
-  running=0
-  for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && running=$((running + 1)); done
-  [ $running = 0 ] && break
-  if [ $CHECKED = 0 ] && [ $running -lt ${#PIDS[@]} ]; then  # a run died early: show why
-    CHECKED=1; for log in "$WORK"/logs/train-*.log; do echo "== $log"; tail -5 "$log"; done
-  fi
-  if [ "$(elapsed)" -ge "$DEADLINE" ]; then
-    echo "[$(elapsed)s] deadline: stopping $running runs"
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    sleep 5
-    break
-  fi
+while [ "$(running)" -gt 0 ] && [ "$(elapsed)" -lt "$DEADLINE" ]; do sleep 2; done
+if [ "$(running)" -gt 0 ]; then
+  echo "[$(elapsed)s] deadline: stopping $(running) runs"
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   sleep 5
-done
-for log in "$WORK"/logs/train-*.log; do echo "== $log"; grep -v "^\s*$" "$log" | tail -3; done
+fi
+for log in "$WORK"/logs/train-*.log; do echo "== $log"; grep -E '^ *[0-9]+ \(' "$log" | tail -1 | tr -s ' '; done
 
-# 4. export every run at the newest checkpoint step all runs reached
-python3 - "$WORK" "$OUT" "$VARIANTS" <<'EOF'
-import re, sys, tarfile, torch
+# 4. export each finished run's last checkpoint (model weights only), one tar per variant
+python3 - "$WORK" "$OUT" "$STEPS" <<'EOF'
+import sys, tarfile, torch
 from pathlib import Path
-work, out, variants = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split()
-runs = sorted((work / "runs" / "ablation" / "gm-nerf-small").glob("*-seed*"))
-steps = [{int(re.search(r"step-(\d+)", p.name).group(1)) for p in (r / "nerfstudio_models").glob("step-*.ckpt")}
-         for r in runs]
-common = set.intersection(*steps) if steps else set()
-print("runs:", [r.name for r in runs], "newest steps:", [max(s) if s else None for s in steps])
-if not common:
-    sys.exit("no checkpoint step shared by all runs")
-step = max(common)
-print("exporting step", step)
-for variant in variants:
-    with tarfile.open(out / f"ablation-{variant}.tar", "w") as tar:
-        for run in runs:
-            if not run.name.startswith(variant + "-seed"):
-                continue
-            ckpt = torch.load(run / "nerfstudio_models" / f"step-{step:09d}.ckpt", map_location="cpu", weights_only=True)
-            slim = run / "export" / "nerfstudio_models" / f"step-{step:09d}.ckpt"
-            slim.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"step": ckpt["step"], "pipeline": ckpt["pipeline"]}, slim)
-            tar.add(run / "config.yml", arcname=f"{run.name}/config.yml")
-            tar.add(slim, arcname=f"{run.name}/nerfstudio_models/{slim.name}")
+work, out, steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+name = f"step-{steps - 1:09d}.ckpt"
+for run in sorted((work / "runs" / "ablation" / "gm-nerf-small").glob("*-seed*")):
+    ckpt_path = run / "nerfstudio_models" / name
+    if not ckpt_path.exists():
+        print("not finished, not exported:", run.name)
+        continue
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    slim = run / "export" / "nerfstudio_models" / name
+    slim.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"step": ckpt["step"], "pipeline": ckpt["pipeline"]}, slim)
+    with tarfile.open(out / f"ablation-{run.name.rsplit('-seed', 1)[0]}.tar", "a") as tar:
+        tar.add(run / "config.yml", arcname=f"{run.name}/config.yml")
+        tar.add(slim, arcname=f"{run.name}/nerfstudio_models/{slim.name}")
+    print("exported", run.name)
 EOF
 tar -cf "$OUT/logs.tar" -C "$WORK" logs
 echo "[$(elapsed)s] done"; ls -la "$OUT"
