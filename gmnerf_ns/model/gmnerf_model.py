@@ -365,7 +365,7 @@ class GMNeRFModel(Model):
         chunk = chunk or self.config.eval_num_rays_per_chunk
         parts = [self.render_rays(origins[i : i + chunk], directions[i : i + chunk], encoded, perturb)
                  for i in range(0, origins.shape[0], chunk)]
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        return parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def forward(  # type: ignore[override]
         self,
@@ -412,8 +412,11 @@ class GMNeRFModel(Model):
             grad_index = gi
             with_grad = self.render_rays(origins[gi], directions[gi], encoded, perturb=True)
             if ni.numel() > 0:
-                with torch.no_grad():  # in chunks of at most k rays: their transient buffers stay below the graph's
-                    without = self._render_chunks(origins[ni], directions[ni], encoded, perturb=True, chunk=k)
+                # in chunks of whole-image renders' size (or k rays if larger): their transient buffers stay within
+                # what an eval render needs, and each chunk costs a field call (about 900 ops) and a host sync
+                chunk = max(k, self.config.eval_num_rays_per_chunk)
+                with torch.no_grad():
+                    without = self._render_chunks(origins[ni], directions[ni], encoded, perturb=True, chunk=chunk)
             rays = {}
             for key, value in with_grad.items():
                 out = value.new_zeros(num_rays, value.shape[-1]).index_copy(0, gi, value)
