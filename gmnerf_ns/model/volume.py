@@ -46,15 +46,15 @@ def splat_to_grid(
     channels = codes.shape[1]
     grid = codes.new_zeros(channels + 1, nz * ny * nx)
     values = torch.cat([codes, codes.new_ones(codes.shape[0], 1)], dim=1).T  # (C+1, V)
-    for corner in range(8):
-        offset = torch.tensor([(corner >> 0) & 1, (corner >> 1) & 1, (corner >> 2) & 1], device=points.device)
-        idx = base + offset
-        weight = torch.prod(torch.where(offset.bool(), frac, 1 - frac), dim=1)  # (V,)
-        ok = (idx[:, 0] < nx) & (idx[:, 1] < ny) & (idx[:, 2] < nz)
-        # Out-of-grid corners add an exact zero to cell 0 instead of being compacted away: same sums, fixed shapes,
-        # no host sync (boolean indexing needs the count of kept entries on the host).
-        flat = torch.where(ok, (idx[:, 2] * ny + idx[:, 1]) * nx + idx[:, 0], 0)
-        grid.index_add_(1, flat, values * (weight * ok))
+    # All 8 corners in one index_add_, corner-major: the same additions in the same order as one call per corner.
+    offsets = torch.tensor([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)], device=points.device)
+    idx = base + offsets[:, None]  # (8, V, 3)
+    weight = torch.prod(torch.where(offsets[:, None].bool(), frac, 1 - frac), dim=2)  # (8, V)
+    ok = (idx < torch.tensor(shape, device=points.device)).all(dim=2)  # (8, V)
+    # Out-of-grid corners add an exact zero to cell 0 instead of being compacted away: same sums, fixed shapes,
+    # no host sync (boolean indexing needs the count of kept entries on the host).
+    flat = torch.where(ok, (idx[..., 2] * ny + idx[..., 1]) * nx + idx[..., 0], 0)
+    grid.index_add_(1, flat.view(-1), (values[:, None] * (weight * ok)).reshape(channels + 1, -1))
     weight = grid[-1:]
     grid = torch.cat([grid[:-1] / weight.clamp(min=1e-6), weight.clamp(max=1.0)], dim=0)
     return grid.view(channels + 1, nz, ny, nx)
