@@ -22,12 +22,22 @@ def project_to_views(
     translations: Float[Tensor, "m 3"],
 ) -> Tuple[Float[Tensor, "m N 2"], Float[Tensor, "m N"]]:
     """Projects world points into every view: pixel coordinates (u right, v down; pixel (i, j) spans [j, j+1)) and depth."""
-    # batched matrix products rather than einsum, which takes about 25 ops each on CPU against 5-12 (same products)
-    cam = torch.baddbmm(translations[:, None, :], points.expand(rotations.shape[0], -1, -1), rotations.transpose(1, 2))
-    depth = cam[..., 2]  # cam: (m, N, 3)
-    uvw = torch.bmm(cam, intrinsics.transpose(1, 2))
+    cam = world_to_views(points, rotations, translations)
+    depth = cam[..., 2]
+    uvw = torch.bmm(cam, intrinsics.transpose(1, 2))  # bmm, not einsum: the same products in a fifth of the ops
     uv = uvw[..., :2] / uvw[..., 2:3].clamp(min=1e-6)
     return uv, depth
+
+
+def world_to_views(
+    points: Float[Tensor, "N 3"], rotations: Float[Tensor, "m 3 3"], translations: Float[Tensor, "m 3"]
+) -> Float[Tensor, "m N 3"]:
+    """Camera coordinates ``R x + T`` of world points in every view.
+
+    One ``baddbmm``: the same products as ``einsum("mij,nj->mni")`` plus the translation, in 12 aten ops on CPU
+    instead of about 30.
+    """
+    return torch.baddbmm(translations[:, None, :], points.expand(rotations.shape[0], -1, -1), rotations.transpose(1, 2))
 
 
 def inside_image(uv: Float[Tensor, "m N 2"], depth: Float[Tensor, "m N"], height: int, width: int) -> Bool[Tensor, "m N"]:

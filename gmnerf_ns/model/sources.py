@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from gmnerf_ns.camera_math import inside_image, project_to_views
+from gmnerf_ns.camera_math import inside_image, project_to_views, world_to_views
 from gmnerf_ns.render.rasterize import rasterize_depth
 
 
@@ -50,7 +50,7 @@ class SourceViews:
 
     @property
     def camera_centers(self) -> Float[Tensor, "m 3"]:
-        return -(self.rotations.transpose(1, 2) @ self.translations[..., None])[..., 0]
+        return -torch.bmm(self.translations[:, None], self.rotations)[:, 0]  # -R^T T, as T^T R: one bmm
 
     def to(self, device: torch.device | str) -> "SourceViews":
         """A copy with every tensor on ``device``."""
@@ -134,5 +134,5 @@ def _splat_depth(uv: Float[Tensor, "m V 2"], depth: Float[Tensor, "m V"], h: int
 
 
 def _mesh_depth(sources: SourceViews, K: Float[Tensor, "m 3 3"], h: int, w: int) -> Float[Tensor, "m h w"]:
-    verts_cam = torch.einsum("mij,vj->mvi", sources.rotations, sources.vertices) + sources.translations[:, None]
-    return rasterize_depth(verts_cam, sources.faces, K, h, w)
+    return rasterize_depth(world_to_views(sources.vertices, sources.rotations, sources.translations), sources.faces, K,
+                           h, w)

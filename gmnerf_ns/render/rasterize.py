@@ -230,7 +230,7 @@ def rasterize_depth(
     K = torch.as_tensor(K, dtype=torch.float32, device=device)
     m = verts.shape[0]
     z = verts[..., 2]  # (m, V)
-    uv = torch.einsum("mij,mvj->mvi", K, verts)[..., :2] / z.clamp_min(near)[..., None]
+    uv = torch.bmm(verts, K.transpose(1, 2))[..., :2] / z.clamp_min(near)[..., None]
     tri_uv, tri_z = uv[:, faces], z[:, faces]  # (m, F, 3, 2), (m, F, 3)
     params, area = _triangle_setup(tri_uv, tri_z, near)  # (m, F, 9), (m, F)
     y_lo = torch.ceil(tri_uv[..., 1].amin(-1) - 0.5).clamp(min=0)
