@@ -25,7 +25,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Tuple
+from typing import Dict, List, Literal, Optional, Tuple
 
 import numpy as np
 import tyro
@@ -255,34 +255,46 @@ def report(work: Path, models: List[str], out: Path) -> None:
     print("\n".join(lines))
 
 
+def seed_of(name: str) -> Optional[str]:
+    """The training seed in a run name: ``...-full-seed1`` -> ``1`` (None without one)."""
+    match = re.search(r"-seed(\d+)$", name)
+    return match.group(1) if match else None
+
+
 def pooled_over_seeds(table: Dict[str, Dict], groups: Dict[str, List[str]], summary: Dict[str, Dict]) -> List[str]:
     """Each model's PSNR per person averaged over its training seeds, and the paired difference of every model to the
-    first (same people): the seed-to-seed spread is inside each person's mean, the 95% CI is over people."""
+    first (same people, and the training seeds both have, so that the same seed's sample order is on both sides): the
+    seed-to-seed spread is inside each person's mean, the 95% CI is over people."""
     def seed_mean(members: List[str]) -> Dict[Tuple, float]:
         shared = set.intersection(*(set(table[m]) for m in members))
         return {k: float(np.mean([table[m][k]["psnr"] for m in members])) for k in shared}
 
-    means = {group: seed_mean(members) for group, members in groups.items()}
     reference = next(iter(groups))
     lines = ["", f"Pooled over training seeds (per person: the mean over seeds), mean ± 95% CI over people; "
-             f"difference to {reference}:", "",
-             "| model | seeds | " + " | ".join(f"misfit {m:g}: PSNR" for m in MISFITS) + " | "
+             f"difference to {reference} over the seeds both have:", "",
+             "| model | seeds | " + " | ".join(f"misfit {m:g}: PSNR" for m in MISFITS) + " | seeds paired | "
              + " | ".join(f"misfit {m:g}: difference" for m in MISFITS) + " |",
-             "|---|---|" + "---|" * (2 * len(MISFITS))]
+             "|---|---|" + "---|" * (2 * len(MISFITS) + 1)]
     for group, members in groups.items():
+        means = seed_mean(members)
+        common = sorted({seed_of(m) for m in members} & {seed_of(m) for m in groups[reference]} - {None}, key=int)
+        pick = lambda names: [m for m in names if seed_of(m) in common] if common else names  # noqa: E731
+        mine, theirs = seed_mean(pick(members)), seed_mean(pick(groups[reference]))
         cells, diffs_cells = [], []
         for misfit in MISFITS:
-            keys = sorted(k for k in means[group] if k[1] == misfit)
-            mean, half = interval([means[group][k] for k in keys]) if keys else (math.nan, math.nan)
+            keys = sorted(k for k in means if k[1] == misfit)
+            mean, half = interval([means[k] for k in keys]) if keys else (math.nan, math.nan)
             cells.append(f"{mean:.2f} ± {half:.2f}")
             summary.setdefault(f"pooled:{group}", {})[f"all/misfit{misfit:g}/psnr"] = [mean, half, len(keys)]
             if group == reference:
                 diffs_cells.append("")
                 continue
-            dmean, dhalf, count = paired_difference(means[group], means[reference], misfit)
+            dmean, dhalf, count = paired_difference(mine, theirs, misfit)
             summary[f"pooled:{group}"][f"all/misfit{misfit:g}/diff_to_{reference}"] = [dmean, dhalf, count]
             diffs_cells.append(f"{dmean:+.2f} ± {dhalf:.2f}")
-        lines.append(f"| {group} | {len(members)} | " + " | ".join(cells) + " | " + " | ".join(diffs_cells) + " |")
+        paired = "" if group == reference else (",".join(common) if common else "all")
+        lines.append(f"| {group} | {len(members)} | " + " | ".join(cells) + f" | {paired} | "
+                     + " | ".join(diffs_cells) + " |")
     return lines
 
 
