@@ -6,7 +6,7 @@ the reconstruction in ``paper.md`` §1.2 (c) and (e) [INFER]:
 
 * :class:`VertexRegistration`: each proxy vertex attends over the views that *see* it (depth-tested visibility masks
   invisible views) and, optionally (``registration_window`` > 1; off by default: it measured no better on the
-  built-in data), over a small k x k window of pixels around each projection. Its query comes from its
+  built-in data and the generalization suite), over a small k x k window of pixels around each projection. Its query comes from its
   position and the mean of its visible features; keys from each window sample's feature, its offset from the
   projection and the viewing direction. The window is what lets a vertex of a misfitted or naked body proxy pick the
   pixels the person actually covers, instead of whatever lies under its projection (the misalignment GM-NeRF's

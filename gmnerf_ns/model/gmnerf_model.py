@@ -68,8 +68,9 @@ class GMNeRFModelConfig(ModelConfig):
     registration_window: int = 1
     """Geometry-guided registration attends over a k x k window of pixels around each vertex projection (odd k; 1 =
     the projections only, attention over views). A 3 x 3 window lets vertices of a misfitted proxy take the pixels the
-    person really covers, but measured no better on the built-in data (README, "Measured results") at +30% step time,
-    so it is off by default."""
+    person really covers, but it measured no better on the built-in data (README, "Measured results") and about 0.1 dB
+    worse on the generalization suite's new people at every misfit level (benchmarks/generalization), at +30% step
+    time, so it is off by default."""
     registration_spacing: float = 0.012
     """Spacing of the registration window's samples, as a fraction of the source image's longest side (3 px at
     256 px: a 3 x 3 window then reaches +-3 px, +-1.2 cm at 2 m on the built-in cameras)."""
