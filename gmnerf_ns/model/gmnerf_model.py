@@ -68,7 +68,7 @@ class GMNeRFModelConfig(ModelConfig):
     registration_window: int = 1
     """Geometry-guided registration attends over a k x k window of pixels around each vertex projection (odd k; 1 =
     the projections only, attention over views). A 3 x 3 window lets vertices of a misfitted proxy take the pixels the
-    person really covers, but it measured no better on the built-in data (README, "Measured results") and about 0.1 dB
+    person really covers, but it measured no better on the built-in data (README, "Measured results") and 0.10-0.18 dB
     worse on the generalization suite's new people at every misfit level (benchmarks/generalization), at +30% step
     time, so it is off by default."""
     registration_spacing: float = 0.012
