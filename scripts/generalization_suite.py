@@ -234,11 +234,11 @@ def report(work: Path, models: List[str], out: Path) -> None:
     if len(names) > 1:
         lines += ["", f"Paired PSNR difference to {names[0]} (same people), mean ± 95% CI:", "",
                   "| model | " + " | ".join(f"misfit {m:g}" for m in MISFITS) + " |", "|---|" + "---|" * len(MISFITS)]
+        psnr = {name: {k: m["psnr"] for k, m in people.items()} for name, people in table.items()}
         for name in names[1:]:
             cells = []
             for misfit in MISFITS:
-                psnr = lambda model: {k: m["psnr"] for k, m in table[model].items()}  # noqa: E731
-                mean, half, count = paired_difference(psnr(name), psnr(names[0]), misfit)
+                mean, half, count = paired_difference(psnr[name], psnr[names[0]], misfit)
                 summary[name][f"all/misfit{misfit:g}/diff_to_{names[0]}"] = [mean, half, count]
                 cells.append(f"{mean:+.2f} ± {half:.2f}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
