@@ -98,7 +98,7 @@ if [ "$(running)" -gt 0 ]; then
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   sleep 5
 fi
-for log in "$WORK"/logs/train-*.log; do echo "== $log"; grep -E '^ *[0-9]+ \(' "$log" | tail -1 | tr -s ' '; done
+for log in "$WORK"/logs/train-*.log; do echo "== $log"; grep -v "^\s*$" "$log" | tail -3; done  # progress, or the error
 
 # 4. export each finished run's last checkpoint (model weights only), one tar per variant
 python3 - "$WORK" "$OUT" "$STEPS" <<'EOF'
