@@ -17,7 +17,7 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 from gmnerf_ns.camera_math import inside_image
 from gmnerf_ns.model.gmnerf_model import camera_rays
 from gmnerf_ns.model.sources import _splat_depth
-from gmnerf_ns.model.volume import splat_to_grid
+from gmnerf_ns.model.volume import dilate, sample_volume, splat_to_grid
 from gmnerf_ns.render.rasterize import rasterize, rasterize_depth
 from gmnerf_ns.synth.body import BodyModel
 
@@ -41,9 +41,13 @@ def _body_views(resolution: int, num_views: int = 4):
 
 
 @pytest.mark.parametrize("resolution", [64, 128, 256])
-def test_windowed_depth_equals_the_scanline_rasteriser(resolution):
+@pytest.mark.parametrize("compact,max_pairs", [(False, 1 << 22), (True, 1 << 22), (True, 500)])
+def test_windowed_depth_equals_the_scanline_rasteriser(resolution, compact, max_pairs):
+    """Both paths (fixed shapes for GPUs; per-footprint windows of the covering pairs, the CPU default), in one chunk
+    or many."""
     verts_cam, faces, Ks = _body_views(resolution)
-    fixed = rasterize_depth(verts_cam, faces, Ks, resolution, resolution, max_window=64)
+    fixed = rasterize_depth(verts_cam, faces, Ks, resolution, resolution, max_window=64, compact=compact,
+                            max_pairs=max_pairs)
     for k in range(len(Ks)):
         reference = rasterize(verts_cam[k], faces, Ks[k], resolution, resolution).depth
         assert torch.isfinite(reference).sum() > 100
@@ -101,6 +105,36 @@ def _camera(camera_type=CameraType.PERSPECTIVE, distortion=None) -> Cameras:
     c2w = torch.cat([R, torch.tensor([[0.3], [1.2], [-2.0]])], 1)[None]
     return Cameras(camera_to_worlds=c2w, fx=300.0, fy=310.0, cx=128.5, cy=120.2, width=256, height=256,
                    camera_type=camera_type, distortion_params=distortion)
+
+
+@pytest.mark.parametrize("padding_mode", ["border", "zeros"])
+@pytest.mark.parametrize("parts", [1, 2, 3, 7])
+def test_split_volume_lookup_equals_one_grid_sample(padding_mode, parts):
+    """``sample_volume`` (points split into batch entries, one per CPU thread) gives grid_sample's values exactly,
+    also when the points do not divide evenly, and the volume's gradient up to summation order."""
+    torch.manual_seed(0)
+    volume = torch.randn(1, 5, 6, 7, 4, requires_grad=True)
+    points = torch.rand(1001, 3) * 2.4 - 1.2  # some outside the box (border clamps, zeros pads)
+    reference = F.grid_sample(volume, points[None, :, None, None, :], mode="bilinear", padding_mode=padding_mode,
+                              align_corners=True)[0, :, :, 0, 0].T
+    split = sample_volume(volume, points, padding_mode=padding_mode, parts=parts)
+    assert split.shape == (1001, 5)
+    assert torch.equal(split, reference)
+    weights = torch.randn(1001, 5)
+    (grad_reference,) = torch.autograd.grad((reference * weights).sum(), volume)
+    (grad_split,) = torch.autograd.grad((split * weights).sum(), volume)
+    assert grad_split.abs().max() > 1.0
+    torch.testing.assert_close(grad_split, grad_reference, rtol=1e-5, atol=1e-5)
+    assert sample_volume(volume, points[:0], parts=parts).shape == (0, 5)
+
+
+@pytest.mark.parametrize("radius", [1, 3])
+def test_separable_dilation_equals_max_pool3d(radius):
+    occupied = (torch.rand(1, 1, 24, 18, 20, generator=torch.Generator().manual_seed(radius)) > 0.998).float()
+    reference = F.max_pool3d(occupied, 2 * radius + 1, stride=1, padding=radius)
+    assert 0 < reference.mean() < 1
+    assert torch.equal(dilate(occupied, radius), reference)
+
 
 
 @pytest.mark.parametrize("kind", ["pinhole", "fisheye", "distorted"])

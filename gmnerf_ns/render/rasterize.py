@@ -21,7 +21,7 @@ surface, which is the area analogue of the pixel-centre test of a ``1 x`` render
 
 from __future__ import annotations
 
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -214,6 +214,7 @@ def rasterize_depth(
     near: float = 1e-3,
     max_window: int = 6,
     max_pairs: int = 1 << 22,
+    compact: Optional[bool] = None,
 ) -> Float[Tensor, "m H W"]:
     """Depth images (``inf`` for background) of one mesh seen by m cameras: :func:`rasterize`'s depth, in fixed shapes.
 
@@ -223,6 +224,12 @@ def rasterize_depth(
     (barycentrics at pixel centres) and the depth (1/z interpolated in screen space, nearest wins) are
     :func:`rasterize`'s, so the depth images are the same. Views whose faces need a window larger than ``max_window``
     go through :func:`rasterize`.
+
+    ``compact`` (default: on CPU) first drops the (view, face) pairs that cover no pixel centre and tests the others
+    with the window their own footprint needs (1 x 1, 2 x 2 or k x k): the same tests on the same candidates, so the
+    same depth images, at 3 more host reads. At the model's visibility resolution about 3 in 4 pairs cover nothing and most
+    others need one pixel, so on 2 CPU cores this is several times faster; on a GPU the fixed shapes keep the step
+    free of host syncs.
     """
     device = verts_cam.device
     verts = verts_cam.float()
@@ -242,9 +249,18 @@ def rasterize_depth(
     window = int(extent.max()) + 1 if extent.numel() else 1  # the one host read
     if window > max_window:
         return torch.stack([rasterize(verts[k], faces, K[k], height, width, near).depth for k in range(m)])
+    zbuf = torch.full((m * height * width + 1,), float("inf"), device=device)  # the last cell takes misses
+    if compact if compact is not None else device.type == "cpu":
+        for size, pairs in ((1, keep & (extent == 0)), (2, keep & (extent == 1)), (window, keep & (extent >= 2))):
+            view, face = torch.nonzero(pairs, as_tuple=True)  # a host read each (CPU: free)
+            step = max(1, max_pairs // (size * size))
+            for i in range(0, view.numel(), step):
+                v, f = view[i : i + step], face[i : i + step]
+                _depth_window(zbuf, params[v, f], y_lo[v, f], x_lo[v, f], y_hi[v, f], x_hi[v, f], v, size, height,
+                              width, m)
+        return zbuf[:-1].view(m, height, width)
     offsets = torch.arange(window, device=device)
     dy, dx = offsets.repeat_interleave(window), offsets.repeat(window)  # (k*k,)
-    zbuf = torch.full((m * height * width + 1,), float("inf"), device=device)  # the last cell takes misses
     views_per_chunk = max(1, max_pairs // max(1, faces.shape[0] * window * window))
     for start in range(0, m, views_per_chunk):
         view = slice(start, start + views_per_chunk)
@@ -260,6 +276,22 @@ def rasterize_depth(
         cell = torch.where(inside, cell, m * height * width)
         zbuf.scatter_reduce_(0, cell.reshape(-1), depth.reshape(-1), reduce="amin", include_self=True)
     return zbuf[:-1].view(m, height, width)
+
+
+def _depth_window(zbuf: Float[Tensor, "cells"], params: Float[Tensor, "P 9"], y_lo: Float[Tensor, "P"],
+                  x_lo: Float[Tensor, "P"], y_hi: Float[Tensor, "P"], x_hi: Float[Tensor, "P"], view: Int[Tensor, "P"],
+                  size: int, height: int, width: int, m: int) -> None:
+    """Nearest-depth writes of P (view, face) pairs, each testing the ``size x size`` pixel centres from its corner
+    (:func:`rasterize_depth`'s coverage test and depth; misses go to the buffer's last cell)."""
+    offsets = torch.arange(size, device=zbuf.device)
+    py = y_lo[:, None] + offsets.repeat_interleave(size)  # (P, size*size)
+    px = x_lo[:, None] + offsets.repeat(size)
+    p = params[:, None, :]
+    b1, b2 = _barycentrics(p, px, py)
+    inside = (b1 >= 0) & (b2 >= 0) & (b1 + b2 <= 1) & (py <= y_hi[:, None]) & (px <= x_hi[:, None])
+    depth = 1.0 / _inverse_depth(p, b1, b2)
+    cell = torch.where(inside, (view[:, None] * height + py.long()) * width + px.long(), m * height * width)
+    zbuf.scatter_reduce_(0, cell.reshape(-1), depth.reshape(-1), reduce="amin", include_self=True)
 
 
 def interpolate(
