@@ -42,7 +42,7 @@ from gmnerf_ns.model.field import EncodedSources, GMNeRFField
 from gmnerf_ns.model.losses import PerceptualLoss, PerceptualLossConfig, mask_loss
 from gmnerf_ns.model.neural_renderer import NeuralRenderer
 from gmnerf_ns.model.sources import BACKGROUND_DEPTH, SourceViews, proxy_depth_maps, sample_maps, vertex_visibility
-from gmnerf_ns.model.volume import ProxyVolume, grid_shape, normalize_points, splat_to_grid
+from gmnerf_ns.model.volume import ProxyVolume, dilate, grid_shape, normalize_points, sample_volume, splat_to_grid
 
 SourceProvider = Callable[[int, int], SourceViews]
 """(subject_index, frame_id) -> the protocol's source views of that subject-frame."""
@@ -261,7 +261,7 @@ class GMNeRFModel(Model):
         volumes = self.volume(grid)
         voxel = float((sources.bbox[1] - sources.bbox[0]).max()) / self.config.volume_resolution
         radius = max(1, math.ceil(self.config.occupancy_margin / voxel))
-        occupancy = F.max_pool3d((grid[-1:] > 0).float()[None], 2 * radius + 1, stride=1, padding=radius)
+        occupancy = dilate((grid[-1:] > 0).float()[None], radius)
         return EncodedSources(sources=sources, feature_maps=feature_maps, volumes=volumes, occupancy=occupancy,
                               depth_maps=depth_maps)
 
@@ -332,7 +332,7 @@ class GMNeRFModel(Model):
 
         flat = points.reshape(-1, 3)
         box = normalize_points(flat, bbox)
-        occ = F.grid_sample(encoded.occupancy, box[None, :, None, None, :], mode="bilinear", align_corners=True)
+        occ = sample_volume(encoded.occupancy, box, padding_mode="zeros")
         active = (occ.reshape(-1) > 1e-3) & hit[:, None].expand(-1, num_samples).reshape(-1)
         idx = active.nonzero(as_tuple=True)[0]
         channels = self.config.feature_dim

@@ -10,7 +10,7 @@ person, not with a cube. Works unchanged on CPU and CUDA.
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,37 @@ def splat_to_grid(
     return grid.view(channels + 1, nz, ny, nx)
 
 
+def sample_volume(volume: Float[Tensor, "1 C Z Y X"], points: Float[Tensor, "N 3"], padding_mode: str = "border",
+                  parts: Optional[int] = None) -> Float[Tensor, "N C"]:
+    """Trilinear lookup of a volume at [-1, 1] box coordinates (x, y, z; ``grid_sample``, align_corners=True).
+
+    The points go to ``grid_sample`` as ``parts`` batch entries of the same (expanded, not copied) volume: its CPU
+    kernel runs one batch entry per thread, so one entry of all the points keeps a single core busy. Default: one part
+    per torch thread on CPU, one on a GPU. Every point's value is the same arithmetic whatever the split (equal
+    outputs); only the volume's gradient sums the parts in another order.
+    """
+    if parts is None:
+        parts = torch.get_num_threads() if volume.device.type == "cpu" else 1
+    n = points.shape[0]
+    parts = max(1, min(parts, n))
+    pad = (-n) % parts
+    if pad:
+        points = torch.cat([points, points.new_zeros(pad, 3)])
+    grid = points.view(parts, -1, 1, 1, 3)
+    out = F.grid_sample(volume.expand(parts, -1, -1, -1, -1), grid, mode="bilinear", padding_mode=padding_mode,
+                        align_corners=True)  # (parts, C, N/parts, 1, 1)
+    return out[..., 0, 0].transpose(1, 2).reshape(-1, volume.shape[1])[:n]
+
+
+def dilate(occupied: Float[Tensor, "1 1 Z Y X"], radius: int) -> Float[Tensor, "1 1 Z Y X"]:
+    """Maximum over the (2 radius + 1)^3 box around every cell: ``F.max_pool3d`` with stride 1, as three 1D passes
+    (a box maximum is separable, so the result is the same, at 3 (2r + 1) instead of (2r + 1)^3 reads per cell)."""
+    k = 2 * radius + 1
+    for kernel, padding in (((k, 1, 1), (radius, 0, 0)), ((1, k, 1), (0, radius, 0)), ((1, 1, k), (0, 0, radius))):
+        occupied = F.max_pool3d(occupied, kernel, stride=1, padding=padding)
+    return occupied
+
+
 class ProxyVolume(nn.Module):
     """Dense 3D conv net over splatted vertex codes; ``query`` returns the multi-scale geometry code of points."""
 
@@ -95,6 +126,4 @@ class ProxyVolume(nn.Module):
     @staticmethod
     def query(volumes: List[Tensor], points: Float[Tensor, "N 3"]) -> Float[Tensor, "N G"]:
         """Trilinear lookup of every stage at box-normalised points, concatenated."""
-        grid = points[None, :, None, None, :]  # (1, N, 1, 1, 3) as (x, y, z)
-        feats = [F.grid_sample(v, grid, mode="bilinear", padding_mode="border", align_corners=True) for v in volumes]
-        return torch.cat([f[0, :, :, 0, 0].T for f in feats], dim=-1)
+        return torch.cat([sample_volume(v, points) for v in volumes], dim=-1)

@@ -1,7 +1,7 @@
 """Surfaces from GM-NeRF's density: a grid over the proxy box, marching cubes, and Chamfer/P2S against GT meshes.
 
 The density is queried exactly where rendering queries it: inside the dilated proxy occupancy of the encoding
-(``EncodedSources.occupancy``, sampled with ``grid_sample`` as ``GMNeRFModel.render_rays`` does); everywhere else
+(``EncodedSources.occupancy``, sampled with ``sample_volume`` as ``GMNeRFModel.render_rays`` does); everywhere else
 it is 0 (empty space). The grid is padded with one empty cell on every side so the surface is closed.
 """
 
@@ -13,12 +13,11 @@ from typing import Dict, Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import trimesh
 
 from gmnerf_ns.data.human_record import SubjectRecord
 from gmnerf_ns.model.field import EncodedSources
-from gmnerf_ns.model.volume import normalize_points
+from gmnerf_ns.model.volume import normalize_points, sample_volume
 
 DEFAULT_DENSITY_THRESHOLD = 10.0
 """Iso-level (1/m) of the extracted surface: a sample of ~6 cm (2 m box / 32 samples) at this density is ~45 %
@@ -61,7 +60,7 @@ def density_grid(model, encoded: EncodedSources, resolution: int = 96, chunk: in
     density = torch.zeros(points.shape[0], device=device)
     inside = ((points >= bbox[0]) & (points <= bbox[1])).all(-1)
     box = normalize_points(points, bbox)
-    occupancy = F.grid_sample(encoded.occupancy, box[None, :, None, None, :], mode="bilinear", align_corners=True)
+    occupancy = sample_volume(encoded.occupancy, box, padding_mode="zeros")
     active = ((occupancy.reshape(-1) > 1e-3) & inside).nonzero(as_tuple=True)[0]
     direction = torch.tensor([0.0, 0.0, -1.0], device=device)  # density does not depend on the view direction
     for start in range(0, active.numel(), chunk):
