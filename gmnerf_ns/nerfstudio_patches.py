@@ -32,6 +32,17 @@ nerfstudio 1.1.5 (the version pinned in pyproject.toml); on an upgrade, check ea
    To drop it: once nerfstudio passes ``device_ids`` only for CUDA, delete the class, the context manager and the
    ``with`` in ``GMNeRFTrainer._setup``.
 
+4. **Fast external-method listing** (:func:`install_fast_external_methods`; applied with the YAML guard when plugin
+   discovery loads a ``gm-nerf*`` entry point, which nerfstudio does just before it lists the external methods).
+   Upstream: ``nerfstudio.configs.method_configs``, imported by every ns-* command, builds 26 placeholder configs
+   of external methods, and each one's ``ExternalMethodDummyTrainerConfig.__post_init__`` calls ``inspect.stack()``
+   only to read the name of its caller's caller. ``inspect.stack()`` reads the source of every frame and scans all of
+   ``sys.modules`` (thousands of modules with torch loaded) per frame: about 5 s of every ns-train, ns-eval and
+   ns-render start on the 2-core machine. Patch: ``__post_init__`` reads that name from ``sys._getframe(2)`` (the
+   same frame) and returns early as upstream does; otherwise it runs upstream's ``__post_init__`` (the offer to
+   install a method named on the command line). To drop it: once upstream stops calling ``inspect.stack()`` there,
+   delete the function and its call in :mod:`gmnerf_ns.method_configs`.
+
 Not patches: :class:`~gmnerf_ns.trainer.GMNeRFTrainer` changes resume, checkpointing and step counting by overriding
 ``Trainer`` methods in its subclass, which affects only gm-nerf runs.
 """
@@ -161,3 +172,29 @@ def cpu_ddp_support(device: str) -> Iterator[None]:
         yield
     finally:
         base_pipeline.DDP = original
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 4. Fast external-method listing
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def install_fast_external_methods() -> None:
+    """Lets nerfstudio list its external methods without ``inspect.stack()`` (patch 4 of the module docstring).
+    Idempotent; a no-op if nerfstudio no longer has the class."""
+    try:
+        from nerfstudio.configs.external_methods import ExternalMethodDummyTrainerConfig
+    except ImportError:  # pragma: no cover - a nerfstudio without external methods
+        return
+    upstream = ExternalMethodDummyTrainerConfig.__post_init__
+    if getattr(upstream, "_gmnerf_fast", False):
+        return
+
+    def __post_init__(self) -> None:
+        # frames: 0 this function, 1 the dataclass __init__, 2 its caller (upstream reads inspect.stack()[2])
+        if sys._getframe(2).f_code.co_name == "get_external_methods":
+            return
+        upstream(self)
+
+    __post_init__._gmnerf_fast = True  # type: ignore[attr-defined]
+    ExternalMethodDummyTrainerConfig.__post_init__ = __post_init__  # type: ignore[method-assign]

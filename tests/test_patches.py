@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Runs in a fresh interpreter: snapshots what the patches touch, imports gmnerf-ns, compares; then loads an entry point
@@ -57,7 +59,9 @@ gmnerf_ns.nerfstudio_patches.install_yaml_guard()  # again: idempotent
 print(json.dumps({"changed": changed, "method": spec.config.method_name, "guarded": guarded,
                   "guarded_again": [k for k in yaml.Loader.yaml_multi_constructors if "gmnerf_ns." in k],
                   "first": list(yaml.Loader.yaml_multi_constructors)[:len(guarded)],
-                  "unsafe_guarded": vars(yaml.UnsafeLoader).get("_gmnerf_guard", False)}))
+                  "unsafe_guarded": vars(yaml.UnsafeLoader).get("_gmnerf_guard", False),
+                  "fast_listing": getattr(sys.modules["nerfstudio.configs.external_methods"]
+                                          .ExternalMethodDummyTrainerConfig.__post_init__, "_gmnerf_fast", False)}))
 '''
 
 
@@ -70,6 +74,7 @@ def test_importing_changes_no_global_state_and_discovery_installs_the_yaml_guard
     assert result["method"] == "gm-nerf-small"
     assert len(result["guarded"]) == 4 and result["guarded_again"] == result["guarded"] == result["first"]
     assert result["unsafe_guarded"]
+    assert result["fast_listing"]  # patch 4, installed with the guard
 
 
 def test_cpu_ddp_support_swaps_nerfstudio_ddp_only_inside_the_block():
@@ -112,3 +117,34 @@ def test_cpu_launcher_is_installed_only_for_multi_process_cpu_runs():
         assert ns_train._distributed_worker is distributed_worker_cpu
     finally:
         ns_train._distributed_worker = original
+
+
+def test_external_methods_are_listed_without_inspect_stack_and_still_offer_to_install(monkeypatch):
+    """Patch 4: nerfstudio lists its external methods (on every ns-* start) without ``inspect.stack()``; a placeholder
+    made anywhere else still runs upstream's offer to install (here: the instructions, then exit 0)."""
+    import inspect
+
+    from nerfstudio.configs import external_methods as upstream
+
+    from gmnerf_ns.nerfstudio_patches import install_fast_external_methods
+
+    install_fast_external_methods()
+    install_fast_external_methods()  # idempotent: wraps upstream's once
+    post_init = upstream.ExternalMethodDummyTrainerConfig.__post_init__
+    assert post_init._gmnerf_fast
+
+    def no_stack(*args, **kwargs):
+        raise AssertionError("inspect.stack() called")
+
+    monkeypatch.setattr(inspect, "stack", no_stack)
+    configs, descriptions = upstream.get_external_methods()
+    assert len(configs) == len(descriptions) >= 20
+    monkeypatch.undo()
+
+    printed = []
+    monkeypatch.setattr(upstream.CONSOLE, "print", lambda *args, **kwargs: printed.append(args))
+    method = upstream.ExternalMethod("pip install something-else", [("other-method", "elsewhere")])
+    with pytest.raises(SystemExit) as exit_info:
+        upstream.ExternalMethodDummyTrainerConfig(method_name="other-method", method=method)
+    assert exit_info.value.code == 0
+    assert printed == [("pip install something-else",)]
