@@ -153,6 +153,10 @@ class GMNeRFTrainerConfig(TrainerConfig):
                      "keep_checkpoints"):
             check.integer(name, low=1)
         check.integer("load_step", low=0, optional=True)
+        autocast = getattr(getattr(self.pipeline, "model", None), "autocast", "off")
+        check.require(not (self.mixed_precision and autocast != "off"), "mixed_precision",
+                      f"nerfstudio's fp16 autocast (and GradScaler) cannot be combined with --pipeline.model.autocast "
+                      f"{autocast}; use one of them")
         for name, steps in self.gradient_accumulation_steps.items():
             check.integer(f"gradient_accumulation_steps.{name}", low=1, value=steps)
         machine = OptionCheck(self.machine, "--machine")

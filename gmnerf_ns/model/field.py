@@ -10,13 +10,15 @@ Per sample ``x`` seen along target direction ``d`` [INFER, paper.md §1.2 (e)-(f
   masks at the projections) is a silhouette cue that keeps geometry clean for loose clothing off the body proxy;
 * feature ``f(x) = MLP_f(h(x), A(x), blended colour)`` and an RGB head that refines the attention-blended colour.
 
-The field does no sampling or compositing: the model owns those.
+The field does no sampling or compositing: the model owns those. With ``autocast_dtype`` (the model's ``autocast``
+option) the view attention and the MLPs run under autocast and their outputs return to fp32; projections and map
+lookups stay fp32 (gmnerf_ns/model/precision.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Literal
+from typing import Dict, List, Literal, Optional
 
 import torch
 from jaxtyping import Float
@@ -26,6 +28,7 @@ from torch import Tensor, nn
 
 from gmnerf_ns.camera_math import inside_image, project_to_views
 from gmnerf_ns.model.attention import PointAppearance, PositionalEncoding, masked_view_mean
+from gmnerf_ns.model.precision import networks_autocast, to_fp32
 from gmnerf_ns.model.sources import SourceViews, sample_maps
 from gmnerf_ns.model.volume import ProxyVolume, normalize_points
 
@@ -62,8 +65,11 @@ class GMNeRFField(nn.Module):
         implementation: Literal["tcnn", "torch"] = "torch",
         geometry_from_pixels: bool = False,
         appearance_fusion: Literal["attention", "mean"] = "attention",
+        autocast_dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
+        # the attention and MLPs run under autocast to this dtype (None: fp32); projections and lookups stay fp32
+        self.autocast_dtype = autocast_dtype
         # no-proxy baseline (pixelNeRF-style): the geometry code is the mean of the pixel-aligned features
         self.geometry_from_pixels = geometry_from_pixels
         self.pixel_geometry = nn.Linear(image_feature_dim, geometry_dim) if geometry_from_pixels else None
@@ -91,7 +97,9 @@ class GMNeRFField(nn.Module):
         valid = inside_image(uv, depth, height, width).T  # (N, m)
         feats = sample_maps(encoded.feature_maps, uv, height, width).transpose(0, 1)  # (N, m, C)
         if self.geometry_from_pixels:
-            geometry = self.pixel_geometry(masked_view_mean(feats, valid))
+            with networks_autocast(positions.device, self.autocast_dtype):
+                geometry = self.pixel_geometry(masked_view_mean(feats, valid))
+            geometry = to_fp32(geometry, self.autocast_dtype)
         else:
             geometry = ProxyVolume.query(encoded.volumes, box)  # (N, G)
         colors = sample_maps(src.images, uv, height, width).transpose(0, 1)  # (N, m, 3)
@@ -104,15 +112,19 @@ class GMNeRFField(nn.Module):
         source_dirs = (source_dirs / source_dirs.norm(dim=-1, keepdim=True).clamp(min=1e-8)).transpose(0, 1)
         target_dirs = directions[:, None, :].expand_as(source_dirs)
         relative = torch.cat([(source_dirs * target_dirs).sum(-1, keepdim=True), target_dirs - source_dirs], dim=-1)
-        appearance, blended = self.appearance(geometry, feats, colors, torch.cat([masks, behind], -1), relative, valid)
+        with networks_autocast(positions.device, self.autocast_dtype):
+            appearance, blended = self.appearance(geometry, feats, colors, torch.cat([masks, behind], -1), relative,
+                                                  valid)
 
         inputs = [geometry, self.position_encoding(box)]
         if self.use_silhouette_hull:
             hull = masks[..., 0].masked_fill(~valid, 0.0)
             inputs += [hull.mean(1, keepdim=True), hull.min(1, keepdim=True).values]
-        h = self.geometry_mlp(torch.cat(inputs, dim=-1))
+        with networks_autocast(positions.device, self.autocast_dtype):
+            h = self.geometry_mlp(torch.cat(inputs, dim=-1))
+            out = self.feature_mlp(torch.cat([h[:, 1:], appearance, blended], dim=-1))
+        h, out, blended = (to_fp32(x, self.autocast_dtype) for x in (h, out, blended))
         density = trunc_exp(h[:, :1] - 1.0)
-        out = self.feature_mlp(torch.cat([h[:, 1:], appearance, blended], dim=-1))
         logit = torch.logit(blended.clamp(1e-3, 1 - 1e-3))
         rgb = torch.sigmoid(out[:, :3] + logit)
         return {"density": density, "rgb": rgb, "features": out[:, 3:]}
