@@ -1,16 +1,19 @@
 """Pipeline that hands source views from the cross-subject datamanager to the GM-NeRF model.
 
-Training and eval-loss steps pass the sources and the patch to the model's forward (so DDP sees one call); tools that
-only pass a camera (ns-eval, ns-render, the viewer) reach the sources through the provider installed here.
+Training and eval-loss steps pass the sources and the patch to the model's forward (so DDP sees one call per sample);
+tools that only pass a camera (ns-eval, ns-render, the viewer) reach the sources through the provider installed here.
+With ``--pipeline.datamanager.subjects-per-step`` P > 1 a step renders its P samples one after another and returns the
+means of their losses and metrics (one backward and one optimizer step over all P).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Type
+from typing import Dict, List, Literal, Optional, Sequence, Tuple, Type
 
 import torch
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import profiler
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -22,6 +25,19 @@ from gmnerf_ns.options import OptionCheck, validate_all
 from gmnerf_ns.tools.evaluation import average_eval_image_metrics
 from gmnerf_ns.tools.geometry import DEFAULT_DENSITY_THRESHOLD
 from gmnerf_ns.tools.viewer import GMNeRFViewerControls
+
+StepResult = Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], Dict[str, torch.Tensor]]
+"""(outputs, losses, metrics) of a training or eval-loss step."""
+
+
+def mean_of_samples(results: Sequence[StepResult]) -> StepResult:
+    """One step's (outputs, losses, metrics) from its samples': the first sample's outputs, and each loss and metric
+    averaged over the samples (so the loss scale does not depend on their number; the PSNR is the mean of the samples'
+    PSNRs). One sample's result is returned as it is, bit for bit."""
+    if len(results) == 1:
+        return results[0]
+    average = lambda dicts: {key: sum(d[key] for d in dicts) / len(dicts) for key in dicts[0]}  # noqa: E731
+    return results[0][0], average([r[1] for r in results]), average([r[2] for r in results])
 
 
 @dataclass
@@ -97,23 +113,36 @@ class GMNeRFPipeline(VanillaPipeline):
 
     @profiler.time_function
     def get_train_loss_dict(self, step: int):
-        camera, batch = self.datamanager.next_train(step)
-        return self.train_loss_dict_for(camera, batch)
+        return self.train_loss_dict_for_samples(self.datamanager.next_train_samples(step))
 
-    def train_loss_dict_for(self, camera, batch):
-        """(outputs, losses, metrics) of one training batch: the step after the data (scripts/profile_step.py times
+    def train_loss_dict_for(self, camera, batch) -> StepResult:
+        """(outputs, losses, metrics) of one training sample: the step after the data (scripts/profile_step.py times
         it apart from the data)."""
         outputs = self._model(camera, sources=batch["sources"], patch=batch["patch"])
         metrics = self.model.get_metrics_dict(outputs, batch)
         return outputs, self.model.get_loss_dict(outputs, batch, metrics), metrics
 
+    def train_loss_dict_for_samples(self, samples: List[Tuple[Cameras, Dict]]) -> StepResult:
+        """(outputs, losses, metrics) of one training step over its ``subjects_per_step`` samples: each sample is
+        rendered and scored in turn (a loop; the model renders one camera per call), and the losses and metrics are
+        their means (:func:`mean_of_samples`). One sample gives exactly :meth:`train_loss_dict_for`. Under DDP the P
+        forwards share the trainer's one backward, in which each parameter's gradient is reduced once (2 gloo ranks x
+        2 samples gave the gradients of single-process accumulation over the same 4 samples)."""
+        results = []
+        for k, (camera, batch) in enumerate(samples):
+            outputs, losses, metrics = self.train_loss_dict_for(camera, batch)
+            results.append((outputs if k == 0 else {}, losses, metrics))  # only the first sample's outputs are kept
+        return mean_of_samples(results)
+
     @profiler.time_function
     def get_eval_loss_dict(self, step: int):
+        """Losses and metrics of ``subjects_per_step`` held-out patches (their means, as in training)."""
         self.eval()
-        camera, batch = self.datamanager.next_eval(step)
+        results = []
         with torch.no_grad():
-            outputs = self.model(camera, sources=batch["sources"], patch=batch["patch"])
-            metrics = self.model.get_metrics_dict(outputs, batch)
-            losses = self.model.get_loss_dict(outputs, batch, metrics)
+            for camera, batch in self.datamanager.next_eval_samples(step):
+                outputs = self.model(camera, sources=batch["sources"], patch=batch["patch"])
+                metrics = self.model.get_metrics_dict(outputs, batch)
+                results.append((outputs, self.model.get_loss_dict(outputs, batch, metrics), metrics))
         self.train()
-        return outputs, losses, metrics
+        return mean_of_samples(results)

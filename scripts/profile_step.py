@@ -2,6 +2,7 @@
 
     python scripts/profile_step.py --method gm-nerf-small --device cpu --steps 5
     python scripts/profile_step.py --method gm-nerf --device cuda --steps 20 --data data/synthetic
+    python scripts/profile_step.py --method gm-nerf-small --device cpu --steps 4 --subjects-per-step 2
 
 Prints milliseconds per step split into data (building the batch: decoding, sources, patch), forward+loss and
 backward+step (optimizer and scheduler), then the aten ops per step and the sync-forcing ops per step (``nonzero``,
@@ -9,7 +10,9 @@ backward+step (optimizer and scheduler), then the aten ops per step and the sync
 ``torch.profiler`` over the compute part of the steps. On CUDA each phase ends with a synchronize, so the split is
 honest; the counts are the same on any device for the same code path. On CUDA it also runs the steps back to back
 (one synchronize at the end, as in training) and reports that end-to-end time per step, the GPU kernel time per step
-(from the profiler's CUDA activity) and their ratio, the share of the step the GPU is busy.
+(from the profiler's CUDA activity) and their ratio, the share of the step the GPU is busy. With
+``--subjects-per-step`` P each step trains on P samples (the datamanager option of that name); the times and counts
+stay per step, and the milliseconds per sample (per step / P) are printed beside them.
 
 Without ``--data`` a small built-in dataset is generated into a temporary folder first (a few seconds).
 """
@@ -23,7 +26,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Literal, Optional
 
 import torch
 import tyro
@@ -74,6 +77,12 @@ class Profile:
     """Override the method's training patch size."""
     threads: Optional[int] = None
     """torch CPU threads (default: torch's)."""
+    autocast: Optional[Literal["off", "bf16"]] = None
+    """Override the model's ``--pipeline.model.autocast`` (default: the method's, off)."""
+    compile_networks: Optional[bool] = None
+    """Override the model's ``--pipeline.model.compile-networks`` (default: the method's, off)."""
+    subjects_per_step: int = 1
+    """Samples (subject-frames) per training step: ``--pipeline.datamanager.subjects-per-step``."""
     json_path: Optional[Path] = None
     """Also write the numbers to this JSON file."""
 
@@ -98,20 +107,26 @@ def build(options: Profile, data: Path):
     datamanager.data = data
     datamanager.dataparser.data = data
     datamanager.num_workers = 0  # batches are built in the measured data phase, not in the background
+    datamanager.subjects_per_step = options.subjects_per_step
     if options.resolution is not None:
         datamanager.dataparser.resolution = options.resolution
     if options.patch_size is not None:
         datamanager.patch_size = options.patch_size
+    if options.autocast is not None:
+        config.pipeline.model.autocast = options.autocast
+    if options.compile_networks is not None:
+        config.pipeline.model.compile_networks = options.compile_networks
     pipeline = config.pipeline.setup(device=options.device, test_mode="val")
     pipeline.train()
     groups = {name: params for name, params in pipeline.get_param_groups().items() if len(params) > 0}
     return pipeline, Optimizers(config.optimizers, groups)
 
 
-def compute(pipeline, optimizers, camera, batch, step: int, timings: Optional[Dict[str, float]], sync) -> None:
-    """Forward, loss, backward and optimizer step of one batch (the pipeline's own training step after the data)."""
+def compute(pipeline, optimizers, samples, step: int, timings: Optional[Dict[str, float]], sync) -> None:
+    """Forward, loss, backward and optimizer step of one step's samples (the pipeline's own training step after the
+    data)."""
     start = time.perf_counter()
-    _, losses, _ = pipeline.train_loss_dict_for(camera, batch)
+    _, losses, _ = pipeline.train_loss_dict_for_samples(samples)
     loss = sum(losses.values())
     sync()
     middle = time.perf_counter()
@@ -126,6 +141,8 @@ def compute(pipeline, optimizers, camera, batch, step: int, timings: Optional[Di
 
 
 def profile(options: Profile) -> Dict[str, Any]:
+    if isinstance(options.subjects_per_step, bool) or options.subjects_per_step < 1:
+        raise SystemExit(f"profile_step: --subjects-per-step {options.subjects_per_step}: must be an integer >= 1")
     if options.threads is not None:
         torch.set_num_threads(options.threads)
     cuda = options.device.startswith("cuda")
@@ -135,24 +152,23 @@ def profile(options: Profile) -> Dict[str, Any]:
         pipeline, optimizers = build(options, data)
         datamanager = pipeline.datamanager
         for step in range(options.warmup):
-            camera, batch = datamanager.next_train(step)
-            compute(pipeline, optimizers, camera, batch, step, None, sync)
+            compute(pipeline, optimizers, datamanager.next_train_samples(step), step, None, sync)
         timings = {"data": 0.0, "forward_loss": 0.0, "backward_step": 0.0}
         batches = []
         for step in range(options.warmup, options.warmup + options.steps):
             start = time.perf_counter()
-            batches.append(datamanager.next_train(step))
+            batches.append(datamanager.next_train_samples(step))
             sync()
             timings["data"] += time.perf_counter() - start
-        for i, (camera, batch) in enumerate(batches):
-            compute(pipeline, optimizers, camera, batch, options.warmup + i, timings, sync)
+        for i, samples in enumerate(batches):
+            compute(pipeline, optimizers, samples, options.warmup + i, timings, sync)
         end_to_end = None
         if cuda:  # back to back, no synchronize between phases or steps: the GPU's queue never drains on purpose
             torch.cuda.reset_peak_memory_stats()
             sync()
             start = time.perf_counter()
-            for i, (camera, batch) in enumerate(batches):
-                compute(pipeline, optimizers, camera, batch, options.warmup + i, None, lambda: None)
+            for i, samples in enumerate(batches):
+                compute(pipeline, optimizers, samples, options.warmup + i, None, lambda: None)
             sync()
             end_to_end = time.perf_counter() - start
         # The op counts come from a second pass over the same batches under the profiler (it slows the steps).
@@ -160,8 +176,8 @@ def profile(options: Profile) -> Dict[str, Any]:
         fused_items = 0
         activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
         with torch.profiler.profile(activities=activities) as prof:
-            for i, (camera, batch) in enumerate(batches):
-                compute(pipeline, optimizers, camera, batch, options.warmup + i, None, sync)
+            for i, samples in enumerate(batches):
+                compute(pipeline, optimizers, samples, options.warmup + i, None, sync)
         kernel_us = kernel_microseconds(prof.events()) if cuda else 0.0
         for event in prof.events():
             if event.name.startswith("aten::"):
@@ -188,8 +204,12 @@ def profile(options: Profile) -> Dict[str, Any]:
         "method": options.method,
         "device": options.device,
         "threads": torch.get_num_threads(),
+        "autocast": pipeline.model.config.autocast,
+        "compile_networks": pipeline.model.config.compile_networks,
         "steps": n,
+        "subjects_per_step": options.subjects_per_step,
         "ms_per_step": {k: 1000 * v / n for k, v in timings.items()} | {"total": 1000 * sum(timings.values()) / n},
+        "ms_per_sample": 1000 * sum(timings.values()) / (n * options.subjects_per_step),
         "aten_ops_per_step": aten,
         "sync_ops_per_step": sum(syncs.values()),
         "sync_ops_by_name": syncs,
@@ -201,9 +221,10 @@ def profile(options: Profile) -> Dict[str, Any]:
 def main(options: Profile) -> Dict[str, Any]:
     result = profile(options)
     ms = result["ms_per_step"]
-    print(f"{result['method']} on {result['device']} ({result['threads']} threads), {result['steps']} steps")
+    print(f"{result['method']} on {result['device']} ({result['threads']} threads), {result['steps']} steps of "
+          f"{result['subjects_per_step']} sample(s)")
     print(f"  ms/step: {ms['total']:.1f} = data {ms['data']:.1f} + forward+loss {ms['forward_loss']:.1f} + "
-          f"backward+step {ms['backward_step']:.1f}")
+          f"backward+step {ms['backward_step']:.1f}; ms/sample: {result['ms_per_sample']:.1f}")
     print(f"  aten ops/step: {result['aten_ops_per_step']:.0f}")
     print(f"  sync-forcing ops/step: {result['sync_ops_per_step']:.1f} "
           + ", ".join(f"{k.split('::')[1]} {v:.1f}" for k, v in result["sync_ops_by_name"].items()))

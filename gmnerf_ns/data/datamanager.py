@@ -7,17 +7,22 @@ number of subjects on disk.
 * ``next_train``: a random target view of a training subject-frame; m source views on a ring with a random offset that
   excludes the target (or fully random / the protocol's); a random ``patch_size`` patch of the target that overlaps
   the person. The batch carries ``sources`` and ``patch``; the target camera carries subject/frame metadata.
+  ``next_train_samples``: the ``subjects_per_step`` such samples of one training step (``next_train`` is the one
+  sample of a step when ``subjects_per_step`` is 1).
 * ``next_eval`` / ``next_eval_image`` / ``fixed_indices_eval_dataloader``: held-out subjects, the protocol's input
   views as sources and its target views as targets, with the projected-3D-box mask used by the metrics.
 * ``source_views(subject_index, frame_id)``: the provider the model uses for cameras that only carry metadata.
 
-Determinism, background decoding and distributed training: the i-th ``next_train`` call of rank r of W processes
-builds sample number ``g = i * W + r``. Its target view is position ``g mod N`` of an epoch permutation seeded by
-(``seed``, ``g // N``), and its source views and patch come from a ``random.Random`` seeded by (``seed``, ``g``). A
-sample is therefore a pure function of (seed, g, the files): ranks sample disjoint views, W ranks x 1 sample see exactly
-the samples one process sees in W consecutive calls, background workers (``num_workers``) can decode the next
-``prefetch_batches`` samples ahead without the sequence depending on thread timing, and resuming needs only the number
-of calls made so far, which is saved with the pipeline (:meth:`GMNeRFDataManager.get_extra_state`).
+Determinism, background decoding and distributed training: sample k of the i-th training step of rank r of W
+processes, with P = ``subjects_per_step`` samples per step, is sample number ``g = (i * W + r) * P + k`` (with P = 1:
+the i-th ``next_train`` call builds ``g = i * W + r``). Its target view is position ``g mod N`` of an epoch order seeded
+by (``seed``, ``g // N``), and its source views and patch come from a ``random.Random`` seeded by (``seed``, ``g``). The
+epoch order is a permutation of the N training views; with P > 1 it is rearranged (:func:`spread_steps`) so that the P
+samples of a step show different subjects, else different subject-frames, where the data allows. A sample is therefore
+a pure function of (seed, P, g, the files): ranks sample disjoint views, W ranks x P samples see exactly the samples one
+process sees in W consecutive steps, background workers (``num_workers``) can decode the next ``prefetch_batches``
+steps ahead without the sequence depending on thread timing, and resuming needs only the number of samples drawn so
+far, which is saved with the pipeline (:meth:`GMNeRFDataManager.get_extra_state`).
 """
 
 from __future__ import annotations
@@ -88,7 +93,18 @@ class GMNeRFDataManagerConfig(FullImageDatamanagerConfig):
     """Background threads decoding the next training samples while the model trains (0 = decode synchronously in
     ``next_train``). The samples are the same for any value."""
     prefetch_batches: int = 2
-    """Training samples decoded ahead of ``next_train`` when ``num_workers`` > 0 (bounds the memory in flight)."""
+    """Training steps decoded ahead of the current one when ``num_workers`` > 0, each of ``subjects_per_step``
+    samples (bounds the memory in flight)."""
+    subjects_per_step: int = 1
+    """Subject-frames per training step (and held-out patches per eval-loss step). Each step draws this many samples,
+    of different subjects (else different frames) where the data allows, and its losses and metrics are their means,
+    so the loss scale (and so the learning rates) does not depend on it. The samples are rendered one after another
+    inside the step (a loop: the model renders one camera per call, nothing is batched across samples) and
+    backpropagated together before one optimizer step, so a step costs about this many times the compute, activation
+    memory and kernel launches of a one-sample step, and step counts (--max-num-iterations, schedules) count steps of
+    this many samples. Raise it on a large GPU with memory to spare (a gm-nerf step peaked at 3.3 GiB on an H100) for a
+    larger, less noisy batch per optimizer step, with the optimizer step and per-step overhead shared by the samples.
+    The samples stay a pure function of (seed, step, k), so prefetching and resuming are exact."""
     skip_bad_views: bool = True
     """A training sample whose files turn out missing or corrupt is replaced by another one with a warning naming the
     file (after ``max_bad_samples_in_a_row`` failures in a row training stops with the last error); False: stop at the
@@ -116,7 +132,7 @@ class GMNeRFDataManagerConfig(FullImageDatamanagerConfig):
         check.number("proxy_jitter", low=0.0)
         for name in ("view_cache_size", "seed", "num_workers"):
             check.integer(name, low=0)
-        for name in ("prefetch_batches", "max_bad_samples_in_a_row"):
+        for name in ("prefetch_batches", "max_bad_samples_in_a_row", "subjects_per_step"):
             check.integer(name, low=1)
         # Dataparser options follow its subcommand on the command line: ns-train gm-nerf gmnerf-auto --resolution 256.
         validate_all(check.done, lambda: getattr(self.dataparser, "validate", lambda _: None)("--"))
@@ -130,6 +146,47 @@ def single_threaded_torch() -> None:
     for the same step with synchronous data.) With OpenMP the count is per thread: the training thread keeps its own,
     fixed in ``__init__`` before the pool starts."""
     torch.set_num_threads(1)
+
+
+def spread_steps(order: Sequence[int], subjects: Sequence[int], frames: Sequence[int], per_step: int,
+                 first: int = 0, lookahead: int = 8) -> np.ndarray:
+    """Rearranges an epoch's order of target views so that the ``per_step`` consecutive samples of each training step
+    show different subjects, else different subject-frames, wherever the next ``lookahead * per_step`` waiting views
+    offer one.
+
+    Greedy and deterministic: each place of a step takes the earliest waiting view of a subject not yet in the step,
+    else of a subject-frame not yet in it, else the earliest. Every view still comes exactly once and at most
+    ``lookahead * per_step`` places before its place in ``order`` (an epoch stays a shuffle of its views), and an order
+    whose steps are already diverse (and any order with ``per_step`` 1) is unchanged.
+
+    Args:
+        order: (N,) the epoch's permutation of the training views.
+        subjects: (N,) subject index of each view (indexed by view, not by position in ``order``).
+        frames: (N,) frame id of each view.
+        per_step: samples per step.
+        first: samples of the epoch's first step (the rest of a step that began in the epoch before); 0 = a whole step.
+        lookahead: waiting views considered per place, in steps.
+
+    Returns:
+        (N,) the rearranged order.
+    """
+    waiting: List[int] = []
+    upcoming = iter(int(v) for v in order)
+    spread: List[int] = []
+    size = first or per_step
+    while len(spread) < len(order):
+        step_subjects, step_frames = set(), set()
+        for _ in range(min(size, len(order) - len(spread))):
+            waiting.extend(v for _, v in zip(range(lookahead * per_step - len(waiting)), upcoming))
+            pick = next((i for i, v in enumerate(waiting) if subjects[v] not in step_subjects), None)
+            if pick is None:
+                pick = next((i for i, v in enumerate(waiting) if (subjects[v], frames[v]) not in step_frames), 0)
+            view = waiting.pop(pick)
+            step_subjects.add(subjects[view])
+            step_frames.add((subjects[view], frames[view]))
+            spread.append(view)
+        size = per_step
+    return np.asarray(spread, dtype=np.asarray(order).dtype)
 
 
 class GMNeRFDataManager(FullImageDatamanager):
@@ -146,12 +203,13 @@ class GMNeRFDataManager(FullImageDatamanager):
         self.sampler_rank: int = dist.get_rank() if initialised else local_rank
         self.sampler_world_size: int = dist.get_world_size() if initialised else world_size
         self.train_draws = 0
-        """``next_train`` calls made so far by this process (the training sampler's whole state)."""
+        """Training steps drawn so far by this process (``next_train``/``next_train_samples`` calls; the training
+        sampler's whole state)."""
         self.eval_draws = 0
         """``next_eval``/``next_eval_image`` calls made so far by this process."""
         self._cache: "OrderedDict[Path, Tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._epoch_order: Optional[Tuple[int, np.ndarray]] = None
+        self._epoch_orders: Dict[int, np.ndarray] = {}
         self._pending: Dict[int, Future] = {}
         self._pool: Optional[ThreadPoolExecutor] = None
         if config.num_workers > 0:
@@ -330,17 +388,27 @@ class GMNeRFDataManager(FullImageDatamanager):
         }
         return dataset.cameras[index : index + 1], batch
 
-    def train_sample_number(self, draw: int) -> int:
-        """Global number ``g`` of this process's ``draw``-th training sample (see the module docstring)."""
-        return draw * self.sampler_world_size + self.sampler_rank
+    def train_sample_number(self, draw: int, k: int = 0) -> int:
+        """Global number ``g`` of sample ``k`` of this process's ``draw``-th training step (see the module docstring)."""
+        return (draw * self.sampler_world_size + self.sampler_rank) * self.config.subjects_per_step + k
 
     def train_target_index(self, sample: int) -> int:
-        """Target view of training sample ``g``: position ``g mod N`` of the permutation of epoch ``g // N``."""
+        """Target view of training sample ``g``: position ``g mod N`` of the order of epoch ``g // N`` (the epoch's
+        permutation, spread over steps by :func:`spread_steps` when ``subjects_per_step`` > 1)."""
         count = len(self.train_dataset)
         epoch, position = divmod(sample, count)
-        if self._epoch_order is None or self._epoch_order[0] != epoch:
-            self._epoch_order = (epoch, np.random.default_rng([self.config.seed, epoch]).permutation(count))
-        return int(self._epoch_order[1][position])
+        order = self._epoch_orders.get(epoch)
+        if order is None:
+            order = np.random.default_rng([self.config.seed, epoch]).permutation(count)
+            per_step = self.config.subjects_per_step
+            if per_step > 1:
+                meta = self.train_dataset.cameras.metadata
+                order = spread_steps(order, meta["subject_index"][:, 0].tolist(), meta["frame_id"][:, 0].tolist(),
+                                     per_step, first=(-epoch * count) % per_step)
+            # a step can straddle two epochs: keep this one and the one before
+            self._epoch_orders = {e: o for e, o in self._epoch_orders.items() if e == epoch - 1}
+            self._epoch_orders[epoch] = order
+        return int(order[position])
 
     def make_train_sample(self, sample: int, index: int) -> Tuple[Cameras, Dict]:
         """(CPU camera, batch) of training sample ``g`` with target ``index``; replaces unreadable samples."""
@@ -368,22 +436,39 @@ class GMNeRFDataManager(FullImageDatamanager):
         warnings.warn(message, HumanDataWarning, stacklevel=2)
 
     def _submit(self, draw: int) -> None:
-        sample = self.train_sample_number(draw)
-        if self._pool is not None and sample not in self._pending:
-            self._pending[sample] = self._pool.submit(self.make_train_sample, sample, self.train_target_index(sample))
+        """Hands the samples of training step ``draw`` to the decoding threads (those not handed over already)."""
+        for k in range(self.config.subjects_per_step):
+            sample = self.train_sample_number(draw, k)
+            if self._pool is not None and sample not in self._pending:
+                self._pending[sample] = self._pool.submit(self.make_train_sample, sample,
+                                                          self.train_target_index(sample))
 
-    def next_train(self, step: int) -> Tuple[Cameras, Dict]:
+    def _next_train_step(self) -> List[Tuple[Cameras, Dict]]:
+        """The samples of this process's next training step; the workers start on the ``prefetch_batches`` after."""
         draw = self.train_draws
         self.train_draws += 1
-        sample = self.train_sample_number(draw)
+        samples = [self.train_sample_number(draw, k) for k in range(self.config.subjects_per_step)]
         if self._pool is None:
-            camera, batch = self.make_train_sample(sample, self.train_target_index(sample))
+            pairs = [self.make_train_sample(sample, self.train_target_index(sample)) for sample in samples]
         else:
-            self._submit(draw)
-            for ahead in range(1, self.config.prefetch_batches + 1):
+            for ahead in range(self.config.prefetch_batches + 1):
                 self._submit(draw + ahead)
-            camera, batch = self._pending.pop(sample).result()
-        return camera.to(self.device), batch
+            pairs = [self._pending.pop(sample).result() for sample in samples]
+        return [(camera.to(self.device), batch) for camera, batch in pairs]
+
+    def next_train(self, step: int) -> Tuple[Cameras, Dict]:
+        """The one sample of the next training step; with ``subjects_per_step`` > 1 use :meth:`next_train_samples`."""
+        if self.config.subjects_per_step != 1:
+            raise RuntimeError(f"next_train gives one sample, but each step has {self.config.subjects_per_step} "
+                               "(--pipeline.datamanager.subjects-per-step): use next_train_samples")
+        return self._next_train_step()[0]
+
+    def next_train_samples(self, step: int) -> List[Tuple[Cameras, Dict]]:
+        """The ``subjects_per_step`` (camera, batch) samples of the next training step, k = 0, 1, ... in order (with
+        one per step, ``[next_train(step)]``)."""
+        if self.config.subjects_per_step == 1:
+            return [self.next_train(step)]
+        return self._next_train_step()
 
     def _eval_rng(self) -> random.Random:
         draw = self.eval_draws
@@ -408,6 +493,10 @@ class GMNeRFDataManager(FullImageDatamanager):
         batch = {"image_idx": index, "image": image, "mask": mask, "bbox_mask": bbox_mask}
         return self._camera(self.eval_dataset, index), batch
 
+    def next_eval_samples(self, step: int) -> List[Tuple[Cameras, Dict]]:
+        """``subjects_per_step`` held-out patches for one eval-loss step (each one :meth:`next_eval` draw)."""
+        return [self.next_eval(step) for _ in range(self.config.subjects_per_step)]
+
     def next_eval_image(self, step: int) -> Tuple[Cameras, Dict]:
         return self.eval_image(self._eval_rng().randrange(len(self.eval_dataset)))
 
@@ -417,7 +506,8 @@ class GMNeRFDataManager(FullImageDatamanager):
         return {
             "format": 1,
             "seed": self.config.seed,
-            "train_samples_consumed": self.train_draws * self.sampler_world_size,
+            "train_samples_consumed": self.train_draws * self.sampler_world_size * self.config.subjects_per_step,
+            "subjects_per_step": self.config.subjects_per_step,
             "eval_draws": self.eval_draws,
         }
 
@@ -429,8 +519,14 @@ class GMNeRFDataManager(FullImageDatamanager):
         if state.get("seed") != self.config.seed:
             warnings.warn(f"checkpoint sampler seed {state.get('seed')} differs from --pipeline.datamanager.seed "
                           f"{self.config.seed}; continuing with the new seed", HumanDataWarning, stacklevel=2)
-        # Whole steps of the saving run's world size; a different world size continues from the same global sample.
-        self.train_draws = math.ceil(int(state["train_samples_consumed"]) / self.sampler_world_size)
+        per_step = self.config.subjects_per_step
+        if state.get("subjects_per_step", 1) != per_step:
+            warnings.warn(f"checkpoint drew {state.get('subjects_per_step', 1)} samples per step, "
+                          f"--pipeline.datamanager.subjects-per-step is {per_step}; continuing after the samples it "
+                          "drew, in this setting's order", HumanDataWarning, stacklevel=2)
+        # Whole steps of this run's world size and samples per step; a different world size (or samples per step)
+        # continues from the same global sample.
+        self.train_draws = math.ceil(int(state["train_samples_consumed"]) / (self.sampler_world_size * per_step))
         self.eval_draws = int(state.get("eval_draws", 0))
         for future in self._pending.values():
             future.cancel()
