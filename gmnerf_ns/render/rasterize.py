@@ -258,39 +258,32 @@ def rasterize_depth(
                 v, f = view[i : i + step], face[i : i + step]
                 _depth_window(zbuf, params[v, f], y_lo[v, f], x_lo[v, f], y_hi[v, f], x_hi[v, f], v, size, height,
                               width, m)
-        return zbuf[:-1].view(m, height, width)
-    offsets = torch.arange(window, device=device)
-    dy, dx = offsets.repeat_interleave(window), offsets.repeat(window)  # (k*k,)
-    views_per_chunk = max(1, max_pairs // max(1, faces.shape[0] * window * window))
-    for start in range(0, m, views_per_chunk):
-        view = slice(start, start + views_per_chunk)
-        py = y_lo[view, :, None] + dy  # (v, F, k*k)
-        px = x_lo[view, :, None] + dx
-        p = params[view, :, None, :]
-        b1, b2 = _barycentrics(p, px, py)
-        inside = ((b1 >= 0) & (b2 >= 0) & (b1 + b2 <= 1) & keep[view, :, None] & (py <= y_hi[view, :, None])
-                  & (px <= x_hi[view, :, None]))
-        depth = 1.0 / _inverse_depth(p, b1, b2)
-        first = torch.arange(start, min(start + views_per_chunk, m), device=device)[:, None, None]
-        cell = (first * height + py.long()) * width + px.long()
-        cell = torch.where(inside, cell, m * height * width)
-        zbuf.scatter_reduce_(0, cell.reshape(-1), depth.reshape(-1), reduce="amin", include_self=True)
+    else:  # every (view, face) pair, a chunk of views at a time
+        views_per_chunk = max(1, max_pairs // max(1, faces.shape[0] * window * window))
+        for start in range(0, m, views_per_chunk):
+            view = slice(start, start + views_per_chunk)
+            first = torch.arange(start, min(start + views_per_chunk, m), device=device)[:, None]  # (v, 1)
+            _depth_window(zbuf, params[view], y_lo[view], x_lo[view], y_hi[view], x_hi[view], first, window, height,
+                          width, m, keep=keep[view])
     return zbuf[:-1].view(m, height, width)
 
 
-def _depth_window(zbuf: Float[Tensor, "cells"], params: Float[Tensor, "P 9"], y_lo: Float[Tensor, "P"],
-                  x_lo: Float[Tensor, "P"], y_hi: Float[Tensor, "P"], x_hi: Float[Tensor, "P"], view: Int[Tensor, "P"],
-                  size: int, height: int, width: int, m: int) -> None:
-    """Nearest-depth writes of P (view, face) pairs, each testing the ``size x size`` pixel centres from its corner
-    (:func:`rasterize_depth`'s coverage test and depth; misses go to the buffer's last cell)."""
+def _depth_window(zbuf: Float[Tensor, "cells"], params: Float[Tensor, "*P 9"], y_lo: Float[Tensor, "*P"],
+                  x_lo: Float[Tensor, "*P"], y_hi: Float[Tensor, "*P"], x_hi: Float[Tensor, "*P"], view: Int[Tensor, "*P"],
+                  size: int, height: int, width: int, m: int, keep: Optional[Bool[Tensor, "*P"]] = None) -> None:
+    """Nearest-depth writes of (view, face) pairs (any leading shape; ``view`` broadcasts), each testing the
+    ``size x size`` pixel centres from its corner (:func:`rasterize_depth`'s coverage test and depth; misses, and pairs
+    not in ``keep``, go to the buffer's last cell)."""
     offsets = torch.arange(size, device=zbuf.device)
-    py = y_lo[:, None] + offsets.repeat_interleave(size)  # (P, size*size)
-    px = x_lo[:, None] + offsets.repeat(size)
-    p = params[:, None, :]
+    py = y_lo[..., None] + offsets.repeat_interleave(size)  # (*P, size*size)
+    px = x_lo[..., None] + offsets.repeat(size)
+    p = params[..., None, :]
     b1, b2 = _barycentrics(p, px, py)
-    inside = (b1 >= 0) & (b2 >= 0) & (b1 + b2 <= 1) & (py <= y_hi[:, None]) & (px <= x_hi[:, None])
+    inside = (b1 >= 0) & (b2 >= 0) & (b1 + b2 <= 1) & (py <= y_hi[..., None]) & (px <= x_hi[..., None])
+    if keep is not None:
+        inside = inside & keep[..., None]
     depth = 1.0 / _inverse_depth(p, b1, b2)
-    cell = torch.where(inside, (view[:, None] * height + py.long()) * width + px.long(), m * height * width)
+    cell = torch.where(inside, (view[..., None] * height + py.long()) * width + px.long(), m * height * width)
     zbuf.scatter_reduce_(0, cell.reshape(-1), depth.reshape(-1), reduce="amin", include_self=True)
 
 
