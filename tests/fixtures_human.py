@@ -199,6 +199,18 @@ def make_synthetic_dataset(root: Path, subjects: Iterable[int] = (0, 1, 2), test
     return out
 
 
+def synthetic_datamanager(data: Path, world_size: int = 1, local_rank: int = 0, **kwargs):
+    """The gm-nerf datamanager on a :func:`make_synthetic_dataset` folder: 48-px images, 3 input views, 32-px
+    patches; ``kwargs`` are further ``GMNeRFDataManagerConfig`` options."""
+    from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
+
+    from gmnerf_ns.data.datamanager import GMNeRFDataManagerConfig
+
+    config = GMNeRFDataManagerConfig(dataparser=SyntheticDataParserConfig(data=data, resolution=48, num_input_views=3),
+                                     patch_size=32, **kwargs)
+    return config.setup(device="cpu", world_size=world_size, local_rank=local_rank)
+
+
 # ---------------------------------------------------------------------------------------------------- GeneBody
 GENEBODY_UNITS = 1.0
 """GeneBody's annotations are in metres (docs/datasets.md); ``make_genebody(units=2.87)`` writes the rescaled world of

@@ -21,7 +21,7 @@ from typing import Dict, List
 import pytest
 import torch
 
-from tests.fixtures_human import make_synthetic_dataset
+from tests.fixtures_human import make_synthetic_dataset, synthetic_datamanager
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECT_COUNTS = (4, 16, 64)
@@ -124,16 +124,6 @@ def small_data(tmp_path_factory) -> Path:
     return data
 
 
-def _datamanager(data: Path, world_size: int = 1, local_rank: int = 0, **kwargs):
-    from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
-
-    from gmnerf_ns.data.datamanager import GMNeRFDataManagerConfig
-
-    config = GMNeRFDataManagerConfig(dataparser=SyntheticDataParserConfig(data=data, resolution=48, num_input_views=3),
-                                     patch_size=32, **kwargs)
-    return config.setup(device="cpu", world_size=world_size, local_rank=local_rank)
-
-
 def _signature(batch) -> tuple:
     return (batch["image_idx"], batch["patch"], batch["sources"].camera_indices, batch["sources"].frame_id,
             float(batch["image"].sum()), float(batch["sources"].images.sum()))
@@ -145,7 +135,7 @@ def test_background_decoding_gives_the_synchronous_samples(small_data, monkeypat
 
     from gmnerf_ns.data import datamanager as dm_module
 
-    sync = _datamanager(small_data, num_workers=0)
+    sync = synthetic_datamanager(small_data, num_workers=0)
     expected = [_signature(sync.next_train(step)[1]) for step in range(12)]
     jitter = stdlib_random.Random(1)
     real_load_view = dm_module.load_view
@@ -155,7 +145,7 @@ def test_background_decoding_gives_the_synchronous_samples(small_data, monkeypat
         return real_load_view(view)
 
     monkeypatch.setattr(dm_module, "load_view", slow_load_view)
-    threaded = _datamanager(small_data, num_workers=3, prefetch_batches=4, view_cache_size=4)
+    threaded = synthetic_datamanager(small_data, num_workers=3, prefetch_batches=4, view_cache_size=4)
     got = [_signature(threaded.next_train(step)[1]) for step in range(12)]
     threaded.close()
     assert got == expected
@@ -168,7 +158,7 @@ def test_decoding_threads_run_torch_on_one_thread(small_data):
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        datamanager = _datamanager(small_data, num_workers=2)
+        datamanager = synthetic_datamanager(small_data, num_workers=2)
         datamanager.next_train(0)  # starts the workers
         worker_threads = {datamanager._pool.submit(torch.get_num_threads).result() for _ in range(8)}
         assert worker_threads == {1}
@@ -179,7 +169,7 @@ def test_decoding_threads_run_torch_on_one_thread(small_data):
 
 
 def test_sampler_state_resumes_the_sequence(small_data):
-    first = _datamanager(small_data, num_workers=2)
+    first = synthetic_datamanager(small_data, num_workers=2)
     for step in range(5):
         first.next_train(step)
         first.next_eval(step)
@@ -187,7 +177,7 @@ def test_sampler_state_resumes_the_sequence(small_data):
     expected = [_signature(first.next_train(step)[1]) for step in range(5, 9)]
     eval_expected = _signature(first.next_eval(9)[1])
     first.close()
-    second = _datamanager(small_data, num_workers=2)
+    second = synthetic_datamanager(small_data, num_workers=2)
     second.next_train(0)  # a prefetched sample of the old position must not leak into the resumed sequence
     second.set_extra_state(state)
     assert [_signature(second.next_train(step)[1]) for step in range(5, 9)] == expected
@@ -197,9 +187,9 @@ def test_sampler_state_resumes_the_sequence(small_data):
 
 def test_ranks_partition_the_samples_of_one_process(small_data):
     """Rank r of W draws global samples r, r+W, ...: the union over ranks is what one process draws."""
-    single = _datamanager(small_data, num_workers=0)
+    single = synthetic_datamanager(small_data, num_workers=0)
     expected = [_signature(single.next_train(step)[1]) for step in range(6)]
-    ranks = [_datamanager(small_data, num_workers=0, world_size=2, local_rank=r) for r in (0, 1)]
+    ranks = [synthetic_datamanager(small_data, num_workers=0, world_size=2, local_rank=r) for r in (0, 1)]
     got = []
     for step in range(3):
         got += [_signature(ranks[r].next_train(step)[1]) for r in (0, 1)]
@@ -216,13 +206,13 @@ def test_unreadable_training_views_are_skipped_with_a_warning(small_data, tmp_pa
     shutil.copytree(small_data, data)
     for image in (data / "subject_000").glob("Camera_B*/000001.jpg"):
         image.write_bytes(b"not a jpeg")  # every view of one of the four training frames (the parser reads frame 0)
-    datamanager = _datamanager(data, num_workers=2)
+    datamanager = synthetic_datamanager(data, num_workers=2)
     with pytest.warns(HumanDataWarning, match="skipping a training sample: .*subject_000.*corrupt"):
         batches = [datamanager.next_train(step)[1] for step in range(8)]
     frames = {(datamanager.subject_names[b["sources"].subject_index], b["sources"].frame_id) for b in batches}
     assert ("subject_000", 1) not in frames and len(frames) == 3
     datamanager.close()
-    strict = _datamanager(data, num_workers=0, skip_bad_views=False)
+    strict = synthetic_datamanager(data, num_workers=0, skip_bad_views=False)
     with pytest.raises(HumanDataError, match="corrupt"):
         for step in range(6):
             strict.next_train(step)
@@ -236,7 +226,7 @@ def test_prefetching_feeds_a_busy_trainer(small_data):
 
     waits = {}
     for workers in (0, 2):
-        datamanager = _datamanager(small_data, num_workers=workers, view_cache_size=1, prefetch_batches=2)
+        datamanager = synthetic_datamanager(small_data, num_workers=workers, view_cache_size=1, prefetch_batches=2)
         decoded_on = []
         make = datamanager.make_train_sample
 

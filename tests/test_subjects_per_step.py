@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures_human import make_synthetic_dataset
+from tests.fixtures_human import make_synthetic_dataset, synthetic_datamanager
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +25,6 @@ def small_data(tmp_path_factory) -> Path:
     data = tmp_path_factory.mktemp("per_step") / "data"
     make_synthetic_dataset(data, subjects=(0, 1, 2), test=(2,), num_frames=2, num_vertices=600)
     return data
-
-
-def _datamanager(data: Path, **kwargs):
-    from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
-
-    from gmnerf_ns.data.datamanager import GMNeRFDataManagerConfig
-
-    config = GMNeRFDataManagerConfig(dataparser=SyntheticDataParserConfig(data=data, resolution=48, num_input_views=3),
-                                     patch_size=32, **kwargs)
-    return config.setup(device="cpu")
 
 
 def _signature(batch) -> tuple:
@@ -57,7 +47,7 @@ d850dea (before ``subjects_per_step``); the current one drew the same 12 steps, 
 
 
 def test_one_sample_per_step_draws_the_samples_drawn_before_the_option(small_data):
-    datamanager = _datamanager(small_data, num_workers=0)
+    datamanager = synthetic_datamanager(small_data, num_workers=0)
     assert datamanager.config.subjects_per_step == 1
     got = [_signature(datamanager.next_train(step)[1]) for step in range(4)]
     assert got == TODAYS_FIRST_STEPS
@@ -65,8 +55,8 @@ def test_one_sample_per_step_draws_the_samples_drawn_before_the_option(small_dat
 
 
 def test_one_sample_per_step_through_next_train_samples_is_next_train(small_data):
-    by_sample = _datamanager(small_data, num_workers=2)
-    by_step = _datamanager(small_data, num_workers=0)
+    by_sample = synthetic_datamanager(small_data, num_workers=2)
+    by_step = synthetic_datamanager(small_data, num_workers=0)
     expected = [_signature(by_sample.next_train(step)[1]) for step in range(6)]
     steps = [by_step.next_train_samples(step) for step in range(6)]
     assert [len(samples) for samples in steps] == [1] * 6
@@ -111,7 +101,7 @@ def test_spread_steps_keeps_a_permutation_with_views_near_their_place():
 
 # ------------------------------------------------------------------------------------------------ P > 1: sampling
 def test_each_step_draws_p_samples_of_different_subjects(small_data):
-    datamanager = _datamanager(small_data, num_workers=0, subjects_per_step=2)
+    datamanager = synthetic_datamanager(small_data, num_workers=0, subjects_per_step=2)
     steps = [datamanager.next_train_samples(step) for step in range(4)]
     assert [len(samples) for samples in steps] == [2] * 4
     for samples in steps:
@@ -119,7 +109,7 @@ def test_each_step_draws_p_samples_of_different_subjects(small_data):
         for camera, batch in samples:
             assert batch["image"].shape == (32, 32, 3) and camera.shape == (1,)
     # sample k of step s is global sample 2 s + k: a fresh datamanager builds it alone, in any order
-    fresh = _datamanager(small_data, num_workers=0, subjects_per_step=2)
+    fresh = synthetic_datamanager(small_data, num_workers=0, subjects_per_step=2)
     for step, k in ((3, 1), (0, 1), (2, 0)):
         sample = fresh.train_sample_number(step, k)
         assert sample == 2 * step + k
@@ -131,7 +121,7 @@ def test_each_step_draws_p_samples_of_different_subjects(small_data):
 
 
 def test_every_view_comes_once_per_epoch_across_steps_that_straddle_epochs(small_data):
-    datamanager = _datamanager(small_data, num_workers=0, subjects_per_step=3)
+    datamanager = synthetic_datamanager(small_data, num_workers=0, subjects_per_step=3)
     count = len(datamanager.train_dataset)
     meta = datamanager.train_dataset.cameras.metadata
     subject_of = meta["subject_index"][:, 0].tolist()
@@ -147,7 +137,7 @@ def test_every_view_comes_once_per_epoch_across_steps_that_straddle_epochs(small
 def test_prefetching_threads_decode_every_sample_of_a_step_and_change_nothing(small_data, monkeypatch):
     from gmnerf_ns.data import datamanager as dm_module
 
-    sync = _datamanager(small_data, num_workers=0, subjects_per_step=3)
+    sync = synthetic_datamanager(small_data, num_workers=0, subjects_per_step=3)
     expected = [[_signature(b) for _, b in sync.next_train_samples(step)] for step in range(5)]
     jitter = random.Random(2)
     real_load_view = dm_module.load_view
@@ -157,7 +147,7 @@ def test_prefetching_threads_decode_every_sample_of_a_step_and_change_nothing(sm
         return real_load_view(view)
 
     monkeypatch.setattr(dm_module, "load_view", slow_load_view)
-    threaded = _datamanager(small_data, num_workers=2, prefetch_batches=2, view_cache_size=4, subjects_per_step=3)
+    threaded = synthetic_datamanager(small_data, num_workers=2, prefetch_batches=2, view_cache_size=4, subjects_per_step=3)
     got = []
     for step in range(5):
         got.append([_signature(b) for _, b in threaded.next_train_samples(step)])
@@ -169,7 +159,7 @@ def test_prefetching_threads_decode_every_sample_of_a_step_and_change_nothing(sm
 
 
 def test_resuming_draws_the_samples_of_the_uninterrupted_run(small_data):
-    first = _datamanager(small_data, num_workers=2, subjects_per_step=2)
+    first = synthetic_datamanager(small_data, num_workers=2, subjects_per_step=2)
     for step in range(3):
         first.next_train_samples(step)
     first.next_eval_samples(0)
@@ -178,7 +168,7 @@ def test_resuming_draws_the_samples_of_the_uninterrupted_run(small_data):
     expected = [[_signature(b) for _, b in first.next_train_samples(step)] for step in range(3, 6)]
     eval_expected = [_signature(b) for _, b in first.next_eval_samples(6)]
     first.close()
-    second = _datamanager(small_data, num_workers=2, subjects_per_step=2)
+    second = synthetic_datamanager(small_data, num_workers=2, subjects_per_step=2)
     second.next_train_samples(0)  # prefetched samples of the old position must not leak into the resumed sequence
     second.set_extra_state(state)
     assert [[_signature(b) for _, b in second.next_train_samples(step)] for step in range(3, 6)] == expected

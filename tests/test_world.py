@@ -16,7 +16,7 @@ from gmnerf_ns.data.proxy_jitter import jitter_proxy
 from gmnerf_ns.synth.body import BodyModel
 from gmnerf_ns.synth.generator import SynthConfig, SynthError, generate
 from gmnerf_ns.synth.misfit import degrade_mask
-from tests.fixtures_human import make_synthetic_dataset
+from tests.fixtures_human import make_synthetic_dataset, synthetic_datamanager
 
 TINY = dict(num_subjects=4, num_test_subjects=1, num_cameras=4, num_frames=1, resolution=48, progress=False,
             supersample=1)
@@ -163,13 +163,7 @@ def test_proxy_jitter_scales_with_the_unit(body):
 
 
 def _datamanager(data: Path, **kwargs):
-    from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
-
-    from gmnerf_ns.data.datamanager import GMNeRFDataManagerConfig
-
-    config = GMNeRFDataManagerConfig(dataparser=SyntheticDataParserConfig(data=data, resolution=48, num_input_views=3),
-                                     patch_size=32, num_workers=0, **kwargs)
-    return config.setup(device="cpu")
+    return synthetic_datamanager(data, num_workers=0, **kwargs)
 
 
 @pytest.fixture(scope="module")
