@@ -10,15 +10,18 @@ Layout (one capture folder = one subject; a folder of capture folders = several 
     <capture>/output*/vertices/<frame>.json  # [{id, vertices}, ...]
 
 Cameras are read as EasyMocap reads them (zju3dv/EasyMocap ``easymocap/mytools/camera_utils.py`` ``read_camera``):
-``names`` from ``intri.yml``, ``R_<cam>`` as a Rodrigues vector (``Rot_<cam>`` when there is none), ``dist_<cam>`` or
-``D_<cam>``. Bodies are either posed from the SMPL/SMPL-H/SMPL-X parameters with the user's model files
-(``--body-model-dir``; EasyMocap's ``V = R(Rh) X + Th``, see ``_body_models.py``) or read from ``vertices/`` when no
-model files are given. Posed proxies are written once to a cache (``_derived.py``). Parsing reads the camera files, one
+``names`` from ``intri.yml`` (else ``extri.yml``), ``R_<cam>`` as a Rodrigues vector (``Rot_<cam>`` when there is
+none), ``dist_<cam>`` or ``D_<cam>``. Cameras only one of the two files calibrates (the extrinsics of a subset) are
+skipped with one warning. The image defines a camera's size: images a few pixels off the calibrated (``W_/H_``) or
+the rig's common size are reported and cut to it, not silently padded. Bodies are either posed from the
+SMPL/SMPL-H/SMPL-X parameters with the user's model files (``--body-model-dir``; EasyMocap's ``V = R(Rh) X + Th``, see
+``_body_models.py``) or read from ``vertices/`` when no model files are given. Posed proxies are written once to a cache (``_derived.py``). Parsing reads the camera files, one
 image header per camera and the fits of the sampled frames.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -100,7 +103,7 @@ class EasyMocapDataParser(HumanDataParser):
         return subject_folders(root, is_capture)
 
     def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
-        cameras = read_cameras(folder / "intri.yml", folder / "extri.yml")
+        cameras = read_cameras(folder / "intri.yml", folder / "extri.yml", self.protocol.num_input_views + 1)
         image_dirs = []
         for cam in cameras:
             path = folder / "images" / cam.name
@@ -118,8 +121,9 @@ class EasyMocapDataParser(HumanDataParser):
 
         suffixes = [_image_suffix(d, sampled[0]) for d in image_dirs]
         sizes = [image_size(d / f"{sampled[0]}{s}") for d, s in zip(image_dirs, suffixes)]
+        sizes = self._used_sizes(cameras, sizes, folder)
         Ks = [self._intrinsics(cam, size, folder / "intri.yml") for cam, size in zip(cameras, sizes)]
-        out_size, crops = common_frame(sizes, resolution)
+        out_size, crops = common_frame(sizes, resolution)  # crops from (0, 0): the used part starts there
 
         fits = self._fits(folder, name)
         records, missing = [], []
@@ -157,12 +161,32 @@ class EasyMocapDataParser(HumanDataParser):
         raise HumanDataError(f"{folder}: no mask folder; expected {' or '.join(f'{n}/' for n in names)} "
                              "(<mask dir>/<cam>/<frame>.png; --mask-dir names another)")
 
+    def _used_sizes(self, cameras: List[Camera], sizes: List[Tuple[int, int]], folder: Path
+                    ) -> List[Tuple[int, int]]:
+        """The (W, H) of each camera's images that its views use: the stored size, except for images a few pixels
+        off their calibrated size (W_/H_) or, without one, off the rig's most common size (EasyMocap's convention:
+        the image defines the size). Those are reported, and keep their top-left region of the expected size (where
+        the calibration's pixels are) instead of the whole rig being padded to their shape."""
+        common = Counter(sizes).most_common(1)[0][0]
+        used, odd = [], []
+        for cam, (w, h) in zip(cameras, sizes):
+            W, H = cam.size if cam.size is not None else common
+            if _few_pixels_off((w, h), (W, H)):
+                source = f"W_{cam.name}/H_{cam.name}" if cam.size is not None else "the other cameras' size"
+                odd.append(f"camera {cam.name} is {w}x{h}, not {W}x{H} ({source})")
+                w, h = min(w, W), min(h, H)
+            used.append((w, h))
+        if odd:
+            warn(f"{folder / 'images'}: images a few pixels off the expected size: {'; '.join(odd)}. Using the "
+                 "expected size's top-left region (K as calibrated; a smaller image is padded)")
+        return used
+
     def _intrinsics(self, cam: Camera, size: Tuple[int, int], intri: Path) -> np.ndarray:
         """K of the stored image in our pixel convention (scaled when H_/W_ describe another resolution)."""
         K = cam.K.copy()
         if self.config.opencv_pixel_centres:
             K[:2, 2] += 0.5
-        if cam.size is not None and tuple(cam.size) != tuple(size):
+        if cam.size is not None and tuple(cam.size) != tuple(size) and not _few_pixels_off(size, cam.size):
             (W, H), (w, h) = cam.size, size
             if abs(w / W - h / H) > 0.01 * (w / W):
                 raise HumanDataError(f"{intri}: camera {cam.name!r} is calibrated for {W}x{H} (W_/H_) but its images "
@@ -291,6 +315,12 @@ class EasyMocapFits:
         return faces
 
 
+def _few_pixels_off(size: Tuple[int, int], expected: Tuple[int, int]) -> bool:
+    """Whether an image of ``size`` is one of ``expected`` with a few pixels more or less (up to 4 or 1 % per side),
+    not a resized one."""
+    return tuple(size) != tuple(expected) and all(abs(a - b) <= max(4.0, 0.01 * b) for a, b in zip(size, expected))
+
+
 class _NoPerson(Exception):
     """The chosen person is not in a frame's fit file (that frame has no fit)."""
 
@@ -300,43 +330,81 @@ def is_capture(folder: Path) -> bool:
     return (folder / "intri.yml").is_file() and (folder / "extri.yml").is_file()
 
 
-def read_cameras(intri: Path, extri: Path) -> List[Camera]:
-    """The cameras of ``intri.yml``/``extri.yml`` in ``names`` order (EasyMocap's ``read_camera``)."""
+def read_cameras(intri: Path, extri: Path, min_cameras: int = 1) -> List[Camera]:
+    """The cameras of ``intri.yml``/``extri.yml`` in ``names`` order (EasyMocap's ``read_camera``).
+
+    ``names`` is read from ``intri.yml`` (else ``extri.yml``; names only the other file lists come after). A camera
+    that only one file calibrates (EasyMocap after calibrating the extrinsics of a subset) is skipped, with one warning
+    naming them all; an error when fewer than ``min_cameras`` remain.
+    """
     intri_fs, extri_fs = _open(intri), _open(extri)
     try:
-        names = _names(intri_fs, intri)
-        cameras = []
+        names = _names(intri_fs, intri, extri_fs, extri)
+        cameras, no_intri, no_extri = [], [], []
         for cam in names:
-            K = _matrix(intri_fs, f"K_{cam}", intri, (3, 3))
-            if K is None:
-                raise HumanDataError(f"{intri}: no K_{cam} for camera {cam!r} listed in names")
-            dist = _matrix(intri_fs, f"dist_{cam}", intri)
-            if dist is None:
-                dist = _matrix(intri_fs, f"D_{cam}", intri)
-            if dist is not None:
-                dist = dist.reshape(-1)
-                if dist.size not in (4, 5, 8, 12, 14):
-                    raise HumanDataError(f"{intri}: dist_{cam} has {dist.size} coefficients, expected 5 (OpenCV)")
-                dist = dist if np.any(dist) else None
-            width, height = _int(intri_fs, f"W_{cam}"), _int(intri_fs, f"H_{cam}")
-            rvec = _matrix(extri_fs, f"R_{cam}", extri)
-            if rvec is not None and rvec.size == 3:
-                R = cv2.Rodrigues(rvec.reshape(3, 1))[0]
-            elif rvec is not None and rvec.size == 9:
-                R = rvec.reshape(3, 3)
-            else:
-                R = _matrix(extri_fs, f"Rot_{cam}", extri, (3, 3))
-            T = _matrix(extri_fs, f"T_{cam}", extri)
-            if R is None or T is None:
-                missing = " and ".join(k for k, v in ((f"R_{cam} (or Rot_{cam})", R), (f"T_{cam}", T)) if v is None)
-                raise HumanDataError(f"{extri}: camera {cam!r} (listed in {intri.name} names) has no {missing}")
-            K, R, T = check_camera(K, R, T, f"{extri} camera {cam!r}")
-            size = (width, height) if width and height and width > 0 and height > 0 else None
-            cameras.append(Camera(cam, K, dist, R, T, size))
-        return cameras
+            if not _has(intri_fs, f"K_{cam}"):
+                no_intri.append(cam)
+                continue
+            if not any(_has(extri_fs, f"{key}_{cam}") for key in ("R", "Rot", "T")):
+                no_extri.append(cam)
+                continue
+            cameras.append(_camera(cam, intri_fs, intri, extri_fs, extri))
     finally:
         intri_fs.release()
         extri_fs.release()
+    if no_intri or no_extri:
+        skipped = "; ".join(f"{_compact(missing)} (no {what})" for missing, what in (
+            (no_extri, f"R_/T_ in {extri.name}"), (no_intri, f"K_ in {intri.name}")) if missing)
+        if len(cameras) < min_cameras:
+            raise HumanDataError(f"{intri.parent}: only {len(cameras)} of {len(names)} cameras are in both "
+                                 f"{intri.name} and {extri.name}, fewer than the {min_cameras} needed (the protocol's "
+                                 f"source views + 1); without a calibration: {skipped}")
+        warn(f"{intri.parent}: using the {len(cameras)} of {len(names)} cameras calibrated in both {intri.name} and "
+             f"{extri.name}; skipped {len(no_intri) + len(no_extri)}: {skipped}")
+    return cameras
+
+
+def _camera(cam: str, intri_fs: "cv2.FileStorage", intri: Path, extri_fs: "cv2.FileStorage", extri: Path) -> Camera:
+    """One camera that both files calibrate."""
+    K = _matrix(intri_fs, f"K_{cam}", intri, (3, 3))
+    dist = _matrix(intri_fs, f"dist_{cam}", intri)
+    if dist is None:
+        dist = _matrix(intri_fs, f"D_{cam}", intri)
+    if dist is not None:
+        dist = dist.reshape(-1)
+        if dist.size not in (4, 5, 8, 12, 14):
+            raise HumanDataError(f"{intri}: dist_{cam} has {dist.size} coefficients, expected 5 (OpenCV)")
+        dist = dist if np.any(dist) else None
+    width, height = _int(intri_fs, f"W_{cam}"), _int(intri_fs, f"H_{cam}")
+    rvec = _matrix(extri_fs, f"R_{cam}", extri)
+    if rvec is not None and rvec.size == 3:
+        R = cv2.Rodrigues(rvec.reshape(3, 1))[0]
+    elif rvec is not None and rvec.size == 9:
+        R = rvec.reshape(3, 3)
+    else:
+        R = _matrix(extri_fs, f"Rot_{cam}", extri, (3, 3))
+    T = _matrix(extri_fs, f"T_{cam}", extri)
+    if R is None or T is None:
+        missing = " and ".join(k for k, v in ((f"R_{cam} (or Rot_{cam})", R), (f"T_{cam}", T)) if v is None)
+        raise HumanDataError(f"{extri}: camera {cam!r} (listed in {intri.name} names) has no {missing}")
+    K, R, T = check_camera(K, R, T, f"{extri} camera {cam!r}")
+    size = (width, height) if width and height and width > 0 and height > 0 else None
+    return Camera(cam, K, dist, R, T, size)
+
+
+def _compact(names: List[str], limit: int = 12) -> str:
+    """``1-10, 12, 14-23``: runs of consecutive numbers collapsed, at most ``limit`` items then how many more."""
+    items: List[str] = []
+    start = prev = None
+    for name in names + [None]:
+        if name is not None and prev is not None and name.isdigit() and prev.isdigit() and int(name) == int(prev) + 1:
+            prev = name
+            continue
+        if start is not None:
+            items.append(start if start == prev else f"{start}-{prev}")
+        start = prev = name
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _open(path: Path) -> "cv2.FileStorage":
@@ -352,10 +420,21 @@ def _open(path: Path) -> "cv2.FileStorage":
     return fs
 
 
-def _names(fs: "cv2.FileStorage", path: Path) -> List[str]:
+def _names(intri_fs: "cv2.FileStorage", intri: Path, extri_fs: "cv2.FileStorage", extri: Path) -> List[str]:
+    """``names`` of ``intri.yml`` then the ones only ``extri.yml`` lists (either file may hold the list)."""
+    names = _name_list(intri_fs, intri)
+    names += [n for n in _name_list(extri_fs, extri) if n not in names]
+    if not names:
+        raise HumanDataError(f"{intri}: no 'names' list of cameras (nor in {extri.name})")
+    return names
+
+
+def _name_list(fs: "cv2.FileStorage", path: Path) -> List[str]:
     node = fs.getNode("names")
-    if node.empty() or not node.isSeq() or node.size() == 0:
-        raise HumanDataError(f"{path}: no 'names' list of cameras")
+    if node.empty() or node.isNone():
+        return []
+    if not node.isSeq():
+        raise HumanDataError(f"{path}: 'names' should be a list of camera names")
     names = []
     for i in range(node.size()):
         item = node.at(i)
@@ -363,6 +442,11 @@ def _names(fs: "cv2.FileStorage", path: Path) -> List[str]:
         if value != "none":  # EasyMocap skips placeholder entries
             names.append(value)
     return names
+
+
+def _has(fs: "cv2.FileStorage", key: str) -> bool:
+    node = fs.getNode(key)
+    return not (node.empty() or node.isNone())
 
 
 def _matrix(fs: "cv2.FileStorage", key: str, path: Path, shape: Optional[Tuple[int, int]] = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import cv2
@@ -192,15 +193,124 @@ def test_auto_detects_the_capture(tmp_path):
     assert type(parent) is EasyMocapDataParser
 
 
-def test_camera_missing_from_extri(tmp_path):
+def write_calibration(capture, intri_cams, extri_cams, names_in=("intri", "extri"), sizes=True):
+    """Rewrites intri.yml/extri.yml with the intrinsics of ``intri_cams`` and the extrinsics of ``extri_cams``; each
+    file in ``names_in`` gets a ``names`` list of the cameras it calibrates."""
+    cameras = dict(zip(capture.names, capture.cameras))
+    intri = [("names", list(intri_cams), "list")] if "intri" in names_in else []
+    extri = [("names", list(extri_cams), "list")] if "extri" in names_in else []
+    for cam in intri_cams:
+        intri += [(f"K_{cam}", cameras[cam][0], "mat"), (f"dist_{cam}", np.zeros((1, 5)), "mat")]
+        intri += [(f"H_{cam}", 40, "int"), (f"W_{cam}", 48, "int")] if sizes else []
+    for cam in extri_cams:
+        extri += [(f"R_{cam}", cv2.Rodrigues(cameras[cam][1])[0], "mat"), (f"T_{cam}", cameras[cam][2].reshape(3, 1),
+                                                                            "mat")]
+    write_opencv_yaml(capture.folder / "intri.yml", intri)
+    write_opencv_yaml(capture.folder / "extri.yml", extri)
+
+
+def camera_warnings(record):
+    return [str(w.message) for w in record if issubclass(w.category, HumanDataWarning)]
+
+
+def test_cameras_calibrated_in_one_file_only_are_skipped(tmp_path):
+    """EasyMocap after calibrating the extrinsics of a subset: intri.yml lists more cameras than extri.yml."""
+    capture = make_easymocap_capture(tmp_path, num_cameras=8)
+    used = ["01", "03", "05", "06", "07"]
+    write_calibration(capture, capture.names, used)
+    with pytest.warns(HumanDataWarning) as record:
+        subject = parse(capture.folder).subjects[0]
+    assert camera_warnings(record) == [f"{capture.folder}: using the 5 of 8 cameras calibrated in both intri.yml and "
+                                       "extri.yml; skipped 3: 02, 04, 08 (no R_/T_ in extri.yml)"]
+    assert subject.camera_names == tuple(used)
+    for view in subject.frames[0].views:
+        np.testing.assert_allclose(view.R, capture.cameras[capture.names.index(view.camera_name)][1], atol=1e-5)
+    assert fraction_in_masks(subject.frames[0]) >= 0.95
+
+    write_calibration(capture, used[:4] + ["08"], capture.names, names_in=("extri",))  # names only in extri.yml
+    with pytest.warns(HumanDataWarning) as record:
+        subject = parse(capture.folder).subjects[0]
+    assert camera_warnings(record) == [f"{capture.folder}: using the 5 of 8 cameras calibrated in both intri.yml and "
+                                       "extri.yml; skipped 3: 02, 04, 07 (no K_ in intri.yml)"]
+    assert subject.camera_names == ("01", "03", "05", "06", "08")
+
+    write_calibration(capture, capture.names, used[:4])  # 4 cameras left, the protocol's 4 sources need 5
+    with pytest.raises(HumanDataError) as err:
+        parse(capture.folder)
+    assert str(err.value) == (f"{capture.folder}: only 4 of 8 cameras are in both intri.yml and extri.yml, fewer than "
+                              "the 5 needed (the protocol's source views + 1); without a calibration: 02, 04, 07-08 "
+                              "(no R_/T_ in extri.yml)")
+    with pytest.warns(HumanDataWarning):
+        assert len(parse(capture.folder, num_input_views=3).subjects[0].camera_names) == 4
+
+
+def test_real_rig_layout_warning_is_compact(tmp_path):
+    """32 intrinsics, the extrinsics of 11 of them: one warning, runs of camera numbers collapsed."""
+    K = np.array([[1000.0, 0, 960], [0, 1000, 540], [0, 0, 1]])
+    names = [str(i) for i in range(1, 33)]
+    intri = [("names", names, "list")] + [(f"K_{n}", K, "mat") for n in names]
+    extri = [("names", names[11:22], "list")]
+    for n in names[11:22]:
+        extri += [(f"Rot_{n}", np.eye(3), "mat"), (f"T_{n}", np.array([[0.0], [0.0], [3.0]]), "mat")]
+    write_opencv_yaml(tmp_path / "intri.yml", intri)
+    write_opencv_yaml(tmp_path / "extri.yml", extri)
+    with pytest.warns(HumanDataWarning) as record:
+        cameras = read_cameras(tmp_path / "intri.yml", tmp_path / "extri.yml")
+    assert [c.name for c in cameras] == names[11:22]
+    assert camera_warnings(record) == [f"{tmp_path}: using the 11 of 32 cameras calibrated in both intri.yml and "
+                                       "extri.yml; skipped 21: 1-11, 23-32 (no R_/T_ in extri.yml)"]
+    extri = [("names", names[::2], "list")]
+    for n in names[::2]:
+        extri += [(f"Rot_{n}", np.eye(3), "mat"), (f"T_{n}", np.array([[0.0], [0.0], [3.0]]), "mat")]
+    write_opencv_yaml(tmp_path / "extri.yml", extri)
+    with pytest.warns(HumanDataWarning, match=r"skipped 16: 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24 and 4 more "
+                                              r"\(no R_/T_ in extri\.yml\)$"):
+        read_cameras(tmp_path / "intri.yml", tmp_path / "extri.yml")
+
+
+def test_camera_with_half_an_extrinsic_entry(tmp_path):
     capture = make_easymocap_capture(tmp_path)
     entries = [("names", capture.names, "list")]
-    for cam, (_, R, T) in zip(capture.names[:-1], capture.cameras):
-        entries += [(f"R_{cam}", cv2.Rodrigues(R)[0], "mat"), (f"T_{cam}", T.reshape(3, 1), "mat")]
+    for cam, (_, R, T) in zip(capture.names, capture.cameras):
+        entries += [(f"R_{cam}", cv2.Rodrigues(R)[0], "mat")] + ([(f"T_{cam}", T.reshape(3, 1), "mat")]
+                                                                   if cam != "06" else [])
     write_opencv_yaml(capture.folder / "extri.yml", entries)
-    with pytest.raises(HumanDataError, match=r"extri\.yml: camera '06' \(listed in intri\.yml names\) has no "
-                                             r"R_06 \(or Rot_06\) and T_06$"):
+    with pytest.raises(HumanDataError, match=r"extri\.yml: camera '06' \(listed in intri\.yml names\) has no T_06$"):
         parse(capture.folder)
+
+
+def pad_images(capture, cam, right):
+    """Adds ``right`` black columns to (or, negative, removes them from) camera ``cam``'s images and masks."""
+    for folder in ("images", "mask"):
+        for path in sorted((capture.folder / folder / cam).iterdir()):
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            image = cv2.copyMakeBorder(image, 0, 0, 0, right, cv2.BORDER_CONSTANT) if right > 0 else image[:, :right]
+            cv2.imwrite(str(path), image)
+
+
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_images_a_few_pixels_off_are_reported_and_cut(tmp_path, calibrated):
+    """One camera 3 px wider, one 2 px narrower than the rest (the rig's 1923x1080 beside 1920x1080): named in one
+    warning; the wider one is cut to the calibrated/common size (K unchanged), so the others are not padded."""
+    capture = make_easymocap_capture(tmp_path)
+    write_calibration(capture, capture.names, capture.names, sizes=calibrated)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HumanDataWarning)
+        reference = parse(capture.folder).subjects[0].frames[0]  # well-formed: no warning
+    pad_images(capture, "03", 3)
+    pad_images(capture, "05", -2)
+    with pytest.warns(HumanDataWarning) as record:
+        frame = parse(capture.folder).subjects[0].frames[0]
+    source = ("W_03/H_03", "W_05/H_05") if calibrated else ("the other cameras' size",) * 2
+    assert camera_warnings(record) == [
+        f"{capture.folder / 'images'}: images a few pixels off the expected size: camera 03 is 51x40, not 48x40 "
+        f"({source[0]}); camera 05 is 46x40, not 48x40 ({source[1]}). Using the expected size's top-left region (K as "
+        "calibrated; a smaller image is padded)"]
+    assert [v.crop for v in frame.views] == [(0, 0, 48, 40)] * 4 + [(-1, 0, 47, 40), (0, 0, 48, 40)]
+    for view, ref in zip(frame.views, reference.views):
+        assert view.out_size == ref.out_size == (48, 40)
+        np.testing.assert_array_equal(view.K, ref.K)  # not scaled by 51/48
+    assert fraction_in_masks(frame) >= 0.95
 
 
 def test_names_entry_without_images(tmp_path):
