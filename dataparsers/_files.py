@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -27,6 +28,53 @@ def subject_folders(root: Path, is_subject: Callable[[Path], bool]) -> Dict[str,
     if not root.is_dir():
         return {}
     return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and is_subject(p)}
+
+
+class DatasetFolder:
+    """A dataset (or subject) folder whose files may only name files inside it.
+
+    Paths named by dataset files, or built from names found in them, are resolved as the system would open them:
+    an absolute path elsewhere, ``..`` that climbs out, or a symlink whose target lies outside makes :meth:`check` raise,
+    so a dataset cannot make us read (or copy into a cache) any other file on the machine. The folder itself may be a
+    symlink or a relative path; symlinks that stay inside it are fine. Each directory is resolved once.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.real = os.path.realpath(self.root)
+        self._dirs: Dict[str, str] = {}
+
+    def check(self, path: Path, source: Optional[Path] = None, what: str = "file") -> Path:
+        """``path`` unchanged if it resolves inside the folder, else a :class:`HumanDataError` naming ``source`` (the
+        file that names ``path``), ``what`` it is, the path and the rule."""
+        text = os.fspath(path)
+        parent, name = os.path.split(text)
+        if name in ("", ".", ".."):
+            real = os.path.realpath(text)
+        else:
+            if parent not in self._dirs:
+                self._dirs[parent] = os.path.realpath(parent or ".")
+            real = os.path.join(self._dirs[parent], name)
+            if os.path.islink(real):
+                real = os.path.realpath(real)
+        if _within(real, self.real):
+            return path
+        if _within(os.path.abspath(text), os.path.abspath(self.root)):
+            reason = f"a symlink leads to {real}"
+        else:
+            reason = "'..' climbs out of it" if ".." in Path(text).parts else "an absolute path elsewhere"
+        where = f"{source}: {what} {text}" if source is not None else f"{text}: {what}"
+        raise HumanDataError(f"{where} is outside the dataset folder {self.root} ({reason}); a dataset may only "
+                             "reference files inside its folder: fix the path or copy the file in")
+
+
+def inside_root(path: Path, root: Path, source: Optional[Path] = None, what: str = "file") -> Path:
+    """``path`` if it resolves inside ``root`` (see :class:`DatasetFolder`), else a :class:`HumanDataError`."""
+    return DatasetFolder(root).check(path, source, what)
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def load_pickled_dict(path: Path, what: str) -> Dict[str, Any]:

@@ -27,7 +27,7 @@ from gmnerf_ns.data.human_record import (
 )
 from gmnerf_ns.data.protocol import FrameSampling
 
-from ._files import finite_array, image_size, load_pickled_dict, require_key, warn
+from ._files import DatasetFolder, finite_array, image_size, load_pickled_dict, require_key, warn
 
 Camera = Tuple[np.ndarray, Optional[np.ndarray], np.ndarray, np.ndarray]
 """(K, D (5,) or None, R, T in metres) of one camera."""
@@ -98,14 +98,16 @@ class ZJUMocapDataParser(HumanDataParser):
         return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and (p / "annots.npy").is_file()}
 
     def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
-        annots_path = folder / "annots.npy"
+        inside = DatasetFolder(folder)  # annots.npy may only name files of this subject folder
+        annots_path = inside.check(folder / "annots.npy", what="annotations file")
         annots = load_pickled_dict(annots_path, "ZJU-MoCap annotations")
         cameras = _read_cameras(require_key(annots, "cams", annots_path, "annots"), annots_path,
                                 0.5 if self.config.opencv_pixel_centres else 0.0)
         ims = require_key(annots, "ims", annots_path, "annots")
         if not isinstance(ims, (list, tuple, np.ndarray)) or len(ims) == 0:
             raise HumanDataError(f"{annots_path}: 'ims' should be a non-empty list of frames")
-        folders, present = _camera_folders(name, folder, annots_path, _frame_images(ims, 0, annots_path), len(cameras))
+        first = _frame_images(ims, 0, annots_path, inside)
+        folders, present = _camera_folders(name, folder, annots_path, first, len(cameras))
         mask_dirs = [d for d in self.config.mask_dirs if (folder / d).is_dir()]
         if not mask_dirs:
             raise HumanDataError(f"{folder}: no mask folder; expected one of {', '.join(self.config.mask_dirs)}")
@@ -119,20 +121,25 @@ class ZJUMocapDataParser(HumanDataParser):
         if not positions:
             raise HumanDataError(f"{annots_path}: frame sampling {frames} selects none of its {len(ims)} frames")
         # Naming scheme (original vs NHP-renamed) and stored size per camera, from the first sampled frame.
-        rels0 = _frame_images(ims, positions[0], annots_path)
+        rels0 = _frame_images(ims, positions[0], annots_path, inside)
         renamed = {i: _pick_name(folder, rels0[i]) for i in present}
-        sizes = {i: image_size(_image_path(folder, rels0[i], renamed[i])) for i in present}
+        sizes = {i: image_size(inside.check(_image_path(folder, rels0[i], renamed[i]), annots_path, "image"))
+                 for i in present}
 
         records, skipped = [], []
         for pos in positions:
-            rels = _frame_images(ims, pos, annots_path)
+            rels = _frame_images(ims, pos, annots_path, inside)
             if len(rels) != len(cameras):
                 raise HumanDataError(f"{annots_path}: ims[{pos}] lists {len(rels)} images, expected {len(cameras)}")
             frame_id = _frame_number(rels[present[0]], annots_path)
             views = [self._view(folder, rels[i], renamed[i], mask_dirs, cameras[i], folders[i], sizes[i], resolution)
                      for i in present]
+            for view in views:
+                inside.check(view.image_path, annots_path, "image")
+                for mask in view.mask_paths:
+                    inside.check(mask, annots_path, "mask")
             record = FrameRecord(subject=name, frame_id=frame_id, views=tuple(views),
-                                 vertices_path=verts_dir / f"{frame_id}.npy")
+                                 vertices_path=inside.check(verts_dir / f"{frame_id}.npy", what="proxy vertices"))
             if self.config.check_files:
                 lost = [p for p in [record.vertices_path] + [v.image_path for v in views] if not p.exists()]
                 if lost:
@@ -148,7 +155,7 @@ class ZJUMocapDataParser(HumanDataParser):
             name=name,
             camera_names=tuple(folders[i] for i in present),
             frames=tuple(records),
-            faces=_read_faces(folder / "body_model.npz", num_vertices),
+            faces=_read_faces(inside.check(folder / "body_model.npz", what="body model"), num_vertices),
             camera_ids=tuple(_camera_id(folders[i], i) for i in present),
         )
 
@@ -220,13 +227,17 @@ def _camera_folders(name: str, folder: Path, annots_path: Path, first: List[str]
     return folders, present
 
 
-def _frame_images(ims: Sequence, index: int, path: Path) -> List[str]:
-    """Relative image paths of frame ``index`` (``ims[index]['ims']``), with forward slashes."""
+def _frame_images(ims: Sequence, index: int, path: Path, inside: DatasetFolder) -> List[str]:
+    """Relative image paths of frame ``index`` (``ims[index]['ims']``), with forward slashes; each must stay inside
+    the subject folder ``inside``."""
     entry = ims[index]
     paths = entry.get("ims") if isinstance(entry, dict) else entry
     if paths is None or isinstance(paths, str):
         raise HumanDataError(f"{path}: ims[{index}] should be a dict with an 'ims' list of image paths")
-    return [str(p).replace("\\", "/") for p in paths]
+    rels = [str(p).replace("\\", "/") for p in paths]
+    for rel in rels:
+        inside.check(inside.root / rel, path, f"ims[{index}] image")
+    return rels
 
 
 def _frame_number(rel: str, path: Path) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,3 +236,85 @@ def test_missing_vertices_folder(subject):
     shutil.rmtree(subject.folder / "new_vertices")
     with pytest.raises(HumanDataError, match=r"no proxy vertices folder; expected .*CoreView_386/vertices"):
         subject_record(subject.folder)
+
+
+def _outside_image(subject, tmp_path):
+    """A valid image outside the subject folder (what a crafted dataset would try to read)."""
+    secret = tmp_path / "outside" / "secret.jpg"
+    secret.parent.mkdir()
+    shutil.copy(subject.folder / "Camera_B1" / "000000.jpg", secret)
+    return secret
+
+
+def _set_image(subject, frame, camera, path):
+    annots = np.load(subject.folder / "annots.npy", allow_pickle=True).item()
+    annots["ims"][frame]["ims"][camera] = str(path)
+    np.save(subject.folder / "annots.npy", annots)
+
+
+@pytest.mark.parametrize("frame", [0, 1])
+def test_annots_image_path_climbing_out_is_refused(subject, tmp_path, frame):
+    _outside_image(subject, tmp_path)
+    _set_image(subject, frame, 1, "Camera_B2/../../outside/secret.jpg")
+    with pytest.raises(HumanDataError) as info:
+        subject_record(subject.folder, protocol="synthetic")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{subject.folder / 'annots.npy'}: ims[{frame}] image ")
+    assert "Camera_B2/../../outside/secret.jpg is outside the dataset folder" in message
+    assert "('..' climbs out of it)" in message and "fix the path or copy the file in" in message
+
+
+def test_annots_absolute_image_path_outside_is_refused(subject, tmp_path):
+    secret = _outside_image(subject, tmp_path)
+    _set_image(subject, 0, 1, secret)
+    with pytest.raises(HumanDataError, match=rf"annots\.npy: ims\[0\] image {secret} is outside the dataset folder "
+                                             r".*CoreView_386 \(an absolute path elsewhere\)"):
+        subject_record(subject.folder)
+
+
+def test_symlinks_out_of_the_subject_folder_are_refused(subject, tmp_path):
+    secret = _outside_image(subject, tmp_path)
+    image = subject.folder / "Camera_B2" / "000000.jpg"
+    image.unlink()
+    image.symlink_to(secret)
+    with pytest.raises(HumanDataError, match=rf"annots\.npy: ims\[0\] image {image} is outside the dataset folder "
+                                             rf".*CoreView_386 \(a symlink leads to {secret}\)"):
+        subject_record(subject.folder)
+    image.unlink()
+    shutil.copy(secret, image)
+    mask = subject.folder / "mask_cihp" / "Camera_B3" / "000001.png"
+    mask.rename(tmp_path / "outside" / "mask.png")
+    mask.symlink_to(tmp_path / "outside" / "mask.png")
+    with pytest.raises(HumanDataError, match=rf"annots\.npy: mask {mask} is outside the dataset folder"):
+        subject_record(subject.folder, protocol="synthetic")
+    mask.unlink()
+    vertices = subject.folder / "new_vertices" / "1.npy"
+    vertices.rename(tmp_path / "outside" / "1.npy")
+    vertices.symlink_to(tmp_path / "outside" / "1.npy")
+    with pytest.raises(HumanDataError, match=rf"{vertices}: proxy vertices is outside the dataset folder"):
+        subject_record(subject.folder, protocol="synthetic")
+
+
+def test_symlinked_folder_relative_data_and_inner_symlinks_parse_as_before(subject, tmp_path, monkeypatch):
+    before = subject_record(subject.folder)
+    store = subject.folder / "store"  # a symlink inside the folder to a file inside it is fine
+    store.mkdir()
+    image = subject.folder / "Camera_B2" / "000000.jpg"
+    image.rename(store / "000000.jpg")
+    image.symlink_to(Path("..") / "store" / "000000.jpg")
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "CoreView_386").symlink_to(subject.folder, target_is_directory=True)
+    monkeypatch.chdir(tmp_path / "links")
+    after = subject_record(Path("CoreView_386"))
+    assert after.camera_names == before.camera_names and len(after.frames) == len(before.frames)
+    for old, new in zip(before.frames, after.frames):
+        assert new.frame_id == old.frame_id
+        assert new.vertices_path == Path("CoreView_386") / old.vertices_path.relative_to(subject.folder)
+        for a, b in zip(old.views, new.views):
+            assert b.image_path == Path("CoreView_386") / a.image_path.relative_to(subject.folder)
+            np.testing.assert_array_equal(a.K, b.K)
+    image_before, mask_before = load_view(before.frames[0].views[1])
+    image_after, mask_after = load_view(after.frames[0].views[1])
+    np.testing.assert_array_equal(image_after, image_before)
+    np.testing.assert_array_equal(mask_after, mask_before)
