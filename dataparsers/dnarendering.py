@@ -39,7 +39,7 @@ from gmnerf_ns.data.protocol import FrameSampling
 
 from ._body_models import BodyModels, BodyParams
 from ._derived import DerivedFiles, common_frame
-from ._files import finite_array, image_size, warn
+from ._files import DatasetFolder, finite_array, image_size, warn
 
 
 @dataclass
@@ -84,6 +84,10 @@ class DNARenderingDataParser(HumanDataParser):
 
     def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
         main_path, annots_path = folder, annotations_of(folder)
+        inside = DatasetFolder(dataset_folder(main_path))
+        if main_path != self.resolve_root():  # a main .smc named by --data is the user's choice
+            inside.check(main_path, what="DNA-Rendering file")
+        inside.check(annots_path, what="annotation file")
         with _open(main_path) as main, _open(annots_path) as annots:
             cameras = self._cameras(main, annots, main_path, annots_path)
             color0 = main[cameras[0][0]][cameras[0][1]]["color"]
@@ -153,6 +157,9 @@ class DNARenderingDataParser(HumanDataParser):
                 CONSOLE.log(f"{main_path.name}: no {group} group; skipped")
                 continue
             for cam in sorted(main[group].keys(), key=lambda k: int(k) if str(k).isdigit() else -1):
+                if not str(cam).isdigit():
+                    raise HumanDataError(f"{main_path}: camera key {group}/{cam!r} is not a number; DNA-Rendering "
+                                         "numbers its cameras (Camera_5mp/0, Camera_12mp/48, ...)")
                 key = f"{int(cam):02d}"
                 where = f"{annots_path} Camera_Parameter/{key}"
                 if key not in calibration:
@@ -162,16 +169,17 @@ class DNARenderingDataParser(HumanDataParser):
                 for entry in ("K", "RT"):
                     if entry not in params:
                         raise HumanDataError(f"{where}: no {entry} (found: {', '.join(params.keys())})")
-                c2w = finite_array(params["RT"][()], (-1, 4), f"{where} RT")
+                c2w = finite_array(_own(params["RT"], annots_path)[()], (-1, 4), f"{where} RT")
                 if c2w.shape[0] not in (3, 4):
                     raise HumanDataError(f"{where}: RT has shape {c2w.shape}, expected 4x4 camera-to-world")
                 R = c2w[:3, :3].T
-                K, R, T = check_camera(params["K"][()], R, -R @ c2w[:3, 3], where)
+                K, R, T = check_camera(_own(params["K"], annots_path)[()], R, -R @ c2w[:3, 3], where)
                 if self.config.opencv_pixel_centres:
                     K[:2, 2] += 0.5
                 dist = None
                 if "D" in params:
-                    dist = finite_array(np.asarray(params["D"][()]).reshape(-1), (-1,), f"{where} D")
+                    dist = finite_array(np.asarray(_own(params["D"], annots_path)[()]).reshape(-1), (-1,),
+                                        f"{where} D")
                     dist = dist if np.any(dist) else None
                 cameras.append((group, str(cam), K, dist, R, T))
         if not cameras:
@@ -189,9 +197,10 @@ class DNARenderingDataParser(HumanDataParser):
         if masks is None or str(frame) not in masks:
             raise _Missing(f"{annots_path.name} Mask/{cam}/mask/{frame}")
         image = files.raw(f"image_{int(cam):02d}_{frame:06d}", ".jpg", [main_path],
-                          lambda: _bytes(colors[str(frame)]))
-        suffix = ".png" if bytes(np.asarray(masks[str(frame)][:4], dtype=np.uint8)) == b"\x89PNG" else ".jpg"
-        mask = files.raw(f"mask_{int(cam):02d}_{frame:06d}", suffix, [annots_path], lambda: _bytes(masks[str(frame)]))
+                          lambda: _bytes(_own(colors[str(frame)], main_path)))
+        encoded = _own(masks[str(frame)], annots_path)
+        suffix = ".png" if bytes(np.asarray(encoded[:4], dtype=np.uint8)) == b"\x89PNG" else ".jpg"
+        mask = files.raw(f"mask_{int(cam):02d}_{frame:06d}", suffix, [annots_path], lambda: _bytes(encoded))
         return image, mask
 
     def _smplx(self, annots, path: Path) -> dict:
@@ -201,12 +210,15 @@ class DNARenderingDataParser(HumanDataParser):
         for key in ("fullpose", "betas", "transl"):
             if key not in group:
                 raise HumanDataError(f"{path}: SMPLx has no {key!r} (found: {', '.join(group.keys())})")
-        fullpose = finite_array(np.asarray(group["fullpose"][()]).reshape(-1, 55, 3), (-1, 55, 3), f"{path} fullpose")
-        transl = finite_array(np.asarray(group["transl"][()]).reshape(-1, 3), (-1, 3), f"{path} SMPLx/transl")
-        betas = finite_array(np.atleast_2d(group["betas"][()]), (-1, -1), f"{path} SMPLx/betas")
-        expression = (finite_array(np.atleast_2d(group["expression"][()]), (-1, -1), f"{path} SMPLx/expression")
+        def value(key: str) -> np.ndarray:
+            return np.asarray(_own(group[key], path)[()])
+
+        fullpose = finite_array(value("fullpose").reshape(-1, 55, 3), (-1, 55, 3), f"{path} fullpose")
+        transl = finite_array(value("transl").reshape(-1, 3), (-1, 3), f"{path} SMPLx/transl")
+        betas = finite_array(np.atleast_2d(value("betas")), (-1, -1), f"{path} SMPLx/betas")
+        expression = (finite_array(np.atleast_2d(value("expression")), (-1, -1), f"{path} SMPLx/expression")
                       if "expression" in group else np.zeros((0, 10)))
-        scale = float(np.asarray(group["scale"][()]).reshape(-1)[0]) if "scale" in group else 1.0
+        scale = float(value("scale").reshape(-1)[0]) if "scale" in group else 1.0
         count = min(len(fullpose), len(transl))
         if betas.shape[0] not in (1,) and betas.shape[0] < count:
             raise HumanDataError(f"{path}: SMPLx/betas has {betas.shape[0]} rows for {count} frames")
@@ -247,15 +259,52 @@ def _bytes(dataset) -> bytes:
     return np.asarray(dataset[()], dtype=np.uint8).tobytes()
 
 
+OWN_DATA = "a .smc file may only hold its own data: use the files as released"
+"""What the refusals of HDF5 features that read other files say to do."""
+
+
+def _own(dataset, path: Path):
+    """``dataset`` if its data lives in ``path`` itself: external storage and virtual datasets (which read other files,
+    any file for external storage) are refused."""
+    import h5py
+
+    if isinstance(dataset, h5py.Dataset):
+        if dataset.is_virtual:
+            raise HumanDataError(f"{path}: dataset {dataset.name} is a virtual dataset mapping other files; {OWN_DATA}")
+        if dataset.external:
+            files = ", ".join(str(entry[0]) for entry in dataset.external)
+            raise HumanDataError(f"{path}: dataset {dataset.name} keeps its data in other files (external storage: "
+                                 f"{files}); {OWN_DATA}")
+    return dataset
+
+
 def _open(path: Path):
+    """The .smc file, refused when it holds links to other files (soft links within the file are fine)."""
     import h5py
 
     if not path.is_file():
         raise HumanDataError(f"{path}: DNA-Rendering file is missing")
     try:
-        return h5py.File(path, "r")
+        smc = h5py.File(path, "r")
     except OSError as err:
         raise HumanDataError(f"{path}: not a readable .smc (HDF5) file ({err})") from err
+    own = (h5py.h5l.TYPE_HARD, h5py.h5l.TYPE_SOFT)
+    name = smc.id.links.visit(lambda name, info: None if info.type in own else name, info=True)
+    if name is None:
+        return smc
+    name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+    try:
+        link = smc.get(name, getlink=True)
+    except Exception:  # a user-defined link type h5py cannot describe
+        link = None
+    smc.close()
+    target = f" to {link.filename}:{link.path}" if isinstance(link, h5py.ExternalLink) else ""
+    raise HumanDataError(f"{path}: /{name} is an HDF5 external link{target}; {OWN_DATA}")
+
+
+def dataset_folder(main: Path) -> Path:
+    """The dataset folder of a main ``.smc``: the root above ``main/``, else the file's folder."""
+    return main.parent.parent if main.parent.name == "main" else main.parent
 
 
 def is_main_smc(path: Path) -> bool:
