@@ -22,6 +22,10 @@ class IncompatibleConfigError(RunInputError):
     """A ``config.yml`` written by another gmnerf-ns version (other config format, renamed or removed class)."""
 
 
+class UnsafeConfigError(RunInputError):
+    """A ``config.yml`` naming something other than config classes, paths and plain values: loading it would run code."""
+
+
 class DeviceError(RunInputError):
     """The device asked for with ``--machine.device-type`` is not available on this machine."""
 

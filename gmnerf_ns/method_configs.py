@@ -19,7 +19,7 @@ from gmnerf_ns.data.datamanager import GMNeRFDataManagerConfig
 from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
 from gmnerf_ns.model.encoder import ImageEncoderConfig
 from gmnerf_ns.model.gmnerf_model import GMNeRFModelConfig
-from gmnerf_ns.nerfstudio_patches import install_fast_external_methods, install_yaml_guard
+from gmnerf_ns.nerfstudio_patches import install_fast_external_methods, install_local_viewer_default, install_yaml_guard
 from gmnerf_ns.optimizers import FusedAdamOptimizerConfig
 from gmnerf_ns.pipeline import GMNeRFPipelineConfig
 from gmnerf_ns.schedulers import FloatExponentialDecaySchedulerConfig
@@ -117,12 +117,14 @@ _SPECS = {"gm_nerf": _gm_nerf, "gm_nerf_small": _gm_nerf_small, "gm_nerf_finetun
 def __getattr__(name: str) -> MethodSpecification:
     """The method specification the entry point ``gmnerf_ns.method_configs:<name>`` names, after installing the YAML
     guard (patch 1 of :mod:`gmnerf_ns.nerfstudio_patches`), so that ns-eval and ns-render report a config.yml of
-    another gmnerf-ns version as one :class:`~gmnerf_ns.errors.IncompatibleConfigError`, and the fast listing of
-    nerfstudio's external methods (patch 4: about 5 s off every ns-* start)."""
+    another gmnerf-ns version as one :class:`~gmnerf_ns.errors.IncompatibleConfigError` and refuse one that would run
+    code, the fast listing of nerfstudio's external methods (patch 4) and the loopback default of ``ns-viewer``
+    (patch 5)."""
     if name not in _SPECS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     install_yaml_guard()
     install_fast_external_methods()
+    install_local_viewer_default()
     return _SPECS[name]
 
 

@@ -43,6 +43,15 @@ nerfstudio 1.1.5 (the version pinned in pyproject.toml); on an upgrade, check ea
    install a method named on the command line). To drop it: once upstream stops calling ``inspect.stack()`` there,
    delete the function and its call in :mod:`gmnerf_ns.method_configs`.
 
+5. **Local ns-viewer** (:func:`install_local_viewer_default`; applied with the YAML guard when plugin discovery loads a
+   ``gm-nerf*`` entry point, which ``ns-viewer`` does while importing, before it defines its options).
+   Upstream: ``ns-viewer`` takes its viewer options from its own command line, ``ViewerConfigWithoutNumRays``, a
+   subclass of ``ViewerConfig`` whose ``websocket_host`` defaults to ``0.0.0.0``: every ``ns-viewer --load-config``
+   exposes the run, without authentication, on every interface. Patch: the default of the ``websocket_host`` field of
+   ``ViewerConfig`` becomes ``127.0.0.1`` for dataclasses defined from then on (``ns-viewer``'s subclass); configs
+   built before keep theirs, and ``--viewer.websocket-host 0.0.0.0`` still exposes it on purpose. To drop it: once
+   upstream defaults to loopback, delete the function and its call in :mod:`gmnerf_ns.method_configs`.
+
 Not patches: :class:`~gmnerf_ns.trainer.GMNeRFTrainer` changes resume, checkpointing and step counting by overriding
 ``Trainer`` methods in its subclass, which affects only gm-nerf runs.
 """
@@ -50,9 +59,13 @@ Not patches: :class:`~gmnerf_ns.trainer.GMNeRFTrainer` changes resume, checkpoin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import importlib
+import inspect
 import os
 import sys
 from datetime import timedelta
+from pathlib import Path, PurePath
 from typing import Any, Callable, Iterator
 
 import torch
@@ -64,46 +77,124 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from gmnerf_ns import __version__
-from gmnerf_ns.errors import IncompatibleConfigError
+from gmnerf_ns.errors import CleanExit, IncompatibleConfigError, UnsafeConfigError
 
 # ----------------------------------------------------------------------------------------------------------------------
 # 1. YAML guard
 # ----------------------------------------------------------------------------------------------------------------------
-_YAML_TAGS = ("python/object:", "python/object/apply:", "python/object/new:", "python/name:")
+_YAML_TAGS = ("python/object:", "python/object/apply:", "python/object/new:", "python/name:", "python/module:")
+_CONFIG_PACKAGES = ("nerfstudio", "gmnerf_ns")
+"""Packages whose config classes a config.yml may name, besides those of installed nerfstudio plugins."""
 
 
-def _yaml_guard(kind: str) -> Callable[[yaml.Loader, str, yaml.Node], Any]:
+def _plugin_packages() -> frozenset:
+    """Top-level packages of every installed nerfstudio method or dataparser plugin (read from package metadata, so
+    nothing is imported to find them)."""
+    from importlib.metadata import entry_points
+
+    groups = ("nerfstudio.method_configs", "nerfstudio.dataparser_configs")
+    return frozenset(_CONFIG_PACKAGES) | {ep.value.split(":")[0].split(".")[0] for g in groups for ep in
+                                          entry_points(group=g)}
+
+
+def _config_file(loader: yaml.Loader) -> str:
+    """The config.yml being read: the loaders get its text, so look for the path in the callers' frames
+    (``eval_setup``'s ``config_path``, ``ns-train``'s ``config.load_config``, the gm-nerf tools' ``path``)."""
+    text = getattr(loader, "buffer", "")[:-1]  # PyYAML's reader appends a NUL
+    frame = sys._getframe(2)
+    while frame is not None:
+        for value in list(frame.f_locals.values()):
+            for path in (value, getattr(value, "load_config", None)):
+                if isinstance(path, PurePath) and path.suffix in (".yml", ".yaml") and _holds(path, text):
+                    return str(path)
+        frame = frame.f_back
+    return "config.yml"
+
+
+def _holds(path: PurePath, text: str) -> bool:
+    try:
+        return Path(path).stat().st_size < (1 << 24) and Path(path).read_text() == text
+    except (OSError, ValueError):
+        return False
+
+
+def _allowed(kind: str, name: str, packages: frozenset) -> bool:
+    """Whether a config.yml may name ``name`` under the tag ``kind``: the config classes (dataclasses deriving from
+    nerfstudio's ``PrintableConfig``) and enums of nerfstudio and its plugins, the classes a config names as
+    ``_target`` (torch's optimizers and schedulers among them), generic forms of those, nerfstudio's collate
+    functions, and pathlib paths. Nothing is imported before the package is known to be one of these."""
+    if kind == "python/object/apply:" and name in ("_operator.getitem", "operator.getitem"):
+        return True  # a generic class, e.g. ``VanillaDataManager[DepthDataset]``: its items pass through here too
+    module = name.rpartition(".")[0]
+    root = module.split(".")[0]
+    if kind == "python/module:" or root not in packages | {"pathlib", "torch"}:
+        return False
+    if root == "torch" and not module.startswith("torch.optim"):
+        return False
+    try:
+        value = getattr(importlib.import_module(module), name.rpartition(".")[2])
+    except (ImportError, AttributeError):
+        return True  # not there: PyYAML's own constructor says so (or the gmnerf_ns version check does)
+    from enum import Enum
+
+    from nerfstudio.configs.base_config import PrintableConfig
+
+    is_class = isinstance(value, type)
+    if root == "pathlib":
+        return kind == "python/object/apply:" and is_class and issubclass(value, PurePath)
+    if kind in ("python/object:", "python/object/new:"):
+        return is_class and dataclasses.is_dataclass(value) and issubclass(value, PrintableConfig)
+    if kind == "python/object/apply:":
+        return is_class and issubclass(value, Enum)
+    # python/name: a class a config instantiates (its _target, an optimizer) or nerfstudio's collate function
+    return is_class or (module.startswith("nerfstudio.data.utils") and inspect.isfunction(value))
+
+
+def _yaml_guard(kind: str, packages: frozenset) -> Callable[[yaml.Loader, str, yaml.Node], Any]:
+    method = {
+        "python/object:": "construct_python_object",
+        "python/object/apply:": "construct_python_object_apply",
+        "python/object/new:": "construct_python_object_new",
+        "python/name:": "construct_python_name",
+        "python/module:": "construct_python_module",
+    }[kind]
+
     def construct(loader: yaml.Loader, suffix: str, node: yaml.Node):
-        name = "gmnerf_ns." + suffix
-        try:
-            loader.find_python_name(name, node.start_mark)
-        except yaml.constructor.ConstructorError as err:
-            raise IncompatibleConfigError(
-                f"this config.yml was written by another gmnerf-ns version: it refers to {name} (line "
-                f"{node.start_mark.line + 1}), which gmnerf-ns {__version__} does not have. Load it with the gmnerf-ns "
-                "version that wrote it, or train again with this one"
-            ) from err
-        method = {
-            "python/object:": loader.construct_python_object,
-            "python/object/apply:": loader.construct_python_object_apply,
-            "python/object/new:": loader.construct_python_object_new,
-            "python/name:": loader.construct_python_name,
-        }[kind]
-        return method(name, node)
+        name = suffix
+        line = node.start_mark.line + 1
+        if not _allowed(kind, name, packages):
+            raise CleanExit(UnsafeConfigError(
+                f"{_config_file(loader)}: refuses !!{kind}{name} (line {line}): a config.yml may only hold "
+                "nerfstudio config classes, paths and plain values, and this tag would run code. Do not use this "
+                "file; train again or ask its author for a clean one"))
+        if name.startswith("gmnerf_ns."):
+            try:
+                loader.find_python_name(name, node.start_mark)
+            except yaml.constructor.ConstructorError as err:
+                raise IncompatibleConfigError(
+                    f"this config.yml was written by another gmnerf-ns version: it refers to {name} (line {line}), "
+                    f"which gmnerf-ns {__version__} does not have. Load it with the gmnerf-ns version that wrote it, "
+                    "or train again with this one"
+                ) from err
+        return getattr(loader, method)(name, node)
 
     return construct
 
 
 def install_yaml_guard() -> None:
-    """Makes ``yaml.load`` of a config naming a gmnerf_ns class that no longer exists raise
-    :class:`IncompatibleConfigError` instead of a bare "cannot find ... in the module" (patch 1 of the module
-    docstring). Idempotent."""
-    for loader in (yaml.Loader, yaml.UnsafeLoader):
-        if getattr(loader, "_gmnerf_guard", False):
+    """Makes ``yaml.load`` with PyYAML's ``Loader``/``UnsafeLoader``/``FullLoader`` (what nerfstudio reads a config.yml
+    with) accept only the python tags a nerfstudio run writes, refusing any other with one line
+    (:class:`~gmnerf_ns.errors.UnsafeConfigError` in a :class:`~gmnerf_ns.errors.CleanExit`), and report a gmnerf_ns
+    class this version no longer has as :class:`IncompatibleConfigError` (patch 1 of the module docstring).
+    Idempotent."""
+    packages = _plugin_packages()
+    for loader in (yaml.Loader, yaml.UnsafeLoader, yaml.FullLoader):
+        if vars(loader).get("_gmnerf_guard", False):
             continue
-        guards = {f"tag:yaml.org,2002:{kind}gmnerf_ns.": _yaml_guard(kind) for kind in _YAML_TAGS}
-        # PyYAML takes the first matching prefix in insertion order: ours must precede its generic python/* ones.
-        loader.yaml_multi_constructors = {**guards, **loader.yaml_multi_constructors}
+        # Every python/<kind>:<name> tag, whatever the name: ours replace PyYAML's constructors of the same prefixes
+        # and call them once the name has passed.
+        guards = {f"tag:yaml.org,2002:{kind}": _yaml_guard(kind, packages) for kind in _YAML_TAGS}
+        loader.yaml_multi_constructors = {**loader.yaml_multi_constructors, **guards}
         loader._gmnerf_guard = True
 
 
@@ -198,3 +289,17 @@ def install_fast_external_methods() -> None:
 
     __post_init__._gmnerf_fast = True  # type: ignore[attr-defined]
     ExternalMethodDummyTrainerConfig.__post_init__ = __post_init__  # type: ignore[method-assign]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 5. Local ns-viewer
+# ----------------------------------------------------------------------------------------------------------------------
+LOOPBACK = "127.0.0.1"
+
+
+def install_local_viewer_default() -> None:
+    """Makes the viewer options that ``ns-viewer`` defines after plugin discovery listen on loopback by default (patch 5
+    of the module docstring). Idempotent."""
+    from nerfstudio.configs.base_config import ViewerConfig
+
+    ViewerConfig.__dataclass_fields__["websocket_host"].default = LOOPBACK

@@ -31,6 +31,8 @@ import numpy as np
 import tyro
 import yaml
 
+from gmnerf_ns.nerfstudio_patches import install_yaml_guard
+
 ROOT = Path(__file__).resolve().parent.parent
 
 RIGS: Dict[str, Tuple[int, str, Tuple[int, ...]]] = {
@@ -92,7 +94,8 @@ def model_name(model: str) -> str:
 def retarget(config_path: Path, data: Path, protocol: Path, out: Path) -> Path:
     """A run folder under ``out`` that evaluates ``config_path``'s checkpoints on ``data`` with ``protocol``."""
 
-    config = yaml.load(Path(config_path).read_text(), Loader=yaml.Loader)  # a run config written here: trusted
+    install_yaml_guard()
+    config = yaml.load(Path(config_path).read_text(), Loader=yaml.Loader)
     source_checkpoints = config.get_checkpoint_dir().resolve()
     if not source_checkpoints.is_dir():
         source_checkpoints = (Path(config_path).parent / "nerfstudio_models").resolve()

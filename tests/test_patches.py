@@ -54,12 +54,16 @@ if train is not None and train._distributed_worker.__module__ != "nerfstudio.scr
 
 from importlib.metadata import entry_points  # as nerfstudio.plugins.registry.discover_methods loads them
 spec = entry_points(group="nerfstudio.method_configs")["gm-nerf-small"].load()
-guarded = [key for key in yaml.Loader.yaml_multi_constructors if "gmnerf_ns." in key]
+guard = gmnerf_ns.nerfstudio_patches._yaml_guard("python/name:", frozenset()).__qualname__
+def guarded_keys(loader):
+    return [k for k, v in loader.yaml_multi_constructors.items() if getattr(v, "__qualname__", "") == guard]
+guarded = guarded_keys(yaml.Loader)
 gmnerf_ns.nerfstudio_patches.install_yaml_guard()  # again: idempotent
 print(json.dumps({"changed": changed, "method": spec.config.method_name, "guarded": guarded,
-                  "guarded_again": [k for k in yaml.Loader.yaml_multi_constructors if "gmnerf_ns." in k],
-                  "first": list(yaml.Loader.yaml_multi_constructors)[:len(guarded)],
-                  "unsafe_guarded": vars(yaml.UnsafeLoader).get("_gmnerf_guard", False),
+                  "guarded_again": guarded_keys(yaml.Loader),
+                  "python_tags": sorted(k for k in yaml.Loader.yaml_multi_constructors if "python/" in k),
+                  "unsafe_guarded": sorted(guarded_keys(yaml.UnsafeLoader)) == sorted(guarded_keys(yaml.FullLoader))
+                  == sorted(guarded),
                   "fast_listing": getattr(sys.modules["nerfstudio.configs.external_methods"]
                                           .ExternalMethodDummyTrainerConfig.__post_init__, "_gmnerf_fast", False)}))
 '''
@@ -72,7 +76,8 @@ def test_importing_changes_no_global_state_and_discovery_installs_the_yaml_guard
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["changed"] == []
     assert result["method"] == "gm-nerf-small"
-    assert len(result["guarded"]) == 4 and result["guarded_again"] == result["guarded"] == result["first"]
+    assert len(result["guarded"]) == 5 and result["guarded_again"] == result["guarded"]
+    assert sorted(result["guarded"]) == result["python_tags"]  # every python/* tag goes through the guard
     assert result["unsafe_guarded"]
     assert result["fast_listing"]  # patch 4, installed with the guard
 

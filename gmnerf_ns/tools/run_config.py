@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from gmnerf_ns.errors import RunInputError
+from gmnerf_ns.errors import CleanExit, RunInputError
 from gmnerf_ns.nerfstudio_patches import install_yaml_guard
 from gmnerf_ns.pipeline import GMNeRFPipelineConfig
 
@@ -19,8 +19,11 @@ def require_config(path, tool: str) -> None:
         raise SystemExit(f"{tool}: {path} not found; pass --load-config outputs/<experiment>/<method>/<timestamp>/"
                          "config.yml of a gm-nerf run")
     install_yaml_guard()  # also what nerfstudio's eval_setup, which reads it next, relies on
+    path = Path(path)
     try:
-        config = yaml.load(Path(path).read_text("utf8"), Loader=yaml.Loader)  # as nerfstudio's eval_setup reads it
+        config = yaml.load(path.read_text("utf8"), Loader=yaml.Loader)  # as nerfstudio's eval_setup reads it
+    except CleanExit as err:  # a tag that would run code (the YAML guard names the file)
+        raise SystemExit(f"{tool}: {err.error}") from err
     except RunInputError as err:  # written by another gmnerf-ns version (the YAML guard)
         raise SystemExit(f"{tool}: {path}: {err}") from err
     except (yaml.YAMLError, UnicodeDecodeError, ImportError, AttributeError, TypeError) as err:
