@@ -39,7 +39,7 @@ from gmnerf_ns.data.human_record import (
 )
 from gmnerf_ns.data.protocol import FrameSampling
 
-from ._files import finite_array, load_pickled_dict, read_obj_faces, require_key, warn
+from ._files import DatasetFolder, finite_array, load_pickled_dict, read_obj_faces, require_key, warn
 
 CACHE_VERSION = 1
 
@@ -91,14 +91,18 @@ class GeneBodyDataParser(HumanDataParser):
         return out[0], out[1]
 
     def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
-        annots_path = folder / "annots.npy"
+        inside = DatasetFolder(folder)  # its files, symlinks included, must stay inside the subject folder
+        annots_path = inside.check(folder / "annots.npy", what="annotations file")
         cams = require_key(load_pickled_dict(annots_path, "GeneBody annotations"), "cams", annots_path, "annots")
         if not isinstance(cams, dict):
             raise HumanDataError(f"{annots_path}: 'cams' should map view names ('00', '01', ...) to K/D/c2w")
         cams = {_view_name(k): v for k, v in cams.items()}
         for sub in ("image", "mask", "smpl"):
             if not (folder / sub).is_dir():
-                raise HumanDataError(f"{folder}: missing the {sub}/ folder of a GeneBody subject")
+                from .auto import other_dataset  # (auto imports this module)
+
+                raise HumanDataError(f"{folder}: missing the {sub}/ folder of a GeneBody subject"
+                                     f"{other_dataset(folder, self.config)}")
         on_disk = sorted(p.name for p in (folder / "image").iterdir() if p.is_dir() and p.name.isdigit())
         unannotated = [v for v in on_disk if v not in cams]
         if unannotated:
@@ -127,6 +131,9 @@ class GeneBodyDataParser(HumanDataParser):
             if lost:
                 skipped.append(f"frame {stem} ({lost[0]})")
                 continue
+            for image_path, mask_path in paths:
+                inside.check(image_path, what="image")
+                inside.check(mask_path, what="mask")
             frame_views = []
             for v, (image_path, mask_path) in zip(views, paths):
                 (height, width), box = cache.mask_box(mask_path)
@@ -139,7 +146,7 @@ class GeneBodyDataParser(HumanDataParser):
                     crop=gnr_crop(width, height, box, self.config.crop_padding), mask_threshold=128,
                 ))
             records.append(FrameRecord(subject=name, frame_id=frame_id, views=tuple(frame_views),
-                                       vertices_path=folder / "smpl" / f"{stem}.obj",
+                                       vertices_path=inside.check(folder / "smpl" / f"{stem}.obj", what="proxy mesh"),
                                        vertices_scale=1.0 / self.config.units_per_metre))
         cache.save()
         if skipped:

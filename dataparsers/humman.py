@@ -31,7 +31,7 @@ from gmnerf_ns.data.protocol import FrameSampling
 
 from ._body_models import BodyModels, BodyParams
 from ._derived import DerivedFiles, common_frame
-from ._files import finite_array, image_size, require_key, subject_folders, warn
+from ._files import DatasetFolder, finite_array, image_size, require_key, subject_folders, warn
 
 COLOR_CAMERA = re.compile(r"^kinect_color_(\d+)$")
 SMPL_KEYS = {"global_orient": 3, "body_pose": 69, "betas": -1, "transl": 3}
@@ -83,7 +83,8 @@ class HuMManDataParser(HumanDataParser):
         return out[0], out[1]
 
     def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
-        cameras = self._cameras(folder / "cameras.json")
+        inside = DatasetFolder(folder)  # its files, symlinks included, must stay inside the sequence folder
+        cameras = self._cameras(inside.check(folder / "cameras.json", what="cameras file"))
         present = [(number, K, R, T) for number, K, R, T in cameras
                    if (folder / "kinect_color" / f"kinect_{number:03d}").is_dir()]
         lost = [f"kinect_{n:03d}" for n, *_ in cameras if n not in {p[0] for p in present}]
@@ -99,7 +100,7 @@ class HuMManDataParser(HumanDataParser):
         sampled = frames.select(stems)
         if not sampled:
             raise HumanDataError(f"{folder}: frame sampling {frames} selects none of its {len(stems)} frames")
-        sizes = [image_size(d / f"{sampled[0]}.png") for d in color_dirs]
+        sizes = [image_size(inside.check(d / f"{sampled[0]}.png", what="image")) for d in color_dirs]
         out_size, crops = common_frame(sizes, resolution)
         mask_dir = folder / self.config.mask_dir
         if not mask_dir.is_dir():
@@ -122,11 +123,15 @@ class HuMManDataParser(HumanDataParser):
             if not params.is_file():
                 unfit.append(f"frame {stem} ({params})")
                 continue
+            masks = [mask_dir / f"kinect_{n:03d}" / f"{stem}.png" for n, *_ in present]
+            for image, mask in zip(images, masks):
+                inside.check(image, what="image")
+                inside.check(mask, what="mask")
+            inside.check(params, what="SMPL fit")
             views = tuple(
-                ViewRecord(image_path=image, mask_paths=(mask_dir / f"kinect_{n:03d}" / f"{stem}.png",), K=K, R=R,
-                           T=T, camera_name=f"kinect_color_{n:03d}", out_size=out_size, crop=crop,
-                           mask_threshold=self.config.mask_threshold)
-                for image, (n, K, R, T), crop in zip(images, present, crops)
+                ViewRecord(image_path=image, mask_paths=(mask,), K=K, R=R, T=T, camera_name=f"kinect_color_{n:03d}",
+                           out_size=out_size, crop=crop, mask_threshold=self.config.mask_threshold)
+                for image, mask, (n, K, R, T), crop in zip(images, masks, present, crops)
             )
             vertices = cache.vertices(stem, [params, model_file], partial(_posed, models, params))
             records.append(FrameRecord(subject=name, frame_id=int(stem), views=views, vertices_path=vertices))

@@ -156,3 +156,37 @@ def test_unknown_subject_lists_available(genebody, tmp_path):
     with pytest.raises(HumanDataError, match="subject 'nobody' not found in .*; available subjects: amanda, dannier"):
         config(root / "nobody", tmp_path).setup().resolve_root()
     assert GENEBODY_UNITS == pytest.approx(GeneBodyDataParserConfig().units_per_metre)
+
+
+def _move_out(path, outside):
+    """Moves ``path`` out of the dataset and leaves a symlink to it in its place."""
+    outside.mkdir(exist_ok=True)
+    target = outside / path.name
+    path.rename(target)
+    path.symlink_to(target)
+    return target
+
+
+@pytest.mark.parametrize("rel, what", [("image/02/0001.jpg", "image"), ("mask/06/mask0000.png", "mask"),
+                                       ("smpl/0001.obj", "proxy mesh"), ("annots.npy", "annotations file")])
+def test_symlinks_out_of_the_subject_folder_are_refused(subject, tmp_path, rel, what):
+    target = _move_out(subject / rel, tmp_path / "outside")
+    with pytest.raises(HumanDataError) as info:
+        config(subject, tmp_path, protocol="synthetic").setup().collect("test")
+    assert str(info.value).startswith(f"{subject / rel}: {what} is outside the dataset folder {subject} (a symlink "
+                                      f"leads to {target}); a dataset may only reference files inside its folder")
+
+
+def test_symlinked_subject_folder_and_inner_symlinks_parse_as_before(subject, tmp_path):
+    before = config(subject, tmp_path, protocol="synthetic").setup().collect("test").subjects[0]
+    inner = subject / "image" / "02" / "0001.jpg"
+    inner.rename(subject / "image" / "0001_store.jpg")
+    inner.symlink_to(subject / "image" / "0001_store.jpg")
+    (tmp_path / "link").symlink_to(subject, target_is_directory=True)
+    after = config(tmp_path / "link", tmp_path, protocol="synthetic").setup().collect("test").subjects[0]
+    assert after.camera_names == before.camera_names
+    for old, new in zip(before.frames, after.frames):
+        assert new.frame_id == old.frame_id
+        for a, b in zip(old.views, new.views):
+            assert b.crop == a.crop and b.image_path.name == a.image_path.name
+            np.testing.assert_array_equal(b.K, a.K)

@@ -88,3 +88,37 @@ def test_registered():
 
     assert isinstance(registry.humman_dataparser.config, HuMManDataParserConfig)
     assert load_protocol(registry.humman_dataparser.config.protocol).test_frames.interval == 5
+
+
+@pytest.mark.parametrize("rel, what", [("kinect_color/kinect_001/000006.png", "image"),
+                                       ("kinect_mask/kinect_002/000000.png", "mask"),
+                                       ("smpl_params/000006.npz", "SMPL fit"), ("cameras.json", "cameras file")])
+def test_symlinks_out_of_the_sequence_folder_are_refused(tmp_path, fake_smplx, rel, what):
+    seq = make_humman(tmp_path / "humman", frames=(0, 6))
+    fake_smplx.template = seq.template
+    path = seq.folder / rel
+    target = tmp_path / "outside" / path.name
+    target.parent.mkdir()
+    path.rename(target)
+    path.symlink_to(target)
+    with pytest.raises(HumanDataError) as info:
+        parse(seq.folder, fake_smplx)
+    assert str(info.value).startswith(f"{path}: {what} is outside the dataset folder {seq.folder} (a symlink leads to "
+                                      f"{target}); a dataset may only reference files inside its folder")
+    assert "\n" not in str(info.value)
+    assert not list((tmp_path / "cache").rglob("000006-*"))  # frame 6's fit was not read and posed
+
+
+def test_symlinked_sequence_folder_parses_as_before(tmp_path, fake_smplx):
+    seq = make_humman(tmp_path / "humman", frames=(0, 6))
+    fake_smplx.template = seq.template
+    before = parse(seq.folder, fake_smplx).subjects[0]
+    (tmp_path / "link").symlink_to(seq.folder, target_is_directory=True)
+    after = parse(tmp_path / "link", fake_smplx).subjects[0]
+    assert after.camera_names == before.camera_names
+    for old, new in zip(before.frames, after.frames):
+        assert new.frame_id == old.frame_id
+        np.testing.assert_array_equal(load_vertices(new), load_vertices(old))
+        for a, b in zip(old.views, new.views):
+            assert b.image_path == tmp_path / "link" / a.image_path.relative_to(seq.folder)
+            assert b.mask_paths == tuple(tmp_path / "link" / m.relative_to(seq.folder) for m in a.mask_paths)
