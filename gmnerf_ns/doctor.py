@@ -3,11 +3,12 @@
 It parses the dataset with the chosen dataparser and protocol (both splits), decodes a spread-out sample of views as
 training does (missing, truncated or corrupt images and masks, empty masks), loads a sample of frames' proxy vertices
 (finite, right shape), checks that each sampled proxy projects onto its person (a camera that does not match its
-images shows up there), and reports the environment: device, tiny-cuda-nn, distributed backends, pretrained weights
-(encoder ResNet, VGG for the perceptual loss, LPIPS backbone: in the cache, or to be downloaded on first use) and
-body-model files. It prints one table and exits with
-status 1 if anything is an error, 0 otherwise (warnings are things a run works around, e.g. a missing VGG falls back
-to an SSIM loss).
+images shows up there), runs ns-train's pre-flight checks (:mod:`gmnerf_ns.data.preflight`: every camera of the first
+frame sees its proxy, images the size of their intrinsics, masks the size of the images), and reports the
+environment: device, tiny-cuda-nn, distributed backends, pretrained weights (encoder ResNet, VGG for the perceptual
+loss, LPIPS backbone: in the cache, or to be downloaded on first use) and body-model files. It prints one table and
+exits with status 1 if anything is an error, 0 otherwise (warnings are things a run works around, e.g. a missing VGG
+falls back to an SSIM loss).
 
 A picture of the fit: for the first frame of a few subjects (``--overlay-subjects``, spread over both splits) it
 writes one PNG per camera into ``--overlay-dir`` (default ``gmnerf_doctor/<dataset folder name>/``), the posed proxy's
@@ -52,6 +53,7 @@ from gmnerf_ns.data.human_record import (
     ViewRecord,
     load_vertices,
 )
+from gmnerf_ns.data.preflight import check_collections, problem_lines, project_proxy
 from gmnerf_ns.weights import OFFLINE_ENV, TORCHVISION_URLS, expected_weights_path, weights_availability
 
 Status = Literal["ok", "info", "warn", "error"]
@@ -258,12 +260,10 @@ def _summarise(area: str, item: str, problems: List[str], total: int, what: str)
 
 def _proxy_on_person(view: ViewRecord, vertices: np.ndarray, mask: np.ndarray) -> float:
     """Fraction of the proxy's vertices in front of the camera that project inside the person's mask."""
-    cam = vertices.astype(np.float64) @ np.asarray(view.R).T + np.asarray(view.T).reshape(1, 3)
-    cam = cam[cam[:, 2] > 1e-6]
-    if len(cam) == 0:
+    front, uv = project_proxy(view, vertices)
+    if not front.any():
         return 0.0
-    uv = cam @ view.output_intrinsics.T
-    uv = uv[:, :2] / uv[:, 2:]
+    uv = uv[front]
     h, w = mask.shape
     x, y = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
     inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
@@ -274,12 +274,18 @@ def _proxy_on_person(view: ViewRecord, vertices: np.ndarray, mask: np.ndarray) -
 
 def check_dataset(cfg: DoctorConfig, num_source_views_default: Optional[int] = None) -> Tuple[List[Check], Dict]:
     """Rows for the dataset, and a summary dict (subjects, views, resolution) for the 'will use' rows."""
+    from gmnerf_ns.errors import USER_ERRORS
+
     summary: Dict = {}
     try:
         config = dataparser_config(cfg.dataparser)
     except KeyError as err:
         return [Check("dataset", "dataparser", "error", str(err.args[0]))], summary
-    rows, collections = _parse_splits(_dataparser(config, cfg), summary)
+    try:
+        parser = _dataparser(config, cfg)  # gmnerf-auto detects the dataset here
+    except USER_ERRORS as err:
+        return [Check("dataset", "dataparser", "error", str(err))], summary
+    rows, collections = _parse_splits(parser, summary)
     if not collections:
         return rows, summary
 
@@ -296,6 +302,7 @@ def check_dataset(cfg: DoctorConfig, num_source_views_default: Optional[int] = N
     rows.append(vertex_row)
     views = [(s, f, v) for s, f in frames for v in f.views]
     rows += _check_views(views, vertices, cfg.sample_views)
+    rows += check_camera_geometry(collections)
     summary["views"] = len(views)
     rows += check_overlays(cfg, collections)
     return rows, summary
@@ -409,6 +416,16 @@ def _check_views(views: List[Tuple[SubjectRecord, FrameRecord, ViewRecord]],
     else:
         rows.append(Check("dataset", "cameras vs proxy", "ok", "every sampled proxy projects onto its person"))
     return rows
+
+
+def check_camera_geometry(collections: Dict) -> List[Check]:
+    """ns-train's pre-flight checks (:mod:`gmnerf_ns.data.preflight`): one row per line it warns with."""
+    problems, cameras = check_collections(collections.values())
+    if not problems:
+        return [Check("dataset", "camera geometry", "ok",
+                      f"{sum(cameras.values())} cameras of {len(cameras)} subject(s), first frame: the proxy in front "
+                      "and in view, images the size of their intrinsics, masks the size of the images")]
+    return [Check("dataset", "camera geometry", "warn", line) for line in problem_lines(problems, cameras, None)]
 
 
 def overlay_folder(cfg: DoctorConfig) -> Path:

@@ -12,6 +12,8 @@ number of subjects on disk.
 * ``next_eval`` / ``next_eval_image`` / ``fixed_indices_eval_dataloader``: held-out subjects, the protocol's input
   views as sources and its target views as targets, with the projected-3D-box mask used by the metrics.
 * ``source_views(subject_index, frame_id)``: the provider the model uses for cameras that only carry metadata.
+* At ns-train's start (``test_mode`` 'val', first rank): :mod:`gmnerf_ns.data.preflight` warns about cameras that do
+  not see their person and images or masks of another size than their intrinsics; training goes on.
 
 Determinism, background decoding and distributed training: sample k of the i-th training step of rank r of W
 processes, with P = ``subjects_per_step`` samples per step, is sample number ``g = (i * W + r) * P + k`` (with P = 1:
@@ -56,6 +58,7 @@ from gmnerf_ns.data.human_record import (
     load_vertices,
     proxy_bbox,
 )
+from gmnerf_ns.data.preflight import warn_preflight
 from gmnerf_ns.data.proxy_jitter import jitter_proxy
 from gmnerf_ns.data.view_loader import load_view
 from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
@@ -229,6 +232,8 @@ class GMNeRFDataManager(FullImageDatamanager):
                     self._frames.setdefault((index, frame.frame_id), (subject, frame, collection))
         first_eval = self.eval_collection.subjects[0]
         self.default_source_key = (self.subject_names.index(first_eval.name), first_eval.frames[0].frame_id)
+        if test_mode == "val" and self.sampler_rank == 0:  # ns-train ("test"/"inference": ns-eval, ns-render)
+            warn_preflight((self.train_collection, self.eval_collection))
 
     def create_train_dataset(self) -> InputDataset:
         return InputDataset(self.train_dataparser_outputs, scale_factor=1.0)
