@@ -36,9 +36,10 @@ from gmnerf_ns.nerfstudio_patches import install_yaml_guard
 ROOT = Path(__file__).resolve().parent.parent
 
 RIGS: Dict[str, Tuple[int, str, Tuple[int, ...]]] = {
-    # name: (seed, gmnerf-synth rig options, target views (camera indices; the 4 sources are evenly spaced))
-    "rig6": (2001, "--num-cameras 6", (2, 5)),
-    "rig10": (2002, "--num-cameras 10 --camera-distance 3.0 4.5 --camera-height 0.8 2.0", (1, 4, 8)),
+    # name: (seed, gmnerf-synth rig options, target views: camera indices that are never among the 4 evenly spaced
+    # sources, rig6 (0, 2, 3, 4), rig10 (0, 2, 5, 8), rig16 (0, 4, 8, 12))
+    "rig6": (2001, "--num-cameras 6", (1, 5)),
+    "rig10": (2002, "--num-cameras 10 --camera-distance 3.0 4.5 --camera-height 0.8 2.0", (1, 4, 7)),
     "rig16": (2003, "--num-cameras 16 --camera-distance 2.4 3.4 --camera-height 0.4 2.6 --zoom-out 0.8 1.0",
               (2, 6, 10, 14)),
 }

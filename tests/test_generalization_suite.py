@@ -45,3 +45,12 @@ def test_pooled_difference_uses_the_seeds_both_models_have(suite):
     assert mean == pytest.approx(-0.1) and count == 4  # not -1.1, as against all three reference seeds
     assert summary["pooled:full"][f"all/misfit{first:g}/psnr"][0] == pytest.approx(21.5 + 3.2 / 3)
     assert any(line.startswith("| mean | 2 |") and "| 0,1 |" in line for line in lines)
+
+
+def test_rigs_score_only_novel_views(suite):
+    from gmnerf_ns.data.human_record import evenly_spaced
+
+    for rig, (_, options, targets) in suite.RIGS.items():
+        words = options.split()
+        cameras = int(words[words.index("--num-cameras") + 1])
+        assert not set(targets) & set(evenly_spaced(cameras, 4)), rig

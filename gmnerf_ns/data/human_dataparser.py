@@ -262,7 +262,10 @@ class HumanDataParser(DataParser):
             if split == "train":
                 cams = range(len(subject.camera_names))
             else:
-                cams = collection.targets_for(subject, self.protocol.num_input_views)
+                try:
+                    cams = collection.targets_for(subject, self.protocol.num_input_views)
+                except HumanDataError as err:
+                    raise HumanDataError(f"protocol {self.protocol.name}: {err}") from err
             for frame in subject.frames:
                 for cam in cams:
                     views.append((subject_index, frame, cam, frame.views[cam]))

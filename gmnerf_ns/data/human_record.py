@@ -147,14 +147,23 @@ class HumanCollection:
         """Target views of a subject under this protocol, as positions into ``frame.views``.
 
         Protocol view numbers are the dataset's camera numbers (``subject.camera_ids``); targets the subject lacks are
-        skipped.
+        skipped. A target that is also a source view is refused: an evaluation scores only views the model is not
+        given.
         """
+        inputs = self.inputs_for(subject, num_inputs)
         wanted = self.target_views_per_subject.get(subject.name, self.target_views)
-        if wanted is not None:
-            positions = (subject.camera_position(v) for v in wanted)
-            return tuple(p for p in positions if p is not None)
-        inputs = set(self.inputs_for(subject, num_inputs))
-        return tuple(i for i in range(len(subject.camera_names)) if i not in inputs)
+        if wanted is None:
+            return tuple(i for i in range(len(subject.camera_names)) if i not in inputs)
+        positions = tuple(p for p in (subject.camera_position(v) for v in wanted) if p is not None)
+        leaked = [p for p in positions if p in inputs]
+        if leaked:
+            number = (lambda p: p) if subject.camera_ids is None else (lambda p: subject.camera_ids[p])
+            raise HumanDataError(
+                f"subject {subject.name}: target view(s) {', '.join(str(number(p)) for p in leaked)} are also source "
+                f"views (sources: {', '.join(str(number(p)) for p in inputs)}); an evaluation scores only views the "
+                "model is not given: drop them from target_views or set input_views"
+            )
+        return positions
 
     def inputs_for(self, subject: SubjectRecord, num_inputs: int) -> Tuple[int, ...]:
         """Source views of a subject under this protocol, as positions into ``frame.views``."""
