@@ -25,6 +25,7 @@ from typing_extensions import Annotated
 
 from gmnerf_ns.data.human_record import HumanDataError
 from gmnerf_ns.dataparsers import smpl_proxy
+from gmnerf_ns.dataparsers._files import DatasetFolder
 
 WORLD_FROM_SCAN = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 """Scans are y-up; our world (like ZJU-MoCap's) is z-up: scan (x, y, z) -> world (x, -z, y)."""
@@ -131,14 +132,16 @@ def _obj_index(indices: List[Tuple[int, int, int]], count: int) -> np.ndarray:
 
 
 def _texture_from_mtl(obj_path: Path, mtllib: Optional[str]) -> Path:
+    """The ``map_Kd`` texture of the OBJ's material file; both must lie in the scan's folder."""
     if mtllib is None:
         raise HumanDataError(f"{obj_path}: no mtllib line; pass the texture image explicitly")
-    mtl = obj_path.parent / mtllib
+    inside = DatasetFolder(obj_path.parent)
+    mtl = inside.check(obj_path.parent / mtllib, obj_path, "material file")
     if not mtl.is_file():
         raise HumanDataError(f"{mtl}: material file named by {obj_path} is missing")
     for line in mtl.read_text(errors="replace").splitlines():
         if line.strip().startswith("map_Kd"):
-            return obj_path.parent / line.split(None, 1)[1].strip()
+            return inside.check(obj_path.parent / line.split(None, 1)[1].strip(), mtl, "texture")
     raise HumanDataError(f"{mtl}: no map_Kd texture line")
 
 

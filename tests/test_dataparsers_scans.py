@@ -161,3 +161,23 @@ def test_cli_parses(tmp_path):
     assert isinstance(command, RenderMultiGarment) and command.ring.num_views == 12
     with pytest.raises(HumanDataError, match="Multi-garment folder not found"):
         RenderMultiGarment(scans=tmp_path / "nope").main(rasterizer=reference_rasterize)
+
+
+def test_scan_material_and_texture_outside_the_scan_folder_are_refused(tmp_path):
+    scans, _ = make_thuman2(tmp_path / "in", ids=("0000",))
+    folder = scans / "0000"
+    secret = tmp_path / "outside" / "photo.jpeg"
+    secret.parent.mkdir()
+    secret.write_bytes((folder / "material0.jpeg").read_bytes())
+    (folder / "material0.mtl").write_text("newmtl material0\nmap_Kd ../../../outside/photo.jpeg\n")
+    with pytest.raises(HumanDataError, match=r"material0\.mtl: texture .*/outside/photo\.jpeg is outside the dataset "
+                                             r"folder .*0000 \('\.\.' climbs out of it\)"):
+        load_textured_obj(folder / "0000.obj")
+    (folder / "material0.mtl").write_text(f"newmtl material0\nmap_Kd {secret}\n")
+    with pytest.raises(HumanDataError, match=r"material0\.mtl: texture .* \(an absolute path elsewhere\)"):
+        load_textured_obj(folder / "0000.obj")
+    (tmp_path / "outside" / "evil.mtl").write_text("newmtl material0\nmap_Kd photo.jpeg\n")
+    obj = (folder / "0000.obj").read_text().replace("mtllib material0.mtl", f"mtllib {tmp_path}/outside/evil.mtl")
+    (folder / "0000.obj").write_text(obj)
+    with pytest.raises(HumanDataError, match=r"0000\.obj: material file .*evil\.mtl is outside the dataset folder"):
+        load_textured_obj(folder / "0000.obj")
