@@ -19,6 +19,10 @@ Layouts (a dataset root or one subject folder; files are only stat-ed, plus one 
   ``extri.yml``), HuMMan sequences (``cameras.json`` + ``kinect_color/``), MVHumanNet outfits
   (``camera_extrinsics.json`` + ``camera_scale.pkl``), DNA-Rendering (``main/*.smc``, ``*.smc``, or one ``.smc``).
 
+A folder laid out as one of these but lacking a file its parser needs (an MVHumanNet outfit without
+``camera_scale.pkl``, a GeneBody subject without ``smpl/``) is reported as that missing file; a parser pointed at
+another dataset's folder says which dataset it looks like (:func:`other_dataset`).
+
 The detected dataset's parser gets the shared options (``--data``, ``--protocol``, subject lists, ``--resolution``,
 ``--num-input-views``, ``--max-eval-frames-per-subject``) and its own defaults for the rest; its own options need
 its subcommand (``ns-train gm-nerf zju-mocap --help``).
@@ -78,6 +82,16 @@ MARKED = (
     (DNA_RENDERING, is_dna_rendering, "DNA-Rendering .smc files"),
 )
 """Layouts told by files of their own: (dataset, test of a subject folder, what the test looks for)."""
+
+NEAR_MISSES = (
+    (EASYMOCAP, ("intri.yml",), ("extri.yml",), "an EasyMocap capture"),
+    (EASYMOCAP, ("extri.yml",), ("intri.yml",), "an EasyMocap capture"),
+    (HUMMAN, ("kinect_color/",), ("cameras.json",), "a HuMMan sequence"),
+    (MVHUMANNET, ("camera_extrinsics.json",), ("camera_scale.pkl",), "an MVHumanNet outfit"),
+    (GENEBODY, ("annots.npy", "image/"), ("mask/", "smpl/"), "a GeneBody subject"),
+)
+"""Layouts missing a file: (dataset, what a folder has that tells the dataset, what its parser also needs, what the
+folder would be)."""
 
 RENDERED_SCANS = {"THuman2.0": THUMAN2, "Multi-garment": MULTIGARMENT}
 """``subject.json``'s ``dataset`` as gmnerf-render-scans writes it."""
@@ -180,10 +194,82 @@ def _detect_folder(folder: Path, data: Path) -> Tuple[Dataset, str]:
     if (folder / "manifest.json").is_file() and "gmnerf-synth" in (folder / "manifest.json").read_text(errors="replace"):
         raise HumanDataError(f"--data {data}: {folder} is an incomplete gmnerf-synth dataset (manifest.json but no "
                              "split.json: generation was interrupted); rerun the same gmnerf-synth command to finish it")
+    missing = near_miss(folder)
+    if missing is not None:
+        raise HumanDataError(f"--data {data}: {missing}")
     found = (f"{len(subjects)} folder(s) with annots.npy but neither camera folders nor image/mask/smpl"
              if subjects else "none of the files below")
-    raise HumanDataError(f"--data {data}: cannot tell which dataset {folder} is ({found}). Looked for:\n  "
-                         + "\n  ".join(LOOKED_FOR) + f"\n{_explicit()}")
+    raise HumanDataError(f"--data {data}: cannot tell which dataset {folder} is ({found}). Looked for: "
+                         + "; ".join(LOOKED_FOR) + f". {_explicit()}")
+
+
+def _near_miss(folder: Path, config: Optional[HumanDataParserConfig] = None
+               ) -> Optional[Tuple[Dataset, Path, List[str], Tuple[str, ...], str]]:
+    """(dataset, folder, missing files, files it has, what it would be) for ``folder`` or the first sub-folder that
+    has the files telling a dataset (:data:`NEAR_MISSES`; only ``config``'s, if given) but lacks one its parser
+    needs."""
+    folder = Path(folder)
+    candidates = [folder] + (sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else [])
+    for candidate in candidates:
+        for dataset, tells, needs, noun in NEAR_MISSES:
+            if config is not None and not _same_layout(config, dataset):
+                continue
+            if all(_has(candidate, name) for name in tells):
+                missing = [name for name in needs if not _has(candidate, name)]
+                if missing:
+                    return dataset, candidate, missing, tells, noun
+    return None
+
+
+def near_miss(folder: Path, config: Optional[HumanDataParserConfig] = None) -> Optional[str]:
+    """``"<folder>/camera_scale.pkl: file not found; ..."`` when ``folder`` (or a sub-folder) is laid out as a dataset
+    (``config``'s, if given) but lacks a file its parser needs (an incomplete download or copy), else None."""
+    found = _near_miss(folder, config)
+    if found is None:
+        return None
+    dataset, candidate, missing, tells, noun = found
+    return (f"{candidate / missing[0]}: {'folder' if missing[0].endswith('/') else 'file'} not found; "
+            f"{candidate.name}/ has {', '.join(tells)} like {noun}, which also needs {', '.join(missing)} (an "
+            "incomplete download or copy?)")
+
+
+def looks_like(folder: Path) -> Optional[Tuple[Dataset, str]]:
+    """(dataset, why) of ``folder`` by the layout rules above (also a layout that lacks a file), or None; never
+    raises. For parsers whose own layout check failed: they may have been pointed at another dataset."""
+    try:
+        return _detect_folder(Path(folder), Path(folder))
+    except (HumanDataError, OSError):
+        pass
+    try:
+        found = _near_miss(Path(folder))
+    except OSError:
+        return None
+    if found is None:
+        return None
+    dataset, candidate, missing, tells, _ = found
+    return dataset, f"{candidate.name}/ has {', '.join(tells)} but no {', '.join(missing)}"
+
+
+def other_dataset(folder: Path, config: HumanDataParserConfig) -> str:
+    """``"; <folder> looks like GeneBody (<why>): ..."`` when ``folder`` is laid out as another dataset than the one
+    ``config``'s parser reads (for that parser's error), else ``""``."""
+    found = looks_like(folder)
+    if found is None:
+        return ""
+    dataset, why = found
+    if _same_layout(config, dataset):
+        return ""
+    return (f"; {folder} looks like {dataset.label} ({why}): use ns-train gm-nerf {dataset.subcommand} --data ..., or "
+            "leave the dataparser out to detect it")
+
+
+def _same_layout(config: HumanDataParserConfig, dataset: Dataset) -> bool:
+    """Whether ``config``'s parser reads ``dataset`` (its own, or a parser of the same layout: ZJU and built-in)."""
+    return issubclass(type(config), dataset.config) or issubclass(dataset.config, type(config))
+
+
+def _has(folder: Path, name: str) -> bool:
+    return (folder / name).is_dir() if name.endswith("/") else (folder / name).is_file()
 
 
 def _subjects(folder: Path) -> List[Path]:

@@ -43,7 +43,7 @@ from ._body_models import (
     read_person_list,
 )
 from ._derived import DerivedFiles, common_frame
-from ._files import image_size, subject_folders, warn
+from ._files import DatasetFolder, image_size, subject_folders, warn
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_DIRS = ("mask", "masks", "mask-schp")
@@ -100,13 +100,23 @@ class EasyMocapDataParser(HumanDataParser):
     config: EasyMocapDataParserConfig
 
     def find_subjects(self, root: Path) -> Dict[str, Path]:
-        return subject_folders(root, is_capture)
+        found = subject_folders(root, is_capture)
+        if not found:
+            from .auto import near_miss, other_dataset  # auto imports this module
+
+            problem = near_miss(root, self.config)
+            if problem is not None:
+                raise HumanDataError(problem)
+            hint = other_dataset(root, self.config)
+            if hint:
+                raise HumanDataError(f"{root}: no EasyMocap capture (intri.yml and extri.yml){hint}")
+        return found
 
     def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
         cameras = read_cameras(folder / "intri.yml", folder / "extri.yml", self.protocol.num_input_views + 1)
-        image_dirs = []
+        image_dirs, inside = [], DatasetFolder(folder)  # camera names may not lead out of the capture folder
         for cam in cameras:
-            path = folder / "images" / cam.name
+            path = inside.check(folder / "images" / cam.name, folder / "intri.yml", f"camera {cam.name!r} folder")
             if not path.is_dir():
                 raise HumanDataError(f"{path}: no image folder for camera {cam.name!r}, which intri.yml lists in "
                                      "'names'")
@@ -120,7 +130,7 @@ class EasyMocapDataParser(HumanDataParser):
             raise HumanDataError(f"{folder}: frame sampling {frames} selects none of its {len(stems)} frames")
 
         suffixes = [_image_suffix(d, sampled[0]) for d in image_dirs]
-        sizes = [image_size(d / f"{sampled[0]}{s}") for d, s in zip(image_dirs, suffixes)]
+        sizes = [image_size(inside.check(d / f"{sampled[0]}{s}", what="image")) for d, s in zip(image_dirs, suffixes)]
         sizes = self._used_sizes(cameras, sizes, folder)
         Ks = [self._intrinsics(cam, size, folder / "intri.yml") for cam, size in zip(cameras, sizes)]
         out_size, crops = common_frame(sizes, resolution)  # crops from (0, 0): the used part starts there
@@ -133,6 +143,10 @@ class EasyMocapDataParser(HumanDataParser):
             if lost:
                 missing.append(f"frame {stem} ({lost[0]})")
                 continue
+            for cam, image in zip(cameras, images):
+                for path, what in ((image, "image"), (mask_dir / cam.name / f"{stem}.png", "mask"),
+                                   (mask_dir / cam.name / f"{stem}.jpg", "mask")):
+                    inside.check(path, what=what)
             views = tuple(
                 ViewRecord(image_path=image, mask_paths=(mask_dir / cam.name / f"{stem}.png",
                                                          mask_dir / cam.name / f"{stem}.jpg"),

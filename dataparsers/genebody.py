@@ -99,7 +99,10 @@ class GeneBodyDataParser(HumanDataParser):
         cams = {_view_name(k): v for k, v in cams.items()}
         for sub in ("image", "mask", "smpl"):
             if not (folder / sub).is_dir():
-                raise HumanDataError(f"{folder}: missing the {sub}/ folder of a GeneBody subject")
+                from .auto import other_dataset  # (auto imports this module)
+
+                raise HumanDataError(f"{folder}: missing the {sub}/ folder of a GeneBody subject"
+                                     f"{other_dataset(folder, self.config)}")
         on_disk = sorted(p.name for p in (folder / "image").iterdir() if p.is_dir() and p.name.isdigit())
         unannotated = [v for v in on_disk if v not in cams]
         if unannotated:

@@ -36,7 +36,7 @@ from gmnerf_ns.data.protocol import FrameSampling
 
 from ._body_models import BodyModels, easymocap_params, read_person_list
 from ._derived import DerivedFiles, common_frame
-from ._files import finite_array, image_size, read_obj_faces, subject_folders, warn
+from ._files import DatasetFolder, finite_array, image_size, read_obj_faces, subject_folders, warn
 from ._safe_pickle import load_pickle
 
 
@@ -74,13 +74,38 @@ class MVHumanNetDataParser(HumanDataParser):
     config: MVHumanNetDataParserConfig
 
     def find_subjects(self, root: Path) -> Dict[str, Path]:
-        return subject_folders(root, is_outfit)
+        found = subject_folders(root, is_outfit)
+        if not found:
+            from .auto import near_miss, other_dataset  # auto imports this module
+
+            problem = near_miss(root, self.config)
+            if problem is not None:
+                raise HumanDataError(problem)
+            hint = other_dataset(root, self.config)
+            if hint:
+                raise HumanDataError(f"{root}: no MVHumanNet outfit (<outfit id>/camera_extrinsics.json with "
+                                     f"camera_scale.pkl){hint}")
+        return found
+
+    def check_subject_folder(self, wanted: str, root: Path) -> None:
+        """An outfit of the split whose folder lacks one of its two marker files is reported as that file."""
+        folder = root / wanted
+        if root.is_dir() and not is_outfit(root) and folder.is_dir() and not is_outfit(folder):
+            from .auto import near_miss
+
+            problem = near_miss(folder, self.config)
+            if problem is not None:
+                raise HumanDataError(problem)
 
     def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
         image_root = _first_dir(folder, self.config.image_dirs, "image")
         mask_root = _first_dir(folder, self.config.mask_dirs, "mask")
         scale = read_camera_scale(folder / "camera_scale.pkl")
         calibrated = self._cameras(folder, scale)
+        inside = DatasetFolder(folder)  # camera names may not lead out of the outfit folder
+        for cam in calibrated:
+            inside.check(image_root / cam[0], folder / "camera_extrinsics.json", f"camera {cam[0]!r} folder")
+            inside.check(mask_root / cam[0], folder / "camera_extrinsics.json", f"camera {cam[0]!r} folder")
         present = [(i, cam) for i, cam in enumerate(calibrated) if (image_root / cam[0]).is_dir()]
         if not present:
             raise HumanDataError(f"{image_root}: none of the {len(calibrated)} calibrated cameras has an image folder "
@@ -96,7 +121,8 @@ class MVHumanNetDataParser(HumanDataParser):
             raise HumanDataError(f"{folder}: frame sampling {frames} selects none of its {len(numbers)} frames")
 
         full_sizes = [cam[4] for _, cam in present]
-        sizes = [image_size(image_root / cam[0] / f"{sampled[0]:04d}_img.jpg") for _, cam in present]
+        sizes = [image_size(inside.check(image_root / cam[0] / f"{sampled[0]:04d}_img.jpg", what="image"))
+                 for _, cam in present]
         shift = 0.5 if self.config.opencv_pixel_centres else 0.0
         Ks = [_stored_intrinsics(cam[1], full, size, folder / "camera_extrinsics.json", cam[0], shift)
               for (_, cam), full, size in zip(present, full_sizes, sizes)]
@@ -109,6 +135,8 @@ class MVHumanNetDataParser(HumanDataParser):
             if lost:
                 missing.append(f"frame {number} ({lost[0]})")
                 continue
+            for path in images + [mask_root / cam[0] / f"{number:04d}_img_fmask.png" for _, cam in present]:
+                inside.check(path, what="image or mask")
             fit = number // self.config.frame_step - 1
             proxy = bodies.proxy(fit) if number % self.config.frame_step == 0 and fit >= 0 else None
             if proxy is None:

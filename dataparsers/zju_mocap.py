@@ -101,8 +101,13 @@ class ZJUMocapDataParser(HumanDataParser):
         inside = DatasetFolder(folder)  # annots.npy may only name files of this subject folder
         annots_path = inside.check(folder / "annots.npy", what="annotations file")
         annots = load_pickled_dict(annots_path, "ZJU-MoCap annotations")
-        cameras = _read_cameras(require_key(annots, "cams", annots_path, "annots"), annots_path,
-                                0.5 if self.config.opencv_pixel_centres else 0.0)
+        try:
+            cameras = _read_cameras(require_key(annots, "cams", annots_path, "annots"), annots_path,
+                                    0.5 if self.config.opencv_pixel_centres else 0.0)
+        except HumanDataError as err:  # another dataset's annots.npy (GeneBody's)? say which
+            from .auto import other_dataset
+
+            raise HumanDataError(f"{err}{other_dataset(folder, self.config)}") from err
         ims = require_key(annots, "ims", annots_path, "annots")
         if not isinstance(ims, (list, tuple, np.ndarray)) or len(ims) == 0:
             raise HumanDataError(f"{annots_path}: 'ims' should be a non-empty list of frames")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
+from gmnerf_ns.dataparsers.easymocap import EasyMocapDataParserConfig
 from gmnerf_ns.dataparsers.genebody import GeneBodyDataParser, GeneBodyDataParserConfig
 from gmnerf_ns.dataparsers.multigarment import MultiGarmentDataParserConfig
 from gmnerf_ns.dataparsers.synthetic import SyntheticDataParser, SyntheticDataParserConfig
@@ -119,8 +121,47 @@ def test_unknown_folder_and_path_say_what_was_looked_for(tmp_path, monkeypatch):
     for text in ("cannot tell which dataset", "annots.npy", "Camera_B<n>", "image/, mask/, smpl/", "split.json",
                  "ns-train gm-nerf zju-mocap --data", "ns-train gm-nerf genebody --data"):
         assert text in message
+    assert "\n" not in message  # one line
     with pytest.raises(HumanDataError, match=r"no such folder .*zju/<id>.*ns-train gm-nerf zju-mocap --data"):
         AutoDataParserConfig(data=Path("nothing/here")).setup()
+
+
+def test_a_parser_pointed_at_another_dataset_says_which(data, tmp_path):
+    amanda, zju = data / "genebody" / "amanda", data / "zju_mocap" / "CoreView_377"
+    with pytest.raises(HumanDataError) as err:
+        ZJUMocapDataParserConfig(data=amanda, resolution=RES).setup().collect("train")
+    assert str(err.value).startswith(f"{amanda / 'annots.npy'}: 'cams' has no 'K' entry (found: 00, 01, ")
+    assert str(err.value).endswith(f"; {amanda} looks like GeneBody (amanda/ has annots.npy, image/, mask/, smpl/): use "
+                                   "ns-train gm-nerf genebody --data ..., or leave the dataparser out to detect it")
+    with pytest.raises(HumanDataError) as err:
+        GeneBodyDataParserConfig(data=zju, resolution=RES).setup().collect("train")
+    assert str(err.value) == (f"{zju}: missing the image/ folder of a GeneBody subject; {zju} looks like ZJU-MoCap "
+                              "(CoreView_377/ has annots.npy and camera folders): use ns-train gm-nerf zju-mocap --data "
+                              "..., or leave the dataparser out to detect it")
+    from gmnerf_ns.dataparsers.mvhumannet import MVHumanNetDataParserConfig
+
+    with pytest.raises(HumanDataError, match=r"genebody: no MVHumanNet outfit \(<outfit id>/camera_extrinsics\.json "
+                                             r"with camera_scale\.pkl\); .*genebody looks like GeneBody \(.*"
+                                             r"genebody_split\.npy\): use ns-train gm-nerf genebody"):
+        MVHumanNetDataParserConfig(data=data / "genebody", resolution=RES).setup().collect("train")
+    with pytest.raises(HumanDataError, match=r"_mocap: no EasyMocap capture .*looks like ZJU-MoCap"):
+        EasyMocapDataParserConfig(data=data / "zju_mocap", resolution=RES).setup().collect("train")
+
+
+def test_layout_missing_a_file_is_named(tmp_path):
+    """A GeneBody subject without smpl/ (an incomplete copy) is named as the missing folder, in one line."""
+    make_genebody(tmp_path / "genebody", {"amanda": [1, 13, 25, 37]})
+    amanda = tmp_path / "genebody" / "amanda"
+    shutil.rmtree(amanda / "smpl")
+    with pytest.raises(HumanDataError) as err:
+        AutoDataParserConfig(data=amanda).setup()
+    assert str(err.value) == (f"--data {amanda}: {amanda / 'smpl/'}: folder not found; amanda/ has annots.npy, image/ "
+                              "like a GeneBody subject, which also needs smpl/ (an incomplete download or copy?)")
+    (tmp_path / "capture").mkdir()
+    (tmp_path / "capture" / "intri.yml").write_text("%YAML:1.0\n")
+    with pytest.raises(HumanDataError, match=r"capture/extri\.yml: file not found; capture/ has intri\.yml like an "
+                                             r"EasyMocap capture, which also needs extri\.yml"):
+        AutoDataParserConfig(data=tmp_path / "capture").setup()
 
 
 def test_ns_train_cli(data_root):

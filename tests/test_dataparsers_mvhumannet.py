@@ -103,6 +103,25 @@ def test_bad_inputs(tmp_path):
         parse(outfit.folder)
 
 
+def test_outfit_without_camera_scale_names_the_file(tmp_path):
+    """A downloaded outfit lacking camera_scale.pkl: the parser and auto-detection name it, not "no subjects"."""
+    outfit = make_mvhumannet(tmp_path / "mvhumannet", fits=(0,))
+    (outfit.folder / "camera_scale.pkl").unlink()
+    message = (f"{outfit.folder / 'camera_scale.pkl'}: file not found; 100001/ has camera_extrinsics.json like an "
+               "MVHumanNet outfit, which also needs camera_scale.pkl (an incomplete download or copy?)")
+    for data in (outfit.folder, outfit.folder.parent):
+        with pytest.raises(HumanDataError) as err:
+            parse(data)
+        assert str(err.value) == message
+        with pytest.raises(HumanDataError) as err:
+            AutoDataParserConfig(data=data, resolution=RES).setup()
+        assert str(err.value) == f"--data {data}: {message}"
+    make_mvhumannet(tmp_path / "mvhumannet", "100002", fits=(0,))  # another outfit is complete
+    with pytest.raises(HumanDataError) as err:
+        parse(outfit.folder.parent, train_subjects=("100002",), test_subjects=("100001",))
+    assert str(err.value) == message
+
+
 def test_registered():
     from gmnerf_ns import dataparser_configs as registry
 
