@@ -8,7 +8,8 @@ So ``ns-train gm-nerf --data zju/313`` works without naming the dataparser. In t
    name against ``$GMNERF_DATA`` (default ./data) as usual.
 3. It exists under ``$GMNERF_DATA``: its folder layout is detected.
 
-Layouts (a dataset root or one subject folder; files are only stat-ed, plus one ``subject.json``):
+Layouts (a dataset root or one subject folder; files are only stat-ed, plus one ``subject.json``; the rules live in
+dataparsers/_layouts.py, which the parsers use too):
 
 * built-in (``gmnerf-synth``, ``gmnerf-render-scans``): ``split.json`` at the root, or a ZJU-layout subject with
   ``subject.json``/``body_model.npz``. ``subject.json``'s ``dataset`` (written by gmnerf-render-scans) tells rendered
@@ -21,7 +22,7 @@ Layouts (a dataset root or one subject folder; files are only stat-ed, plus one 
 
 A folder laid out as one of these but lacking a file its parser needs (an MVHumanNet outfit without
 ``camera_scale.pkl``, a GeneBody subject without ``smpl/``) is reported as that missing file; a parser pointed at
-another dataset's folder says which dataset it looks like (:func:`other_dataset`).
+another dataset's folder says which dataset it looks like (:func:`._layouts.other_dataset`).
 
 The detected dataset's parser gets the shared options (``--data``, ``--protocol``, subject lists, ``--resolution``,
 ``--num-input-views``, ``--max-eval-frames-per-subject``) and its own defaults for the rest; its own options need
@@ -30,10 +31,9 @@ its subcommand (``ns-train gm-nerf zju-mocap --help``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Tuple, Type
+from typing import NamedTuple, Optional, Tuple, Type
 
 from nerfstudio.utils.rich_utils import CONSOLE
 
@@ -46,66 +46,42 @@ from gmnerf_ns.data.human_dataparser import (
 )
 from gmnerf_ns.data.human_record import HumanDataError
 
-from .dnarendering import DNARenderingDataParserConfig, is_dna_rendering
-from .easymocap import EasyMocapDataParserConfig, is_capture
+from . import _layouts
+from ._layouts import LABELS, NAME_THE_DATASET, detect_folder
+from .dnarendering import DNARenderingDataParserConfig
+from .easymocap import EasyMocapDataParserConfig
 from .genebody import GeneBodyDataParserConfig
-from .humman import HuMManDataParserConfig, is_sequence
+from .humman import HuMManDataParserConfig
 from .multigarment import MultiGarmentDataParserConfig
-from .mvhumannet import MVHumanNetDataParserConfig, is_outfit
+from .mvhumannet import MVHumanNetDataParserConfig
 from .synthetic import SyntheticDataParserConfig
 from .thuman2 import THuman2DataParserConfig
-from .zju_mocap import CAMERA_FOLDER, ZJUMocapDataParserConfig, zju_short_name
+from .zju_mocap import ZJUMocapDataParserConfig, zju_short_name
 
 
 class Dataset(NamedTuple):
     subcommand: str
-    """The dataset's own dataparser (``ns-train gm-nerf <subcommand>``)."""
+    """The dataset's own dataparser (``ns-train gm-nerf <subcommand>``), its name in :mod:`._layouts`."""
     config: Type[HumanDataParserConfig]
     label: str
 
 
-ZJU = Dataset("zju-mocap", ZJUMocapDataParserConfig, "ZJU-MoCap")
-GENEBODY = Dataset("genebody", GeneBodyDataParserConfig, "GeneBody")
-SYNTHETIC = Dataset("gmnerf-synthetic", SyntheticDataParserConfig, "built-in synthetic humans (gmnerf-synth)")
-THUMAN2 = Dataset("thuman2", THuman2DataParserConfig, "THuman2.0 renders (gmnerf-render-scans)")
-MULTIGARMENT = Dataset("multi-garment", MultiGarmentDataParserConfig, "Multi-garment renders (gmnerf-render-scans)")
-EASYMOCAP = Dataset("easymocap", EasyMocapDataParserConfig, "a capture in EasyMocap's layout")
-HUMMAN = Dataset("humman", HuMManDataParserConfig, "HuMMan-Recon")
-MVHUMANNET = Dataset("mvhumannet", MVHumanNetDataParserConfig, "MVHumanNet")
-DNA_RENDERING = Dataset("dna-rendering", DNARenderingDataParserConfig, "DNA-Rendering")
-DATASETS = (ZJU, GENEBODY, SYNTHETIC, THUMAN2, MULTIGARMENT, EASYMOCAP, HUMMAN, MVHUMANNET, DNA_RENDERING)
+CONFIGS = {
+    _layouts.ZJU: ZJUMocapDataParserConfig,
+    _layouts.GENEBODY: GeneBodyDataParserConfig,
+    _layouts.SYNTHETIC: SyntheticDataParserConfig,
+    _layouts.THUMAN2: THuman2DataParserConfig,
+    _layouts.MULTIGARMENT: MultiGarmentDataParserConfig,
+    _layouts.EASYMOCAP: EasyMocapDataParserConfig,
+    _layouts.HUMMAN: HuMManDataParserConfig,
+    _layouts.MVHUMANNET: MVHumanNetDataParserConfig,
+    _layouts.DNA_RENDERING: DNARenderingDataParserConfig,
+}
+"""Each dataset's parser config."""
 
-MARKED = (
-    (EASYMOCAP, is_capture, "intri.yml and extri.yml"),
-    (HUMMAN, is_sequence, "cameras.json and kinect_color/"),
-    (MVHUMANNET, is_outfit, "camera_extrinsics.json and camera_scale.pkl"),
-    (DNA_RENDERING, is_dna_rendering, "DNA-Rendering .smc files"),
-)
-"""Layouts told by files of their own: (dataset, test of a subject folder, what the test looks for)."""
-
-NEAR_MISSES = (
-    (EASYMOCAP, ("intri.yml",), ("extri.yml",), "an EasyMocap capture"),
-    (EASYMOCAP, ("extri.yml",), ("intri.yml",), "an EasyMocap capture"),
-    (HUMMAN, ("kinect_color/",), ("cameras.json",), "a HuMMan sequence"),
-    (MVHUMANNET, ("camera_extrinsics.json",), ("camera_scale.pkl",), "an MVHumanNet outfit"),
-    (GENEBODY, ("annots.npy", "image/"), ("mask/", "smpl/"), "a GeneBody subject"),
-)
-"""Layouts missing a file: (dataset, what a folder has that tells the dataset, what its parser also needs, what the
-folder would be)."""
-
-RENDERED_SCANS = {"THuman2.0": THUMAN2, "Multi-garment": MULTIGARMENT}
-"""``subject.json``'s ``dataset`` as gmnerf-render-scans writes it."""
-
-LOOKED_FOR = (
-    "ZJU-MoCap: <subject>/annots.npy with Camera_B<n>/ or 'Camera (<n>)'/ folders (short name zju/<id> = "
-    f"${DATA_ROOT_ENV}/zju_mocap/CoreView_<id>)",
-    "GeneBody: genebody_split.npy, or <subject>/annots.npy with image/, mask/, smpl/",
-    "built-in (gmnerf-synth, gmnerf-render-scans): split.json, or a ZJU-layout <subject>/ with subject.json",
-    "EasyMocap capture: intri.yml and extri.yml (with images/, mask/, output*/), or sub-folders holding them",
-    "HuMMan-Recon: <sequence>/cameras.json with kinect_color/",
-    "MVHumanNet: <outfit id>/camera_extrinsics.json with camera_scale.pkl",
-    "DNA-Rendering: main/<seq>.smc with annotations/<seq>_annots.smc, <seq>.smc files, or one main .smc",
-)
+DATASETS = tuple(Dataset(name, CONFIGS[name], label) for name, label in LABELS.items())
+BY_NAME = {dataset.subcommand: dataset for dataset in DATASETS}
+ZJU = BY_NAME[_layouts.ZJU]
 
 
 @dataclass
@@ -168,133 +144,9 @@ def detect_dataset(data: Path) -> Tuple[Dataset, str]:
             return dataset, f"{path.name} is not in {parent}, which is {why}"
     names = ", ".join(["zju/<id>"] + [str(d.config.data) for d in DATASETS if d is not ZJU])
     raise HumanDataError(f"--data {data}: no such folder (also looked in {data_root() / path}; set ${DATA_ROOT_ENV} "
-                         f"to your data root) and not a dataset short name ({names}). {_explicit()}")
+                         f"to your data root) and not a dataset short name ({names}). {NAME_THE_DATASET}")
 
 
 def _detect_folder(folder: Path, data: Path) -> Tuple[Dataset, str]:
-    if (folder / "split.json").is_file():
-        return _built_in(_subjects(folder), "split.json")
-    if (folder / "genebody_split.npy").is_file():
-        return GENEBODY, f"{folder}/genebody_split.npy"
-    for dataset, marked, what in MARKED:
-        if marked(folder):
-            return dataset, f"{folder.name}/ has {what}"
-    subjects = _subjects(folder)
-    for subject in subjects:
-        if all((subject / sub).is_dir() for sub in ("image", "mask", "smpl")):
-            return GENEBODY, f"{subject.name}/ has annots.npy, image/, mask/, smpl/"
-        if any(p.is_dir() and CAMERA_FOLDER.match(p.name) for p in subject.iterdir()):
-            if (subject / "subject.json").is_file() or (subject / "body_model.npz").is_file():
-                return _built_in([subject], f"{subject.name}/ has camera folders and subject.json or body_model.npz")
-            return ZJU, f"{subject.name}/ has annots.npy and camera folders"
-    for sub in sorted(folder.iterdir()) if folder.is_dir() else []:
-        for dataset, marked, what in MARKED:
-            if sub.is_dir() and marked(sub):
-                return dataset, f"{sub.name}/ has {what}"
-    if (folder / "manifest.json").is_file() and "gmnerf-synth" in (folder / "manifest.json").read_text(errors="replace"):
-        raise HumanDataError(f"--data {data}: {folder} is an incomplete gmnerf-synth dataset (manifest.json but no "
-                             "split.json: generation was interrupted); rerun the same gmnerf-synth command to finish it")
-    missing = near_miss(folder)
-    if missing is not None:
-        raise HumanDataError(f"--data {data}: {missing}")
-    found = (f"{len(subjects)} folder(s) with annots.npy but neither camera folders nor image/mask/smpl"
-             if subjects else "none of the files below")
-    raise HumanDataError(f"--data {data}: cannot tell which dataset {folder} is ({found}). Looked for: "
-                         + "; ".join(LOOKED_FOR) + f". {_explicit()}")
-
-
-def _near_miss(folder: Path, config: Optional[HumanDataParserConfig] = None
-               ) -> Optional[Tuple[Dataset, Path, List[str], Tuple[str, ...], str]]:
-    """(dataset, folder, missing files, files it has, what it would be) for ``folder`` or the first sub-folder that
-    has the files telling a dataset (:data:`NEAR_MISSES`; only ``config``'s, if given) but lacks one its parser
-    needs."""
-    folder = Path(folder)
-    candidates = [folder] + (sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else [])
-    for candidate in candidates:
-        for dataset, tells, needs, noun in NEAR_MISSES:
-            if config is not None and not _same_layout(config, dataset):
-                continue
-            if all(_has(candidate, name) for name in tells):
-                missing = [name for name in needs if not _has(candidate, name)]
-                if missing:
-                    return dataset, candidate, missing, tells, noun
-    return None
-
-
-def near_miss(folder: Path, config: Optional[HumanDataParserConfig] = None) -> Optional[str]:
-    """``"<folder>/camera_scale.pkl: file not found; ..."`` when ``folder`` (or a sub-folder) is laid out as a dataset
-    (``config``'s, if given) but lacks a file its parser needs (an incomplete download or copy), else None."""
-    found = _near_miss(folder, config)
-    if found is None:
-        return None
-    dataset, candidate, missing, tells, noun = found
-    return (f"{candidate / missing[0]}: {'folder' if missing[0].endswith('/') else 'file'} not found; "
-            f"{candidate.name}/ has {', '.join(tells)} like {noun}, which also needs {', '.join(missing)} (an "
-            "incomplete download or copy?)")
-
-
-def looks_like(folder: Path) -> Optional[Tuple[Dataset, str]]:
-    """(dataset, why) of ``folder`` by the layout rules above (also a layout that lacks a file), or None; never
-    raises. For parsers whose own layout check failed: they may have been pointed at another dataset."""
-    try:
-        return _detect_folder(Path(folder), Path(folder))
-    except (HumanDataError, OSError):
-        pass
-    try:
-        found = _near_miss(Path(folder))
-    except OSError:
-        return None
-    if found is None:
-        return None
-    dataset, candidate, missing, tells, _ = found
-    return dataset, f"{candidate.name}/ has {', '.join(tells)} but no {', '.join(missing)}"
-
-
-def other_dataset(folder: Path, config: HumanDataParserConfig) -> str:
-    """``"; <folder> looks like GeneBody (<why>): ..."`` when ``folder`` is laid out as another dataset than the one
-    ``config``'s parser reads (for that parser's error), else ``""``."""
-    found = looks_like(folder)
-    if found is None:
-        return ""
-    dataset, why = found
-    if _same_layout(config, dataset):
-        return ""
-    return (f"; {folder} looks like {dataset.label} ({why}): use ns-train gm-nerf {dataset.subcommand} --data ..., or "
-            "leave the dataparser out to detect it")
-
-
-def _same_layout(config: HumanDataParserConfig, dataset: Dataset) -> bool:
-    """Whether ``config``'s parser reads ``dataset`` (its own, or a parser of the same layout: ZJU and built-in)."""
-    return issubclass(type(config), dataset.config) or issubclass(dataset.config, type(config))
-
-
-def _has(folder: Path, name: str) -> bool:
-    return (folder / name).is_dir() if name.endswith("/") else (folder / name).is_file()
-
-
-def _subjects(folder: Path) -> List[Path]:
-    """``folder`` if it is a subject (has annots.npy), else its sub-folders that are."""
-    if (folder / "annots.npy").is_file():
-        return [folder]
-    if not folder.is_dir():
-        return []
-    return [p for p in sorted(folder.iterdir()) if p.is_dir() and (p / "annots.npy").is_file()]
-
-
-def _built_in(subjects: List[Path], why: str) -> Tuple[Dataset, str]:
-    """gmnerf-synth's humans, or rendered scans if the first subject.json says which dataset they came from."""
-    for subject in subjects:
-        path = subject / "subject.json"
-        if path.is_file():
-            try:
-                source = json.loads(path.read_text()).get("dataset")
-            except (OSError, ValueError, AttributeError):
-                continue
-            if source in RENDERED_SCANS:
-                return RENDERED_SCANS[source], f"{why}; subject.json: dataset {source}"
-            break
-    return SYNTHETIC, why
-
-
-def _explicit() -> str:
-    return ("Or name the dataset: " + ", ".join(f"ns-train gm-nerf {d.subcommand} --data ..." for d in DATASETS))
+    name, why = detect_folder(folder, data)
+    return BY_NAME[name], why

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -40,12 +40,15 @@ from gmnerf_ns.data.protocol import FrameSampling
 from ._body_models import BodyModels, BodyParams
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, finite_array, image_size, warn
+from ._layouts import DNA_RENDERING, is_main_smc
 
 
 @dataclass
 class DNARenderingDataParserConfig(HumanDataParserConfig):
     """DNA-Rendering: the root (main/ and annotations/), a folder of .smc files, or one main .smc file."""
 
+    same_layout: ClassVar[Tuple[str, ...]] = (DNA_RENDERING,)
+    """Datasets laid out as this parser reads them (see _layouts.other_dataset)."""
     _target: Type = field(default_factory=lambda: DNARenderingDataParser)
     data: Path = Path("dna_rendering")
     """Dataset root, a folder of .smc files or one main .smc; short names resolve against $GMNERF_DATA."""
@@ -307,11 +310,6 @@ def dataset_folder(main: Path) -> Path:
     return main.parent.parent if main.parent.name == "main" else main.parent
 
 
-def is_main_smc(path: Path) -> bool:
-    """A main DNA-Rendering file: ``<seq>.smc`` (not ``<seq>_annots.smc``)."""
-    return path.suffix == ".smc" and path.is_file() and not path.stem.endswith("_annots")
-
-
 def annotations_of(main: Path) -> Path:
     """The annotation file of a main ``.smc``: ``annotations/<seq>_annots.smc`` next to ``main/``, or beside it."""
     candidates = [main.with_name(f"{main.stem}_annots.smc")]
@@ -321,13 +319,3 @@ def annotations_of(main: Path) -> Path:
         if path.is_file():
             return path
     raise HumanDataError(f"{main}: no annotation file; expected {' or '.join(str(c) for c in candidates)}")
-
-
-def is_dna_rendering(path: Path) -> bool:
-    """A main ``.smc``, a folder with ``main/*.smc``, or a folder holding main ``.smc`` files."""
-    if path.is_file():
-        return is_main_smc(path)
-    for folder in (path / "main", path):
-        if folder.is_dir() and any(is_main_smc(p) for p in folder.glob("*.smc")):
-            return True
-    return False

@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Dict, List, Literal, NamedTuple, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Literal, NamedTuple, Optional, Tuple, Type
 
 import cv2
 import numpy as np
@@ -44,6 +44,7 @@ from ._body_models import (
 )
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, image_size, subject_folders, warn
+from ._layouts import EASYMOCAP, is_capture, near_miss, other_dataset
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_DIRS = ("mask", "masks", "mask-schp")
@@ -66,6 +67,8 @@ class Camera(NamedTuple):
 class EasyMocapDataParserConfig(HumanDataParserConfig):
     """A capture in EasyMocap's layout (intri.yml, extri.yml, images/, mask/, output*/smpl or output*/vertices)."""
 
+    same_layout: ClassVar[Tuple[str, ...]] = (EASYMOCAP,)
+    """Datasets laid out as this parser reads them (see _layouts.other_dataset)."""
     _target: Type = field(default_factory=lambda: EasyMocapDataParser)
     data: Path = Path("easymocap")
     """A capture folder (with intri.yml and extri.yml) or a folder of them; short names resolve against $GMNERF_DATA."""
@@ -102,12 +105,10 @@ class EasyMocapDataParser(HumanDataParser):
     def find_subjects(self, root: Path) -> Dict[str, Path]:
         found = subject_folders(root, is_capture)
         if not found:
-            from .auto import near_miss, other_dataset  # auto imports this module
-
-            problem = near_miss(root, self.config)
+            problem = near_miss(root, self.config.same_layout)
             if problem is not None:
                 raise HumanDataError(problem)
-            hint = other_dataset(root, self.config)
+            hint = other_dataset(root, self.config.same_layout)
             if hint:
                 raise HumanDataError(f"{root}: no EasyMocap capture (intri.yml and extri.yml){hint}")
         return found
@@ -337,11 +338,6 @@ def _few_pixels_off(size: Tuple[int, int], expected: Tuple[int, int]) -> bool:
 
 class _NoPerson(Exception):
     """The chosen person is not in a frame's fit file (that frame has no fit)."""
-
-
-def is_capture(folder: Path) -> bool:
-    """A folder with EasyMocap's ``intri.yml`` and ``extri.yml``."""
-    return (folder / "intri.yml").is_file() and (folder / "extri.yml").is_file()
 
 
 def read_cameras(intri: Path, extri: Path, min_cameras: int = 1) -> List[Camera]:

@@ -22,7 +22,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Optional, Tuple, Type
 
 import cv2
 import numpy as np
@@ -40,6 +40,7 @@ from gmnerf_ns.data.human_record import (
 from gmnerf_ns.data.protocol import FrameSampling
 
 from ._files import DatasetFolder, finite_array, load_pickled_dict, read_obj_faces, require_key, warn
+from ._layouts import GENEBODY, other_dataset
 
 CACHE_VERSION = 1
 
@@ -48,6 +49,8 @@ CACHE_VERSION = 1
 class GeneBodyDataParserConfig(HumanDataParserConfig):
     """GeneBody: the dataset root (with genebody_split.npy) or one subject folder."""
 
+    same_layout: ClassVar[Tuple[str, ...]] = (GENEBODY,)
+    """Datasets laid out as this parser reads them (see _layouts.other_dataset)."""
     _target: Type = field(default_factory=lambda: GeneBodyDataParser)
     data: Path = Path("genebody")
     """Dataset root or a subject folder; short names resolve against $GMNERF_DATA (default ./data)."""
@@ -99,10 +102,8 @@ class GeneBodyDataParser(HumanDataParser):
         cams = {_view_name(k): v for k, v in cams.items()}
         for sub in ("image", "mask", "smpl"):
             if not (folder / sub).is_dir():
-                from .auto import other_dataset  # (auto imports this module)
-
                 raise HumanDataError(f"{folder}: missing the {sub}/ folder of a GeneBody subject"
-                                     f"{other_dataset(folder, self.config)}")
+                                     f"{other_dataset(folder, self.config.same_layout)}")
         on_disk = sorted(p.name for p in (folder / "image").iterdir() if p.is_dir() and p.name.isdigit())
         unannotated = [v for v in on_disk if v not in cams]
         if unannotated:

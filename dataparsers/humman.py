@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from gmnerf_ns.data.protocol import FrameSampling
 from ._body_models import BodyModels, BodyParams
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, finite_array, image_size, require_key, subject_folders, warn
+from ._layouts import HUMMAN, is_sequence
 
 COLOR_CAMERA = re.compile(r"^kinect_color_(\d+)$")
 SMPL_KEYS = {"global_orient": 3, "body_pose": 69, "betas": -1, "transl": 3}
@@ -41,6 +42,8 @@ SMPL_KEYS = {"global_orient": 3, "body_pose": 69, "betas": -1, "transl": 3}
 class HuMManDataParserConfig(HumanDataParserConfig):
     """HuMMan-Recon: the release root (``pxxxxxx_axxxxxx`` sequences) or one sequence folder."""
 
+    same_layout: ClassVar[Tuple[str, ...]] = (HUMMAN,)
+    """Datasets laid out as this parser reads them (see _layouts.other_dataset)."""
     _target: Type = field(default_factory=lambda: HuMManDataParser)
     data: Path = Path("humman")
     """Release root or a sequence folder; short names resolve against $GMNERF_DATA (default ./data)."""
@@ -184,8 +187,3 @@ def _posed(models: BodyModels, path: Path) -> np.ndarray:
     params = BodyParams(model_type="smpl", betas=rows["betas"], body_pose=rows["body_pose"],
                         global_orient=rows["global_orient"], transl=rows["transl"])
     return models.pose(params)[0]
-
-
-def is_sequence(folder: Path) -> bool:
-    """A HuMMan-Recon sequence folder: ``cameras.json`` and ``kinect_color/``."""
-    return (folder / "cameras.json").is_file() and (folder / "kinect_color").is_dir()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Type
+from typing import ClassVar, Tuple, Type
 
+from ._layouts import MULTIGARMENT, SYNTHETIC, ZJU
 from .synthetic import SyntheticDataParser, SyntheticDataParserConfig
 
 
@@ -13,6 +14,8 @@ from .synthetic import SyntheticDataParser, SyntheticDataParserConfig
 class MultiGarmentDataParserConfig(SyntheticDataParserConfig):
     """Multi-garment scans rendered on our perspective ring, SMPL proxy from registration.pkl; split from split.json."""
 
+    same_layout: ClassVar[Tuple[str, ...]] = (ZJU, SYNTHETIC, MULTIGARMENT)
+    """Datasets laid out as this parser reads them (see _layouts.other_dataset): not THuman2.0 renders."""
     _target: Type = field(default_factory=lambda: MultiGarmentDataParser)
     data: Path = Path("multigarment_render")
     """Output folder of render_scans.py multigarment (a short name resolves against $GMNERF_DATA, default ./data)."""

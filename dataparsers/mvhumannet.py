@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -37,6 +37,7 @@ from gmnerf_ns.data.protocol import FrameSampling
 from ._body_models import BodyModels, easymocap_params, read_person_list
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, finite_array, image_size, read_obj_faces, subject_folders, warn
+from ._layouts import MVHUMANNET, is_outfit, near_miss, other_dataset
 from ._safe_pickle import load_pickle
 
 
@@ -44,6 +45,8 @@ from ._safe_pickle import load_pickle
 class MVHumanNetDataParserConfig(HumanDataParserConfig):
     """MVHumanNet: the dataset root (outfit id folders) or one outfit folder."""
 
+    same_layout: ClassVar[Tuple[str, ...]] = (MVHUMANNET,)
+    """Datasets laid out as this parser reads them (see _layouts.other_dataset)."""
     _target: Type = field(default_factory=lambda: MVHumanNetDataParser)
     data: Path = Path("mvhumannet")
     """Dataset root or an outfit folder; short names resolve against $GMNERF_DATA (default ./data)."""
@@ -76,12 +79,10 @@ class MVHumanNetDataParser(HumanDataParser):
     def find_subjects(self, root: Path) -> Dict[str, Path]:
         found = subject_folders(root, is_outfit)
         if not found:
-            from .auto import near_miss, other_dataset  # auto imports this module
-
-            problem = near_miss(root, self.config)
+            problem = near_miss(root, self.config.same_layout)
             if problem is not None:
                 raise HumanDataError(problem)
-            hint = other_dataset(root, self.config)
+            hint = other_dataset(root, self.config.same_layout)
             if hint:
                 raise HumanDataError(f"{root}: no MVHumanNet outfit (<outfit id>/camera_extrinsics.json with "
                                      f"camera_scale.pkl){hint}")
@@ -91,9 +92,7 @@ class MVHumanNetDataParser(HumanDataParser):
         """An outfit of the split whose folder lacks one of its two marker files is reported as that file."""
         folder = root / wanted
         if root.is_dir() and not is_outfit(root) and folder.is_dir() and not is_outfit(folder):
-            from .auto import near_miss
-
-            problem = near_miss(folder, self.config)
+            problem = near_miss(folder, self.config.same_layout)
             if problem is not None:
                 raise HumanDataError(problem)
 
@@ -276,8 +275,3 @@ def _first_dir(folder: Path, names: Tuple[str, ...], what: str) -> Path:
         if (folder / name).is_dir():
             return folder / name
     raise HumanDataError(f"{folder}: no {what} folder; expected {' or '.join(f'{n}/' for n in names)}")
-
-
-def is_outfit(folder: Path) -> bool:
-    """An MVHumanNet outfit folder: ``camera_extrinsics.json`` and ``camera_scale.pkl``."""
-    return (folder / "camera_extrinsics.json").is_file() and (folder / "camera_scale.pkl").is_file()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Type
+from typing import ClassVar, Tuple, Type
 
+from ._layouts import SYNTHETIC, THUMAN2, ZJU
 from .synthetic import SyntheticDataParser, SyntheticDataParserConfig
 
 
@@ -13,6 +14,8 @@ from .synthetic import SyntheticDataParser, SyntheticDataParserConfig
 class THuman2DataParserConfig(SyntheticDataParserConfig):
     """THuman2.0 rendered on our perspective ring, SMPL-X proxy; split from the render's split.json."""
 
+    same_layout: ClassVar[Tuple[str, ...]] = (ZJU, SYNTHETIC, THUMAN2)
+    """Datasets laid out as this parser reads them (see _layouts.other_dataset): not Multi-garment renders."""
     _target: Type = field(default_factory=lambda: THuman2DataParser)
     data: Path = Path("thuman2_render")
     """Output folder of render_scans.py thuman2 (a short name resolves against $GMNERF_DATA, default ./data)."""

@@ -8,10 +8,9 @@ Quirks handled (see docs/datasets.md): ``Camera (N)`` folders with 21 cameras an
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Type
+from typing import ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
@@ -28,18 +27,18 @@ from gmnerf_ns.data.human_record import (
 from gmnerf_ns.data.protocol import FrameSampling
 
 from ._files import DatasetFolder, finite_array, image_size, load_pickled_dict, require_key, warn
+from ._layouts import CAMERA_FOLDER, ZJU_LAYOUT, other_dataset
 
 Camera = Tuple[np.ndarray, Optional[np.ndarray], np.ndarray, np.ndarray]
 """(K, D (5,) or None, R, T in metres) of one camera."""
-
-CAMERA_FOLDER = re.compile(r"^Camera(?:_B| \()(\d+)\)?$")
-"""``Camera_B7`` or ``Camera (7)``; the number is 1-based."""
 
 
 @dataclass
 class ZJUMocapDataParserConfig(HumanDataParserConfig):
     """ZJU-MoCap: ``--data zju/313`` (= ``$GMNERF_DATA/zju_mocap/CoreView_313``), a subject folder or the dataset root."""
 
+    same_layout: ClassVar[Tuple[str, ...]] = ZJU_LAYOUT
+    """Datasets laid out as this parser reads them (see _layouts.other_dataset): ZJU-MoCap and the built-in data."""
     _target: Type = field(default_factory=lambda: ZJUMocapDataParser)
     data: Path = Path("zju")
     """Dataset root, one ``CoreView_<id>`` folder, or ``zju``/``zju/<id>`` under $GMNERF_DATA (default ./data)."""
@@ -105,9 +104,7 @@ class ZJUMocapDataParser(HumanDataParser):
             cameras = _read_cameras(require_key(annots, "cams", annots_path, "annots"), annots_path,
                                     0.5 if self.config.opencv_pixel_centres else 0.0)
         except HumanDataError as err:  # another dataset's annots.npy (GeneBody's)? say which
-            from .auto import other_dataset
-
-            raise HumanDataError(f"{err}{other_dataset(folder, self.config)}") from err
+            raise HumanDataError(f"{err}{other_dataset(folder, self.config.same_layout)}") from err
         ims = require_key(annots, "ims", annots_path, "annots")
         if not isinstance(ims, (list, tuple, np.ndarray)) or len(ims) == 0:
             raise HumanDataError(f"{annots_path}: 'ims' should be a non-empty list of frames")

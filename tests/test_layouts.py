@@ -1,0 +1,87 @@
+"""Layout detection (dataparsers/_layouts.py) sits below the parsers, which use it for their errors, and gmnerf-auto."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from gmnerf_ns.dataparsers.multigarment import MultiGarmentDataParserConfig
+from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
+from gmnerf_ns.dataparsers.thuman2 import THuman2DataParserConfig
+from gmnerf_ns.dataparsers.zju_mocap import ZJUMocapDataParserConfig
+
+from gmnerf_ns.data.human_record import HumanDataError
+from tests.fixtures_human import make_synthetic_dataset
+from tests.test_import_graph import import_graph, module_files
+
+PACKAGE = "gmnerf_ns.dataparsers"
+SPLIT = {"protocol": "synthetic", "train_subjects": ("subject_000",), "test_subjects": ("subject_001",)}
+
+
+def test_layouts_sit_below_the_parsers_and_auto_above():
+    graph = import_graph(module_files())
+    parsers = [m for m in graph if m.startswith(f"{PACKAGE}.") and not m.rsplit(".", 1)[1].startswith("_")
+               and m != f"{PACKAGE}.auto"]
+    assert len(parsers) >= 9
+    assert not [m for m in graph[f"{PACKAGE}._layouts"] if m.startswith(f"{PACKAGE}.")]  # no parser, no helper
+    assert [m for m in parsers if f"{PACKAGE}.auto" in graph[m]] == []
+    assert f"{PACKAGE}._layouts" in graph[f"{PACKAGE}.auto"]
+    for name in ("easymocap", "genebody", "mvhumannet", "zju_mocap"):  # their errors name other datasets
+        assert f"{PACKAGE}._layouts" in graph[f"{PACKAGE}.{name}"]
+
+
+def test_each_dataset_has_one_label_and_config():
+    from gmnerf_ns.dataparsers import _layouts, auto
+
+    assert [d.subcommand for d in auto.DATASETS] == list(_layouts.LABELS)
+    assert [d.label for d in auto.DATASETS] == list(_layouts.LABELS.values())
+    assert len({d.config for d in auto.DATASETS}) == len(auto.DATASETS)
+
+
+def test_same_layout_is_the_parsers_that_read_each_others_folders():
+    """A parser's ``same_layout`` names the datasets whose configs extend its config or that its config extends."""
+    from gmnerf_ns.dataparsers.auto import DATASETS
+
+    for own in DATASETS:
+        related = {d.subcommand for d in DATASETS
+                   if issubclass(own.config, d.config) or issubclass(d.config, own.config)}
+        assert set(own.config.same_layout) == related, own.subcommand
+    assert set(ZJUMocapDataParserConfig.same_layout) == {"zju-mocap", "gmnerf-synthetic", "thuman2", "multi-garment"}
+
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory):
+    """Built-in datasets whose first subject's annots.npy lost its intrinsics: gmnerf-synth's and rendered scans."""
+    root = tmp_path_factory.mktemp("renders")
+    for name, source in (("synthetic", None), ("thuman2", "THuman2.0"), ("multigarment", "Multi-garment")):
+        subjects = make_synthetic_dataset(root / name, subjects=(0, 1), test=(1,), num_frames=1, num_vertices=300)
+        for sub in subjects.values():
+            if source is not None:
+                (sub.folder / "subject.json").write_text(json.dumps({"dataset": source}))
+        annots = np.load(root / name / "subject_000" / "annots.npy", allow_pickle=True).item()
+        del annots["cams"]["K"]
+        np.save(root / name / "subject_000" / "annots.npy", annots)
+    return root
+
+
+@pytest.mark.parametrize("config, data", [(ZJUMocapDataParserConfig, "synthetic"),
+                                          (ZJUMocapDataParserConfig, "multigarment"),
+                                          (SyntheticDataParserConfig, "thuman2"),
+                                          (THuman2DataParserConfig, "synthetic"),
+                                          (MultiGarmentDataParserConfig, "multigarment")])
+def test_a_parser_is_not_sent_to_a_dataset_of_its_own_layout(renders, config, data):
+    with pytest.raises(HumanDataError) as err:
+        config(data=renders / data, resolution=16, **SPLIT).setup().collect("train")
+    assert str(err.value).startswith(f"{renders / data / 'subject_000' / 'annots.npy'}: 'cams' has no 'K' entry")
+    assert "looks like" not in str(err.value)
+
+
+def test_rendered_scans_of_the_other_source_are_named(renders):
+    folder = renders / "multigarment" / "subject_000"
+    with pytest.raises(HumanDataError) as err:
+        THuman2DataParserConfig(data=renders / "multigarment", resolution=16, **SPLIT).setup().collect("train")
+    assert str(err.value).endswith(
+        f"; {folder} looks like Multi-garment renders (gmnerf-render-scans) (subject_000/ has camera folders and "
+        "subject.json or body_model.npz; subject.json: dataset Multi-garment): use ns-train gm-nerf multi-garment "
+        "--data ..., or leave the dataparser out to detect it")
