@@ -1,12 +1,14 @@
-"""Generalization suite: new people on new rigs with exact and misfit proxies, measured with ``ns-eval``.
+"""Generalization suite: new people on new rigs and in new conditions, measured with ``ns-eval``.
 
 24 held-out people (8 per rig) that no model trains or tunes on, on 3 rigs, each at 3 proxy misfit levels (per-joint
-pose noise 0, 0.05 and 0.1 rad; the images are the same at every level, only the proxy changes). Every model is
+pose noise 0, 0.05 and 0.1 rad; the images are the same at every level, only the proxy changes); and 8 more people in
+each of 4 conditions (512-px images, lighting and body-shape variety, a realistic fit error, far cameras with
+landscape images). Every target view is a camera that is not a source view. Every model is
 evaluated with ``ns-eval`` on every (rig, misfit) dataset; the report gives PSNR/SSIM (LPIPS when its weights exist)
 per person, then the mean and a 95% confidence interval over people per rig and per misfit level, and for every model
 after the first its paired difference to the first.
 
-    python scripts/generalization_suite.py generate                       # the 9 datasets (about 4 min on 2 cores)
+    python scripts/generalization_suite.py generate                       # the 13 datasets
     python scripts/generalization_suite.py evaluate --models pretrained outputs/.../config.yml
     python scripts/generalization_suite.py report --models pretrained outputs/.../config.yml
 
@@ -48,19 +50,44 @@ MISFITS: Tuple[float, ...] = (0.0, 0.05, 0.1)
 """Proxy pose noise levels (radians per joint)."""
 PEOPLE_PER_RIG = 8
 
+CONDITIONS: Dict[str, Tuple[int, str, int]] = {
+    # name: (seed, gmnerf-synth options, image height = rendering resolution); an 8-camera ring, 4 evenly spaced
+    # sources, every other camera a target
+    "res512": (2101, "--resolution 512", 512),
+    "light-shape": (2102, "--light-variety 1.0 --shape-variety 1.0", 256),
+    "fit-error": (2103, "--proxy-pose-noise 0.05 --proxy-shape-error 0.3 --proxy-offset 0.02 --mask-error 2", 256),
+    "far-landscape": (2104, "--camera-distance 4.0 5.0 --aspect 1.33 1.78", 256),
+}
+"""Conditions users meet beyond the rigs: 512-px images, lighting and body-shape variety, a realistic fit error (pose,
+shape, offset and mask errors together), far cameras with landscape images. Seeds 2101-2104 are used nowhere else."""
+CONDITION_CAMERAS = 8
+
 
 def dataset_dir(work: Path, rig: str, misfit: float) -> Path:
     return work / "data" / rig / f"misfit{misfit:g}"
 
 
+def condition_dir(work: Path, condition: str) -> Path:
+    return work / "data" / "conditions" / condition
+
+
 def protocol_yaml(work: Path, rig: str) -> Path:
     """The rig's protocol: 4 evenly spaced source views, a few fixed target views, the one frame, 256 px."""
-    path = work / "data" / rig / "protocol.yaml"
+    return write_protocol(work / "data" / rig / "protocol.yaml", f"suite-{rig}", list(RIGS[rig][2]), 256)
+
+
+def condition_protocol(work: Path, condition: str) -> Path:
+    """A condition's protocol: 4 evenly spaced source views, every other camera a target, at the images' height."""
+    return write_protocol(work / "data" / "conditions" / f"{condition}.yaml", f"suite-{condition}", None,
+                          CONDITIONS[condition][2])
+
+
+def write_protocol(path: Path, name: str, targets: Optional[List[int]], resolution: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump({
-        "name": f"suite-{rig}", "description": f"generalization suite, {rig}", "dataset": "gmnerf-synthetic",
+        "name": name, "description": f"generalization suite, {name}", "dataset": "gmnerf-synthetic",
         "train_subjects": None, "test_subjects": None, "num_input_views": 4, "input_views": None,
-        "target_views": list(RIGS[rig][2]), "resolution": 256, "bbox_padding": 0.05,
+        "target_views": targets, "resolution": resolution, "bbox_padding": 0.05,
     }, sort_keys=False))
     return path
 
@@ -76,13 +103,19 @@ def run(command: List[str], log: Path | None = None) -> str:
     return out.stdout
 
 
-def generate(work: Path, workers: int) -> None:
-    for rig, (seed, options, _) in RIGS.items():
-        for misfit in MISFITS:
-            run(["gmnerf-synth", "--out", str(dataset_dir(work, rig, misfit)), "--num-subjects",
-                 str(PEOPLE_PER_RIG + 1), "--num-test-subjects", str(PEOPLE_PER_RIG), "--num-frames", "1",
-                 "--resolution", "256", "--seed", str(seed), "--proxy-pose-noise", str(misfit), "--workers",
-                 str(workers), "--skip-if-complete", "--no-progress", *shlex.split(options)])
+def generate(work: Path, workers: int, parts: List[str]) -> None:
+    def synth(out: Path, seed: int, *options: str) -> None:
+        run(["gmnerf-synth", "--out", str(out), "--num-subjects", str(PEOPLE_PER_RIG + 1), "--num-test-subjects",
+             str(PEOPLE_PER_RIG), "--num-frames", "1", "--resolution", "256", "--seed", str(seed), "--workers",
+             str(workers), "--skip-if-complete", "--no-progress", *options])
+
+    if "rigs" in parts:
+        for rig, (seed, options, _) in RIGS.items():
+            for misfit in MISFITS:
+                synth(dataset_dir(work, rig, misfit), seed, "--proxy-pose-noise", str(misfit), *shlex.split(options))
+    if "conditions" in parts:
+        for condition, (seed, options, _) in CONDITIONS.items():
+            synth(condition_dir(work, condition), seed, "--num-cameras", str(CONDITION_CAMERAS), *shlex.split(options))
 
 
 def model_name(model: str) -> str:
@@ -116,27 +149,36 @@ def retarget(config_path: Path, data: Path, protocol: Path, out: Path) -> Path:
     return base / "config.yml"
 
 
-def evaluate(work: Path, models: List[str]) -> None:
-    first = dataset_dir(work, next(iter(RIGS)), MISFITS[0])
+def evaluations(work: Path, parts: List[str]) -> List[Tuple[str, Path, Path]]:
+    """(result name, dataset, protocol) of every evaluation of the chosen parts."""
+    out = []
+    if "rigs" in parts:
+        out += [(f"{rig}-misfit{misfit:g}", dataset_dir(work, rig, misfit), protocol_yaml(work, rig))
+                for rig in RIGS for misfit in MISFITS]
+    if "conditions" in parts:
+        out += [(f"cond-{c}", condition_dir(work, c), condition_protocol(work, c)) for c in CONDITIONS]
+    return out
+
+
+def evaluate(work: Path, models: List[str], parts: List[str]) -> None:
+    jobs = evaluations(work, parts)
     for model in models:
         name = model_name(model)
         config = Path(model)
         if model == "pretrained":
-            output = run(["gmnerf-pretrained", "--data", str(first), "--output-dir", str(work / "runs"),
+            output = run(["gmnerf-pretrained", "--data", str(jobs[0][1]), "--output-dir", str(work / "runs"),
                           "--experiment-name", "pretrained", "--timestamp", "source", "--force"])
             config = Path(output.strip().splitlines()[-1])
-        for rig in RIGS:
-            for misfit in MISFITS:
-                result = work / "results" / name / f"{rig}-misfit{misfit:g}.json"
-                if result.exists():
-                    continue
-                target = retarget(config, dataset_dir(work, rig, misfit), protocol_yaml(work, rig),
-                                  work / "runs" / name / f"{rig}-misfit{misfit:g}")
-                partial = result.with_suffix(".partial.json")
-                partial.unlink(missing_ok=True)  # left by an interrupted evaluation (ns-eval refuses to overwrite)
-                run(["ns-eval", "--load-config", str(target), "--output-path", str(partial)],
-                    log=result.with_suffix(".log"))
-                partial.replace(result)
+        for job, data, protocol in jobs:
+            result = work / "results" / name / f"{job}.json"
+            if result.exists():
+                continue
+            target = retarget(config, data, protocol, work / "runs" / name / job)
+            partial = result.with_suffix(".partial.json")
+            partial.unlink(missing_ok=True)  # left by an interrupted evaluation (ns-eval refuses to overwrite)
+            run(["ns-eval", "--load-config", str(target), "--output-path", str(partial)],
+                log=result.with_suffix(".log"))
+            partial.replace(result)
 
 
 def per_person(result: Path) -> Dict[str, Dict[str, float]]:
@@ -189,6 +231,9 @@ class Suite:
     """Where results.json and README.md go."""
     workers: int = 2
     """gmnerf-synth worker processes."""
+    parts: List[Literal["rigs", "conditions"]] = field(default_factory=lambda: ["rigs", "conditions"])
+    """Which datasets: the rigs at three misfit levels, and/or the conditions (512 px, lighting and shape, fit error,
+    far landscape cameras)."""
 
 
 def report(work: Path, models: List[str], out: Path) -> None:
@@ -251,12 +296,40 @@ def report(work: Path, models: List[str], out: Path) -> None:
         groups.setdefault(seed_group(name), []).append(name)
     if any(len(members) > 1 for members in groups.values()) and len(groups) > 1:
         lines += pooled_over_seeds(table, groups, summary)
+    conditions = {name: {c: per_person(path) for c in CONDITIONS
+                         if (path := work / "results" / name / f"cond-{c}.json").exists()} for name in names}
+    if any(conditions.values()):
+        lines += condition_table(conditions, summary)
     out.mkdir(parents=True, exist_ok=True)
     per_person_json = {name: [{"rig": r, "misfit": f, "person": p, **m} for (r, f, p), m in sorted(people.items())]
+                       + [{"condition": c, "person": p, **m} for c, people_c in conditions[name].items()
+                          for p, m in sorted(people_c.items())]
                        for name, people in table.items()}
     (out / "results.json").write_text(json.dumps({"summary": summary, "per_person": per_person_json}, indent=1))
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def condition_table(conditions: Dict[str, Dict[str, Dict[str, Dict[str, float]]]], summary: Dict[str, Dict]
+                    ) -> List[str]:
+    """PSNR and SSIM per condition and model, mean ± 95% CI over people (``conditions[model][condition][person]``)."""
+    lines = ["", f"Conditions ({PEOPLE_PER_RIG} new people each, a {CONDITION_CAMERAS}-camera ring, 4 evenly spaced "
+             "sources, every other camera a target): PSNR / SSIM, mean ± 95% CI over people", "",
+             "| model | " + " | ".join(CONDITIONS) + " |", "|---|" + "---|" * len(CONDITIONS)]
+    for name, by_condition in conditions.items():
+        cells = []
+        for condition in CONDITIONS:
+            people = by_condition.get(condition)
+            if not people:
+                cells.append("")
+                continue
+            for metric in ("psnr", "ssim"):
+                values = [m[metric] for m in people.values()]
+                summary.setdefault(name, {})[f"cond/{condition}/{metric}"] = [*interval(values), len(values)]
+            (psnr, half, _), (ssim, shalf, _) = (summary[name][f"cond/{condition}/{m}"] for m in ("psnr", "ssim"))
+            cells.append(f"{psnr:.2f} ± {half:.2f} / {ssim:.3f} ± {shalf:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def seed_of(name: str) -> Optional[str]:
@@ -304,9 +377,9 @@ def pooled_over_seeds(table: Dict[str, Dict], groups: Dict[str, List[str]], summ
 
 def main(suite: Suite) -> None:
     if suite.action in ("generate", "all"):
-        generate(suite.work, suite.workers)
+        generate(suite.work, suite.workers, suite.parts)
     if suite.action in ("evaluate", "all"):
-        evaluate(suite.work, suite.models)
+        evaluate(suite.work, suite.models, suite.parts)
     if suite.action in ("report", "all"):
         report(suite.work, suite.models, suite.out)
 
