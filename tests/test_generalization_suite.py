@@ -54,3 +54,14 @@ def test_rigs_score_only_novel_views(suite):
         words = options.split()
         cameras = int(words[words.index("--num-cameras") + 1])
         assert not set(targets) & set(evenly_spaced(cameras, 4)), rig
+
+
+def test_condition_table_gives_mean_and_interval_per_condition(suite):
+    people = {f"p{i}": {"psnr": 20.0 + i, "ssim": 0.8} for i in range(4)}
+    summary = {}
+    lines = suite.condition_table({"m": {"res512": people}}, summary)
+    mean, half, count = summary["m"]["cond/res512/psnr"]
+    assert (mean, count) == (21.5, 4)
+    assert abs(half - 3.182446305284263 * 1.2909944487358056 / 2) < 1e-9  # t(0.975, 3) * sd / sqrt(4)
+    row = next(line for line in lines if line.startswith("| m |"))
+    assert row.split(" | ")[1].startswith("21.50 ± 2.05 / 0.800") and row.count("|") == len(suite.CONDITIONS) + 2
