@@ -12,22 +12,28 @@ Every write goes through :func:`atomic_save`: a temporary file next to the check
 renamed with ``os.replace``, so that a kill at any moment leaves the previous checkpoint intact and nothing
 half-written in ``nerfstudio_models/`` (nerfstudio parses every file name there). Only then does
 :func:`prune_checkpoints` remove older ones, so that a latest checkpoint found corrupt on resume leaves the one before
-to fall back to.
+to fall back to. A full disk is one :class:`DiskFullError` naming the file (:func:`full_disk_is_one_error`).
+
+``--load-dir`` and ``ns-eval`` both read the newest readable checkpoint (:func:`read_latest_checkpoint`): a truncated
+latest one is skipped with a warning naming it. ns-eval reaches it through :func:`eval_load_checkpoint` (installed by
+``gmnerf_ns.trainer.install_eval_checkpoint_fallback``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Tuple
+from typing import Any, Dict, Iterator, List, Literal, Tuple
 
 import torch
+from nerfstudio.utils.rich_utils import CONSOLE
 from torch import nn
 
-from gmnerf_ns.errors import RunInputError
+from gmnerf_ns.errors import CleanExit, RunInputError
 
 CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
 CHECKPOINT_FORMAT = 1
@@ -36,6 +42,17 @@ CHECKPOINT_FORMAT = 1
 
 class CheckpointError(RunInputError):
     """A checkpoint is missing, unreadable, of another method, or of a differently sized gm-nerf model."""
+
+
+class DiskFullError(RunInputError):
+    """A file could not be written because its disk (or the user's quota there) is full."""
+
+
+def one_line(err: BaseException) -> str:
+    """``Type: message`` of an exception on one line (torch's load errors span several, with advice that does not
+    apply to gm-nerf files)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def list_checkpoints(folder: Path) -> List[Tuple[int, Path]]:
@@ -64,10 +81,61 @@ def read_checkpoint(path: Path) -> Dict[str, Any]:
         raise CheckpointError(f"{path} is not a gm-nerf checkpoint: it holds Python objects other than tensors and "
                               f"numbers, which gm-nerf checkpoints never do ({first})") from err
     except Exception as err:
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(err).__name__}: {err})") from err
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({one_line(err)})") from err
     if not isinstance(state, dict) or not isinstance(state.get("pipeline"), dict) or "step" not in state:
         raise CheckpointError(f"{path} is not a nerfstudio checkpoint (no 'pipeline' weights and 'step')")
     return state
+
+
+def read_latest_checkpoint(folder: Path, what: str, hint: str) -> Tuple[Path, Dict[str, Any]]:
+    """(path, state) of the newest checkpoint in ``folder`` that can be read: a truncated or unreadable newer one is
+    skipped with a warning naming it (a kill or a full disk while it was copied); any other problem is raised.
+
+    Args:
+        what: How the folder was given, for the messages (``--load-dir <path>``).
+        hint: What to do when the folder holds no checkpoint.
+
+    Raises:
+        CheckpointError: no checkpoint in the folder, none readable, or the newest readable one is not a gm-nerf one.
+    """
+    found = list_checkpoints(folder)
+    if not found:
+        raise CheckpointError(f"{what}: no step-*.ckpt checkpoint in it ({hint})")
+    for i, (_, path) in enumerate(reversed(found)):
+        try:
+            return path, read_checkpoint(path)
+        except CheckpointError as err:
+            if i == len(found) - 1 or not str(err).startswith(f"{path}: unreadable"):
+                raise
+            CONSOLE.print(f"[bold yellow]WARNING: {err}; falling back to the previous checkpoint", soft_wrap=True,
+                          highlight=False)
+    raise AssertionError("unreachable")  # the loop returns or raises on its last checkpoint
+
+
+def eval_load_checkpoint(config: Any, pipeline: nn.Module) -> Tuple[Path, int]:
+    """nerfstudio's ``eval_load_checkpoint`` for a gm-nerf run (ns-eval, ns-render, the viewer): loads the checkpoint
+    of ``load_step``, or else the newest readable one in ``config.load_dir`` (:func:`read_latest_checkpoint`).
+
+    Returns:
+        The checkpoint's path and step, as upstream.
+
+    Raises:
+        CleanExit: no checkpoint, or none that can be read (one ``gmnerf error:`` line naming the file).
+    """
+    folder = Path(config.load_dir)
+    try:
+        if config.load_step is not None:
+            path = folder / f"step-{config.load_step:09d}.ckpt"
+            state = read_checkpoint(path)
+        else:
+            path, state = read_latest_checkpoint(folder, str(folder), "the run has not saved one yet; ns-train saves "
+                                                 "one every --steps-per-save steps and when it ends")
+    except CheckpointError as err:
+        raise CleanExit(err) from err
+    step = int(CHECKPOINT_NAME.match(path.name).group(1))
+    pipeline.load_pipeline(state["pipeline"], int(state["step"]))
+    CONSOLE.print(f":white_check_mark: Done loading checkpoint from {path}")
+    return path, step
 
 
 def model_weights(state: Dict[str, Any]) -> Dict[str, torch.Tensor]:
@@ -142,12 +210,30 @@ def _partial_name(path: Path) -> Path:
     return path.parent.parent / f".{path.parent.name}-{path.name}.partial-{os.getpid()}"
 
 
+@contextlib.contextmanager
+def full_disk_is_one_error(path: Path, kept: str = "nothing was changed") -> Iterator[None]:
+    """Turns a full disk or quota (``ENOSPC``/``EDQUOT``) while ``path`` is written into a :class:`DiskFullError`
+    naming it, saying what is intact (``kept``); other OS errors pass unchanged."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFullError(f"{path}: not written, the disk is full ({os.strerror(err.errno)}); {kept}. Free some "
+                            "space there and run again") from err
+
+
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` so that a reader (or a crash) only ever sees the old file or the complete new one."""
+    """``torch.save`` to ``path`` so that a reader (or a crash) only ever sees the old file or the complete new one.
+
+    Raises:
+        DiskFullError: the disk is full (the temporary file is removed, an existing ``path`` is untouched).
+    """
     path = Path(path)
     tmp = _partial_name(path)
+    kept = "the checkpoints already there are intact" if path.suffix == ".ckpt" else "an existing file is intact"
     try:
-        with open(tmp, "wb") as handle:
+        with full_disk_is_one_error(path, kept), open(tmp, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())

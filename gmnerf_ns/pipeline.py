@@ -20,6 +20,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from gmnerf_ns.checkpoints import load_model_weights
 from gmnerf_ns.data.datamanager import GMNeRFDataManager, GMNeRFDataManagerConfig
+from gmnerf_ns.errors import USER_ERRORS, CleanExit
 from gmnerf_ns.model.gmnerf_model import GMNeRFModelConfig
 from gmnerf_ns.options import OptionCheck, validate_all
 from gmnerf_ns.tools.evaluation import average_eval_image_metrics
@@ -83,8 +84,13 @@ class GMNeRFPipeline(VanillaPipeline):
 
     def __init__(self, config: GMNeRFPipelineConfig, device: str, test_mode: Literal["test", "val", "inference"] = "val",
                  world_size: int = 1, local_rank: int = 0, grad_scaler: Optional[torch.cuda.amp.GradScaler] = None):
-        super().__init__(config, device, test_mode=test_mode, world_size=world_size, local_rank=local_rank,
-                         grad_scaler=grad_scaler)
+        try:
+            super().__init__(config, device, test_mode=test_mode, world_size=world_size, local_rank=local_rank,
+                             grad_scaler=grad_scaler)
+        except USER_ERRORS as err:
+            if test_mode == "val":  # training: the trainer reports it (and removes what the start created)
+                raise
+            raise CleanExit(err) from err  # ns-eval, ns-render, the viewer: one line, not nerfstudio's traceback
         self.model.source_provider = self.datamanager.source_views
         self.model.default_source_key = self.datamanager.default_source_key
         # ---- issue #6: viewer GUI (subject/frame to condition on, source cameras, proxy); gmnerf_ns/tools/viewer.py.

@@ -13,14 +13,18 @@ in one module per concern:
 * **Atomic checkpoints** (:mod:`gmnerf_ns.checkpoints`). Written through a temporary file and ``os.replace``; only then
   are older checkpoints removed, all but the newest ``keep_checkpoints`` (2), so that a latest checkpoint found corrupt
   on resume leaves the one before to fall back to.
-* **Nothing overwritten, nothing left behind** (:mod:`gmnerf_ns.run_folder`). A run folder that already holds
-  checkpoints is refused unless the run resumes from it or ``--force`` is given; a run whose setup fails removes the
-  config.yml and the folders ``save_config`` created for it.
+* **One writer, nothing overwritten, nothing left behind** (:mod:`gmnerf_ns.run_folder`). A run folder that already
+  holds checkpoints is refused unless the run resumes from it or ``--force`` is given; a run folder another run is
+  writing into (its ``.gmnerf.lock``) is refused; a run whose setup fails removes the config.yml and the folders
+  ``save_config`` created for it, and the lock is released when training ends.
 * **One clear error** (:mod:`gmnerf_ns.errors`). Dataset problems, checkpoints of another method or model size, and
   configs of another gmnerf-ns version end ``ns-train`` with a single ``gmnerf error: ...`` line (exit status 1)
   instead of a traceback; loading such a ``config.yml`` in ``ns-eval``/``ns-render`` raises
-  :class:`IncompatibleConfigError` naming what is wrong. Every numeric option is range-checked
-  (:meth:`GMNeRFTrainerConfig.validate`, :mod:`gmnerf_ns.options`) before any data is read or anything is written.
+  :class:`IncompatibleConfigError` naming what is wrong. A full disk while a checkpoint or config.yml is written is
+  one line too (:class:`~gmnerf_ns.checkpoints.DiskFullError`), and ``ns-eval``/``ns-render`` load a run's newest
+  readable checkpoint as ``--load-dir`` does (:func:`install_eval_checkpoint_fallback`). Every numeric option is
+  range-checked (:meth:`GMNeRFTrainerConfig.validate`, :mod:`gmnerf_ns.options`) before any data is read or anything
+  is written.
 * **Device choice** (:mod:`gmnerf_ns.device`). ``--machine.device-type auto`` (the default of gm-nerf and
   gm-nerf-finetune) trains on CUDA when available, otherwise on the CPU with a one-line notice; an explicit ``cuda`` or
   ``mps`` that is not available is one ``gmnerf error:`` line.
@@ -34,6 +38,7 @@ Importing this module changes no global state.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple, Type
@@ -54,9 +59,11 @@ from gmnerf_ns.checkpoints import (
     CheckpointError,
     atomic_save,
     check_checkpoint_fits,
+    eval_load_checkpoint,
     list_checkpoints,
     prune_checkpoints,
     read_checkpoint,
+    read_latest_checkpoint,
     remove_stale_partials,
 )
 from gmnerf_ns.device import CPU_FALLBACK_NOTICE, choose_device, resolve_device
@@ -71,7 +78,13 @@ from gmnerf_ns.errors import (
 from gmnerf_ns.nerfstudio_patches import cpu_ddp_support, install_cpu_launcher
 from gmnerf_ns.options import OptionCheck, validate_all
 from gmnerf_ns.rng_state import get_rng_state, set_rng_state
-from gmnerf_ns.run_folder import check_output_dir, remove_new_run_files, write_run_config
+from gmnerf_ns.run_folder import (
+    check_output_dir,
+    lock_run_folder,
+    remove_new_run_files,
+    unlock_run_folder,
+    write_run_config,
+)
 
 __all__ = [
     "CONFIG_FORMAT",
@@ -95,6 +108,29 @@ __all__ = [
 
 CONFIG_FORMAT = 1
 """Version of the saved ``config.yml`` layout. Bump it when a config class is renamed or a field changes meaning."""
+
+
+def install_eval_checkpoint_fallback() -> None:
+    """Makes nerfstudio's ``eval_setup`` (ns-eval, ns-render, the viewer) load a gm-nerf run's checkpoint with
+    :func:`gmnerf_ns.checkpoints.eval_load_checkpoint`; runs of other methods keep upstream's loader. Idempotent.
+
+    Upstream ``torch.load``s the newest ``step-*.ckpt`` as it is: a truncated one is a traceback even when the one
+    before it is intact. Applied by :meth:`GMNeRFTrainerConfig.__setstate__`, i.e. once ``eval_setup`` has read a
+    gm-nerf config.yml and before it loads the checkpoint; nothing is changed while ``nerfstudio.utils.eval_utils``
+    is not (fully) imported, so importing gmnerf-ns still changes nothing.
+    """
+    eval_utils = sys.modules.get("nerfstudio.utils.eval_utils")
+    upstream = getattr(eval_utils, "eval_load_checkpoint", None)
+    if upstream is None or getattr(upstream, "_gmnerf", False):
+        return
+
+    def load(config: TrainerConfig, pipeline):
+        if isinstance(config, GMNeRFTrainerConfig):
+            return eval_load_checkpoint(config, pipeline)
+        return upstream(config, pipeline)
+
+    load._gmnerf = True  # type: ignore[attr-defined]
+    eval_utils.eval_load_checkpoint = load
 
 
 @dataclass
@@ -138,6 +174,7 @@ class GMNeRFTrainerConfig(TrainerConfig):
                 "train again with this one"
             )
         self.__dict__.update(state)
+        install_eval_checkpoint_fallback()
 
     def validate(self) -> None:
         """Checks the range of every numeric option (trainer, machine, optimizers, schedulers, viewer, and through
@@ -195,25 +232,32 @@ class GMNeRFTrainerConfig(TrainerConfig):
         """Checks every option (:meth:`validate`), the output folder (:func:`check_output_dir`) and the device
         (:func:`resolve_device`), then writes config.yml atomically. ``ns-train`` calls this last before launching the
         training processes, so nothing is written for a config that cannot run, and the CPU multi-process launcher is
-        installed here too (:func:`install_cpu_launcher`). What this creates (config.yml, folders) is remembered so that
+        installed here too (:func:`install_cpu_launcher`). Writing config.yml takes the run folder's lock, which the
+        training process releases when training ends. What this creates (config.yml, folders) is remembered so that
         a setup that fails removes it again (:func:`remove_new_run_files`)."""
         self.__dict__.pop("_created_paths", None)  # left by an earlier call; never saved in config.yml
         requested = self.machine.device_type
         try:
             self.validate()
-            check_output_dir(self)
             resolve_device(self)
+            check_output_dir(self)  # with --force, takes the lock before deleting anything
         except RunInputError as err:
+            unlock_run_folder(self)
             raise CleanExit(err) from err
-        # Never saved: --force (`--load-config` of this file must not delete anything) and the device chosen for this
-        # machine (the config keeps what was asked for, so that auto stays auto on another machine).
-        force, device = self.force, self.machine.device_type
+        # Never saved: --force (`--load-config` of this file must not delete anything), the device chosen for this
+        # machine (the config keeps what was asked for, so that auto stays auto on another machine) and the lock.
+        force, device, lock = self.force, self.machine.device_type, self.__dict__.pop("_run_lock", None)
         self.force, self.machine.device_type = False, requested
         try:
             text = yaml.dump(self)
         finally:
             self.force, self.machine.device_type = force, device
-        self._created_paths = write_run_config(self, text)
+            if lock is not None:
+                self.__dict__["_run_lock"] = lock
+        try:
+            self._created_paths = write_run_config(self, text)
+        except RunInputError as err:
+            raise CleanExit(err) from err
         install_cpu_launcher(self)
 
 
@@ -243,6 +287,8 @@ class GMNeRFTrainer(Trainer):
     def _setup(self, test_mode: Literal["test", "val", "inference"]) -> None:
         self.config.validate()  # already done by save_config under ns-train; here for trainers built directly
         if comms.is_main_process():
+            created = lock_run_folder(self.config)  # save_config took it under ns-train
+            self.config._created_paths = (*self.config.__dict__.get("_created_paths", ()), *created)
             check_output_dir(self.config)
             remove_stale_partials(self.checkpoint_dir)
         resuming = self.config.load_dir is not None or self.config.load_checkpoint is not None
@@ -281,6 +327,8 @@ class GMNeRFTrainer(Trainer):
             close = getattr(self.pipeline.datamanager, "close", None)
             if close is not None:
                 close()
+            if comms.is_main_process():
+                unlock_run_folder(self.config)
 
     def _after_train(self) -> None:
         if comms.is_main_process():
@@ -305,22 +353,13 @@ class GMNeRFTrainer(Trainer):
         if not found and list_checkpoints(folder / "nerfstudio_models"):
             folder = folder / "nerfstudio_models"  # the run folder was given
             found = list_checkpoints(folder)
-        if not found:
-            raise CheckpointError(f"--load-dir {self.config.load_dir}: no step-*.ckpt checkpoint in it (point it at a "
-                                  "run's nerfstudio_models folder)")
-        if self.config.load_step is not None:
+        if self.config.load_step is not None and found:
             path = folder / f"step-{self.config.load_step:09d}.ckpt"
             if not path.is_file():
                 raise CheckpointError(f"{path} does not exist; steps available: {', '.join(str(s) for s, _ in found)}")
             return path, read_checkpoint(path)
-        for i, (_, path) in enumerate(reversed(found)):
-            try:
-                return path, read_checkpoint(path)
-            except CheckpointError as err:
-                if i == len(found) - 1 or "unreadable" not in str(err):
-                    raise
-                CONSOLE.print(f"[bold yellow]WARNING: {err}; falling back to the previous checkpoint")
-        return None
+        return read_latest_checkpoint(folder, f"--load-dir {self.config.load_dir}",
+                                      "point it at a run's nerfstudio_models folder")
 
     def _load_checkpoint(self) -> None:
         """Resumes from --load-dir/--load-checkpoint, or else initialises the model from

@@ -152,4 +152,5 @@ def test_ns_train_runs_on_two_cpu_processes(data, tmp_path):
     sampler = state["pipeline"]["datamanager._extra_state"]
     assert sampler["train_samples_consumed"] == 2 * steps  # each rank drew its own sample at every step
     assert len(list(run.rglob("events.out.tfevents*"))) == 1
+    assert not (run / ".gmnerf.lock").exists()  # taken by the launching process, released by rank 0 at the end
     print(json.dumps({"stdout_tail": proc.stdout[-500:]}))

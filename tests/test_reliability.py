@@ -8,11 +8,13 @@ The kill/resume runs are real processes (``python -m tests.test_reliability trai
 from __future__ import annotations
 
 import copy
+import errno
 import io
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -431,6 +433,220 @@ def test_config_of_another_version_is_one_error(finished_run, tmp_path):
     with pytest.raises(IncompatibleConfigError):  # ns-train --load-config reads it the same way
         ns_train(GMNeRFTrainerConfig(load_config=renamed))
     assert eval_setup(finished_run / "config.yml")[3] == 1  # the unmodified config still loads
+
+
+# One writer per run folder.
+LOCKER = """
+import sys, time
+from pathlib import Path
+from gmnerf_ns.run_folder import acquire_run_lock
+acquire_run_lock(Path(sys.argv[1]))
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_run_into_a_folder_being_written_is_one_error(data, tmp_path):
+    from gmnerf_ns.run_folder import LOCK_NAME, RunFolderInUseError
+
+    first = tiny(data, tmp_path / "out")
+    first.save_config()  # ns-train's first step: the run folder is locked until its training ends
+    lock = json.loads((first.get_base_dir() / LOCK_NAME).read_text())
+    assert lock["pid"] == os.getpid() and lock["host"] and lock["started"]
+    config_text = (first.get_base_dir() / "config.yml").read_text()
+    second = tiny(data, tmp_path / "out", steps=STEPS + 1)  # the same folder, other options
+    error = expect_clean_exit(second, rf"{first.get_base_dir()} is in use by another run \(pid {os.getpid()} on .*"
+                                      r"nothing was written.*another --timestamp")
+    assert isinstance(error, RunFolderInUseError)
+    resume = tiny(data, tmp_path / "out")
+    resume.load_dir = first.get_checkpoint_dir()  # --load-dir into the running run's folder
+    expect_clean_exit(resume, "is in use by another run")
+    forced = tiny(data, tmp_path / "out")
+    forced.force = True
+    (first.get_checkpoint_dir()).mkdir()
+    (first.get_checkpoint_dir() / "step-000000001.ckpt").write_bytes(b"the running run's")
+    expect_clean_exit(forced, "is in use by another run")  # --force deletes nothing of a running run
+    assert (first.get_checkpoint_dir() / "step-000000001.ckpt").read_bytes() == b"the running run's"
+    assert (first.get_base_dir() / "config.yml").read_text() == config_text
+    assert sorted(p.name for p in first.get_base_dir().iterdir()) == [LOCK_NAME, "config.yml", "nerfstudio_models"]
+
+
+def test_a_lock_held_by_another_process_is_refused_until_that_process_dies(tmp_path):
+    from gmnerf_ns.run_folder import LOCK_NAME, RunFolderInUseError, acquire_run_lock, release_run_lock
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen([sys.executable, "-c", LOCKER, str(tmp_path)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunFolderInUseError, match=rf"in use by another run \(pid {holder.pid} on ") as info:
+            acquire_run_lock(tmp_path)
+        assert "\n" not in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = acquire_run_lock(tmp_path)  # killed: its lock is stale and taken over
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    release_run_lock(lock)
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_stale_foreign_and_broken_locks(tmp_path, capsys):
+    from gmnerf_ns.run_folder import LOCK_NAME, RunFolderInUseError, acquire_run_lock, release_run_lock
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead = int(done.stdout)
+    path = tmp_path / LOCK_NAME
+    info = {"pid": dead, "host": socket.gethostname(), "started": "2024-01-01 00:00:00", "token": "old"}
+    path.write_text(json.dumps(info))
+    lock = acquire_run_lock(tmp_path)
+    assert f"taking over {path}, left by a run that no longer runs (pid {dead} on" in capsys.readouterr().out
+    assert json.loads(path.read_text())["token"] == lock.token != "old"
+    release_run_lock(lock)
+
+    path.write_text(json.dumps({**info, "pid": os.getpid()}))  # this very process: alive
+    with pytest.raises(RunFolderInUseError, match=f"pid {os.getpid()} on"):
+        acquire_run_lock(tmp_path)
+    if Path("/proc/self/stat").exists():  # Linux: a process that got the pid of the one that took the lock
+        path.write_text(json.dumps({**info, "pid": os.getpid(), "process_start": 1}))
+        release_run_lock(acquire_run_lock(tmp_path))
+        assert not path.exists()
+    path.write_text(json.dumps({**info, "host": "elsewhere"}))  # another machine: cannot tell, so refused
+    with pytest.raises(RunFolderInUseError, match="pid .* on elsewhere.*another machine: if it no longer runs, delete"):
+        acquire_run_lock(tmp_path)
+    path.write_text("not json")
+    with pytest.raises(RunFolderInUseError, match=f"{path} exists but is not a gm-nerf run lock"):
+        acquire_run_lock(tmp_path)
+    release_run_lock(lock)  # no longer its lock: left alone
+    assert path.read_text() == "not json"
+
+
+def test_training_releases_the_lock_when_it_ends_or_fails(finished_run, data, tmp_path, monkeypatch):
+    from gmnerf_ns.run_folder import LOCK_NAME
+    from gmnerf_ns.trainer import GMNeRFTrainer
+
+    assert not (finished_run / LOCK_NAME).exists()  # ended normally
+
+    def broken(self, step):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(GMNeRFTrainer, "train_iteration", broken)
+    config = tiny(data, tmp_path / "out")
+    with pytest.raises(RuntimeError, match="boom"):
+        ns_train(config)
+    assert (config.get_base_dir() / "config.yml").is_file() and not (config.get_base_dir() / LOCK_NAME).exists()
+    monkeypatch.undo()
+    config = saved_config(finished_run)  # a trainer built directly (not through ns-train) takes the lock too
+    config.output_dir, config.timestamp, config.load_dir = tmp_path, "direct", finished_run / "nerfstudio_models"
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    assert json.loads((config.get_base_dir() / LOCK_NAME).read_text())["pid"] == os.getpid()
+    trainer.train()  # already finished: nothing to train
+    assert not (config.get_base_dir() / LOCK_NAME).exists()
+
+
+# ns-eval: the newest readable checkpoint, one line per problem; a full disk.
+def copy_run(run: Path, out: Path, data: Optional[Path] = None) -> Path:
+    """A copy of a finished run under ``out`` whose config.yml points at the copy (and at ``data`` if given)."""
+    config = saved_config(run)
+    config.output_dir = out
+    if data is not None:
+        config.pipeline.datamanager.data = config.pipeline.datamanager.dataparser.data = data
+    base = config.get_base_dir()
+    shutil.copytree(run, base)
+    (base / "config.yml").write_text(yaml.dump(config))
+    return base
+
+
+def test_ns_eval_falls_back_from_a_truncated_latest_checkpoint(finished_run, tmp_path, capsys):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from gmnerf_ns.trainer import CleanExit
+
+    run = copy_run(finished_run, tmp_path / "out")
+    (good,) = (run / "nerfstudio_models").glob("*.ckpt")
+    bad = run / "nerfstudio_models" / "step-000000007.ckpt"
+    bad.write_bytes(good.read_bytes()[:1000])
+    _, pipeline, path, step = eval_setup(run / "config.yml", test_mode="test")
+    assert (path, step) == (good, 1)
+    assert f"WARNING: {bad}: unreadable or truncated checkpoint" in capsys.readouterr().out
+    expected = model_weights_of(good)
+    assert all(torch.equal(value, expected[key]) for key, value in pipeline.model.state_dict().items())
+    good.unlink()
+    with pytest.raises(CleanExit, match=rf"^gmnerf error: {bad}: unreadable or truncated checkpoint") as info:
+        eval_setup(run / "config.yml", test_mode="test")
+    assert "\n" not in str(info.value)
+
+
+def model_weights_of(path: Path) -> Dict[str, torch.Tensor]:
+    from gmnerf_ns.checkpoints import model_weights, read_checkpoint
+
+    return model_weights(read_checkpoint(path))
+
+
+def test_ns_eval_with_a_corrupt_test_image_is_one_line(finished_run, data, tmp_path):
+    from nerfstudio.scripts.eval import ComputePSNR
+
+    from gmnerf_ns.trainer import CleanExit
+
+    data = copy_data(data, tmp_path)
+    run = copy_run(finished_run, tmp_path / "out", data)
+    images = sorted(data.glob("subject_002/Camera_B*/*.jpg"))  # the held-out subject
+    for image in images:  # the header is intact (the dataset parses), the pixels are cut off: found while evaluating
+        image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
+    for corrupt in ("truncated", "garbage"):  # garbage: found while the dataset is parsed, before any evaluation
+        with pytest.raises(CleanExit, match=r"^gmnerf error: .*subject_002/Camera_B\w*/\d+\.jpg") as info:
+            ComputePSNR(load_config=run / "config.yml", output_path=tmp_path / "eval.json").main()
+        assert "\n" not in str(info.value), corrupt
+        assert not (tmp_path / "eval.json").exists()
+        for image in images:
+            image.write_bytes(b"garbage")
+
+
+def full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_a_checkpoint_is_written_is_one_line(data, tmp_path, monkeypatch):
+    config = tiny(data, tmp_path / "out", steps=3, save_every=1)
+    real_save = torch.save
+
+    def save(obj, handle, *args, **kwargs):
+        if obj.get("step", 0) >= 2:
+            full_disk()
+        real_save(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    error = expect_clean_exit(config, r"step-000000002\.ckpt: not written, the disk is full \(No space left on "
+                                      r"device\); the checkpoints already there are intact")
+    assert isinstance(error.__cause__, OSError)
+    run = config.get_base_dir()
+    assert [p.name for p in checkpoints(run)] == ["step-000000001.ckpt"] and not partials(run)
+    torch.load(checkpoints(run)[0], map_location="cpu", weights_only=True)
+    assert not (run / ".gmnerf.lock").exists()
+
+
+def test_a_full_disk_while_config_yml_is_written_is_one_line(data, tmp_path, monkeypatch):
+    config = tiny(data, tmp_path / "out")
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(SystemExit, match=r"^gmnerf error: .*config\.yml: not written, the disk is full") as info:
+        config.save_config()
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()  # nothing left: no folder, no lock
+
+
+def test_a_full_disk_while_ns_eval_writes_its_renders_is_one_line(finished_run, tmp_path, monkeypatch):
+    import imageio.v2 as imageio
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from gmnerf_ns.trainer import CleanExit
+
+    _, pipeline, _, _ = eval_setup(finished_run / "config.yml", test_mode="test")
+    monkeypatch.setattr(imageio, "imwrite", full_disk)
+    with pytest.raises(CleanExit, match=r"eval_img_0000\.png: not written, the disk is full") as info:
+        pipeline.get_average_eval_image_metrics(output_path=tmp_path / "renders")
+    assert "\n" not in str(info.value)
 
 
 def doctor(data: Path, **kwargs):

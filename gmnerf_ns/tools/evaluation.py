@@ -26,6 +26,9 @@ writer accepts; geometry is skipped there.
 this function returns; this function is the only gm-nerf code it runs before, so :func:`refuse_existing_eval_output`
 looks at its caller (nerfstudio's ``ComputePSNR``, read, not patched) and stops before evaluating when that file
 exists.
+
+**One line per problem.** Under ns-eval a problem the user can fix (a corrupt or missing held-out image, a full disk
+while the renders are written) ends it with one ``gmnerf error:`` line naming the file, not a traceback.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ import torch
 from nerfstudio.utils.rich_utils import CONSOLE
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from gmnerf_ns.checkpoints import full_disk_is_one_error
 from gmnerf_ns.data.human_record import HumanDataError
+from gmnerf_ns.errors import USER_ERRORS, CleanExit
 from gmnerf_ns.tools import geometry
 
 NOVEL_VIEW = "novel_view"
@@ -203,7 +208,8 @@ def evaluate_views(pipeline, lpips=None, output_path: Optional[Path] = None, kee
 def _save_png(path: Path, image: torch.Tensor) -> None:
     import imageio.v2 as imageio
 
-    imageio.imwrite(path, (image.numpy() * 255).round().astype(np.uint8))
+    with full_disk_is_one_error(path, "the renders written before it are intact"):
+        imageio.imwrite(path, (image.numpy() * 255).round().astype(np.uint8))
 
 
 def _mean_std(values: List[float]) -> Tuple[float, float]:
@@ -359,9 +365,22 @@ def refuse_existing_eval_output(max_depth: int = 8) -> None:
 
 def average_eval_image_metrics(pipeline, step: Optional[int] = None, output_path: Optional[Path] = None,
                                get_std: bool = False) -> Dict[str, Any]:
-    """What ``GMNeRFPipeline.get_average_eval_image_metrics`` returns (see the module docstring)."""
-    if step is None:
-        refuse_existing_eval_output()
+    """What ``GMNeRFPipeline.get_average_eval_image_metrics`` returns (see the module docstring).
+
+    Raises:
+        CleanExit: (ns-eval, ``step`` None) a corrupt held-out image, a full disk: one line naming the file.
+    """
+    if step is not None:  # during training: the trainer reports the user's errors
+        return _average_eval_image_metrics(pipeline, step, output_path, get_std)
+    refuse_existing_eval_output()
+    try:
+        return _average_eval_image_metrics(pipeline, step, output_path, get_std)
+    except USER_ERRORS as err:
+        raise CleanExit(err) from err
+
+
+def _average_eval_image_metrics(pipeline, step: Optional[int], output_path: Optional[Path], get_std: bool
+                                ) -> Dict[str, Any]:
     lpips, status = lpips_metric()
     results = evaluate_views(pipeline, lpips=lpips, output_path=output_path)
     detailed = step is None  # ns-eval; during training the writer only takes scalars
