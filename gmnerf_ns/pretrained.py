@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import pickle
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -38,9 +39,11 @@ from gmnerf_ns.checkpoints import (
     atomic_save,
     list_checkpoints,
     model_weights,
+    one_line,
     read_checkpoint,
     weight_mismatch,
 )
+from gmnerf_ns.device import check_device
 
 PRETRAINED_METHOD = "gm-nerf-small"
 """The method whose architecture the shipped weights have."""
@@ -84,12 +87,17 @@ def read_weights(path: Path) -> Dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: pretrained weights not found (reinstall gmnerf-ns, or train them with "
                               "scripts/train_pretrained.py)")
+    advice = "pass --weights a file written by scripts/train_pretrained.py, or leave it out for the shipped one"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # torch refused a non-tensor object (never unpickled) or garbage
+        raise CheckpointError(f"{path} is not a gm-nerf pretrained weights file: it holds something other than "
+                              f"tensors and numbers, and was not loaded; {advice}") from err
     except Exception as err:
-        raise CheckpointError(f"{path}: unreadable pretrained weights ({type(err).__name__}: {err})") from err
+        raise CheckpointError(f"{path}: unreadable or truncated pretrained weights ({one_line(err)}); "
+                              f"{advice}") from err
     if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT or not isinstance(state.get("weights"), dict):
-        raise CheckpointError(f"{path}: not a gm-nerf pretrained weights file (format {WEIGHTS_FORMAT})")
+        raise CheckpointError(f"{path}: not a gm-nerf pretrained weights file (format {WEIGHTS_FORMAT}); {advice}")
     weights = {k: (v.float() if v.is_floating_point() else v) for k, v in state["weights"].items()}
     return {"step": int(state.get("step", 0)), "weights": weights}
 
@@ -117,7 +125,7 @@ class PretrainedRun:
     weights: Path = field(default_factory=default_weights)
     """Weights file to use (default: the one shipped in the package)."""
     device: str = "cpu"
-    """Device of the run's config (``cuda`` renders faster on a GPU)."""
+    """Device of the run's config: cpu, cuda, cuda:N or mps (``cuda`` renders faster on a GPU)."""
     force: bool = False
     """Replace the checkpoint of an existing run folder of the same name."""
 
@@ -126,10 +134,15 @@ def write_run(options: PretrainedRun) -> Path:
     """Builds the pipeline for ``options.data``, loads the pretrained weights, saves config.yml and a checkpoint.
 
     Returns the path of ``config.yml``.
+
+    Raises:
+        RunInputError: a bad device, weights file or output folder (one that another run is writing into included).
+        HumanDataError: a bad dataset.
     """
     from gmnerf_ns.method_configs import gm_nerf_small
-    from gmnerf_ns.run_folder import check_output_dir
+    from gmnerf_ns.run_folder import unlock_run_folder
 
+    check_device(options.device, "--device")
     state = read_weights(options.weights)
     config = copy.deepcopy(gm_nerf_small.config)
     config.pipeline.datamanager.data = options.data
@@ -148,6 +161,17 @@ def write_run(options: PretrainedRun) -> Path:
     config.machine.device_type = "cuda" if options.device.startswith("cuda") else options.device
     config.force = options.force
     config.load_dir = None
+    try:
+        _write_run(config, options, state)
+    finally:
+        unlock_run_folder(config)  # taken by check_output_dir (--force) or save_config
+    return config.get_base_dir() / "config.yml"
+
+
+def _write_run(config: Any, options: PretrainedRun, state: Dict[str, Any]) -> None:
+    """The part of :func:`write_run` that writes into the run folder (which holds its lock meanwhile)."""
+    from gmnerf_ns.run_folder import check_output_dir
+
     check_output_dir(config)
     pipeline = config.pipeline.setup(device=options.device, test_mode="test")
     model = pipeline.model
@@ -166,7 +190,6 @@ def write_run(options: PretrainedRun) -> Path:
     close = getattr(pipeline.datamanager, "close", None)
     if close is not None:
         close()
-    return config.get_base_dir() / "config.yml"
 
 
 def entrypoint() -> None:

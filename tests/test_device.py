@@ -75,3 +75,22 @@ def test_doctor_reports_the_cpu_fallback_and_the_cuda_error(data, no_cuda):
     assert code == 1 and ("device", "error") in rows and "--machine.device-type cuda: CUDA is not available" in text
     code, rows, text = doctor(data, method="gm-nerf-small")
     assert ("device", "ok") in rows and "trains on cpu" in text
+
+
+def test_device_names_are_checked_against_the_machine(monkeypatch):
+    from gmnerf_ns.device import check_device
+    from gmnerf_ns.errors import DeviceError
+
+    assert check_device("cpu", "--device") == "cpu"
+    for bogus in ("bogus", "meta", "cuda:x"):
+        with pytest.raises(DeviceError, match=rf"^--device {bogus}: not a device; pass cpu, cuda, cuda:N"):
+            check_device(bogus, "--device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match=r"^--device cuda:1: CUDA is not available on this machine .*; pass --device "
+                                          r"cpu$"):
+        check_device("cuda:1", "--device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert check_device("cuda:1", "--device") == "cuda:1"
+    with pytest.raises(DeviceError, match=r"^--device cuda:2: this machine has 2 CUDA device\(s\), cuda:0 to cuda:1$"):
+        check_device("cuda:2", "--device")

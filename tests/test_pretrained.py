@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from gmnerf_ns.checkpoints import CheckpointError, list_checkpoints, model_weigh
 from gmnerf_ns.pretrained import (
     PretrainedRun,
     default_weights,
+    entrypoint,
     export_weights,
     read_weights,
     write_run,
@@ -101,3 +104,43 @@ def test_wrong_weights_file_is_one_error(tmp_path):
         read_weights(bad)
     with pytest.raises(CheckpointError, match="not found"):
         read_weights(tmp_path / "missing.pt")
+
+
+def test_a_file_that_is_not_gm_nerf_weights_is_one_line(tmp_path, monkeypatch, capsys):
+    objects = tmp_path / "objects.pt"
+    torch.save({"format": 1, "weights": {"a": np.zeros(3)}}, objects)  # refused by weights_only (never unpickled)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a weights file at all")
+    for path in (objects, garbage):
+        with pytest.raises(CheckpointError, match=rf"^{path} is not a gm-nerf pretrained weights file: it holds "
+                                                  "something other than tensors and numbers") as info:
+            read_weights(path)
+        assert "\n" not in str(info.value) and "weights_only" not in str(info.value)
+    truncated = tmp_path / "truncated.pt"
+    torch.save({"format": 1, "weights": {"a": torch.zeros(1000)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match=rf"^{truncated}: unreadable or truncated pretrained weights") as info:
+        read_weights(truncated)
+    assert "\n" not in str(info.value)
+
+    monkeypatch.setattr(sys, "argv", ["gmnerf-pretrained", "--data", str(tmp_path), "--weights", str(objects)])
+    with pytest.raises(SystemExit) as exit_info:
+        entrypoint()
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.startswith(f"gmnerf-pretrained: {objects} is not a gm-nerf pretrained weights file")
+
+
+def test_a_device_this_machine_lacks_is_one_line(tmp_path_factory, tmp_path, monkeypatch, capsys):
+    data = shared_run(tmp_path_factory).parent.parent.parent.parent / "data"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "out"
+    for device, message in (("cuda", r"--device cuda: CUDA is not available on this machine \(.*\); pass --device cpu"),
+                            ("bogus", r"--device bogus: not a device; pass cpu, cuda, cuda:N \(the N-th GPU\) or mps")):
+        monkeypatch.setattr(sys, "argv", ["gmnerf-pretrained", "--data", str(data), "--output-dir", str(out),
+                                          "--resolution", "48", "--device", device])
+        with pytest.raises(SystemExit) as info:
+            entrypoint()
+        assert info.value.code == 1
+        err = capsys.readouterr().err
+        assert re.fullmatch(f"gmnerf-pretrained: {message}\n", err), err
+    assert not out.exists()
