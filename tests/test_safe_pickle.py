@@ -3,6 +3,7 @@ code: a crafted file is refused with one line naming the file and the forbidden 
 
 from __future__ import annotations
 
+import codecs
 import collections
 import os
 import pickle
@@ -168,3 +169,164 @@ def test_a_bare_pickle_named_npy_is_unpickled_restrictedly(tmp_path):
     with pytest.raises(HumanDataError, match="refuses to unpickle"):
         load_pickled_dict(path, "annotations")
     assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------------------ what a pickle may build
+class Call:
+    """Unpickles as ``func(*args)``, then ``state`` set on the result: allowed globals put to other uses."""
+
+    def __init__(self, func, args: tuple, state=None):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
+
+
+def _reconstruct(state=None, shape=(0,)) -> Call:
+    """A numpy array as numpy pickles one (``_reconstruct``, then its state)."""
+    from numpy.core.multiarray import _reconstruct
+
+    return Call(_reconstruct, (np.ndarray, shape, b"b"), state)
+
+
+def load_traced(path: Path):
+    """``load_pickled_dict(path)`` and the peak of the memory it allocated."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        load_pickled_dict(path, "ZJU-MoCap annotations")
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+GIGA = 1_500_000_000
+TINY_GADGETS = {  # a few dozen bytes that would make 1.5 GB
+    "bytearray": (Call(bytearray, (GIGA,)), "a bytearray object"),
+    "bytes": (Call(bytes, (GIGA,)), "a bytes object"),
+    "array": (_reconstruct(shape=(GIGA,)), "a numpy array of int8"),
+    "BYTEARRAY8": (b"\x80\x05\x96" + GIGA.to_bytes(8, "little") + b".", "a bytearray"),
+}
+
+
+@pytest.mark.parametrize("name", list(TINY_GADGETS))
+def test_a_tiny_pickle_cannot_build_gigabytes(tmp_path, name):
+    gadget, what = TINY_GADGETS[name]
+    path = tmp_path / "annots.npy"  # np.load takes a bare pickle under that name too
+    path.write_bytes(gadget if isinstance(gadget, bytes) else pickle.dumps(gadget, protocol=3))
+    assert path.stat().st_size < 100
+    with pytest.raises(HumanDataError) as err:
+        load_traced(path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}: refuses to unpickle {what} of {GIGA:,} ")
+    assert message.endswith(f"from a {path.stat().st_size}-byte pickle: more than the file can hold; the file is "
+                            "damaged or crafted")
+
+
+def test_copies_of_one_buffer_add_up(tmp_path):
+    """Each copy is as big as the file, but a thousand of them are not."""
+    buffer = bytes(100_000)
+    path = tmp_path / "annots.npy"
+    path.write_bytes(pickle.dumps([Call(bytearray, (buffer,)) for _ in range(1000)], protocol=3))
+    with pytest.raises(HumanDataError, match=r"refuses to unpickle a bytearray object of 100,000 bytes \([0-9,]+ built "
+                                             r"in all\) from a [0-9,]+-byte pickle: more than the file can hold"):
+        load_traced(path)
+
+
+def _codec_chain(levels: int, codec: str) -> Call:
+    value = Call(codecs.encode, ("a" * 10, "latin1"))
+    for _ in range(levels):  # doubles (hex of the bytes) or quadruples (utf-32 of their text) at each level
+        value = Call(codecs.encode, (value, codec) if codec == "hex" else (Call(str, (value, "latin1")), codec))
+    return value
+
+
+def _nested(levels: int):
+    value = ["x" * 8] * 4
+    for _ in range(levels):
+        value = [value] * 4  # the repr grows fourfold at each level, the pickle by a few bytes
+    return Call(str, (value,))
+
+
+@pytest.mark.parametrize("gadget, forbidden", [
+    (lambda: b"\x80\x02cbuiltins\nbytes\nJ" + struct.pack("<i", GIGA) + b"\x85\x81.", "builtins.bytes through NEWOBJ"),
+    (lambda: _codec_chain(20, "hex"), "_codecs.encode of anything but a str"),
+    (lambda: _codec_chain(10, "utf-32"), "text in the 'utf-32' codec"),
+    (lambda: _nested(10), "builtins.str of a list"),
+    (lambda: Call(np.ndarray, ((GIGA,),)), "a direct numpy.ndarray call"),
+])
+def test_allowed_globals_cannot_grow_data(tmp_path, gadget, forbidden):
+    path = tmp_path / "annots.npy"
+    data = gadget()  # bytes(n) as NEWOBJ builds it with bytes.__new__, no call
+    path.write_bytes(data if isinstance(data, bytes) else pickle.dumps(data, protocol=3))
+    with pytest.raises(HumanDataError) as err:
+        load_traced(path)
+    assert_refused(err, path, forbidden)
+
+
+@pytest.mark.parametrize("state, forbidden", [
+    # numpy sizes an object array from the stated shape (1.5 GB here) before it looks at the list
+    ((1, (GIGA // 8,), np.dtype("O"), False, []), "a numpy array of object of 187,500,000 items"),
+    # and reads past a list shorter than the shape
+    ((1, (5,), np.dtype("O"), False, [1]), "a numpy object array whose data does not match its shape"),
+    # 10^12 elements of zero bytes each: nothing in memory, until someone iterates
+    ((1, (10**12,), np.dtype("V0"), False, b""), "a numpy array of |V0 of 1,000,000,000,000 items"),
+], ids=["huge-object", "short-list", "zero-size-items"])
+def test_array_states_must_fit_the_file(tmp_path, state, forbidden):
+    path = tmp_path / "annots.npy"
+    path.write_bytes(pickle.dumps(_reconstruct(state), protocol=3))
+    with pytest.raises(HumanDataError) as err:
+        load_traced(path)
+    assert f"{path}: refuses to unpickle {forbidden}" in str(err.value)
+
+
+def test_states_cannot_turn_bytes_into_pointers_or_change_numpy(tmp_path):
+    """A dtype's pickled flags say whether its items are object pointers: an object dtype without them makes the raw
+    bytes of the file pointers, a float dtype with them makes floats pointers; a second state changes a dtype or an
+    array under whoever uses it; a state for a function changes it for the whole process."""
+    from gmnerf_ns.dataparsers._safe_pickle import _FROMBUFFER
+
+    pointers = (0x4141414141414141).to_bytes(8, "little")
+    no_flags = Call(np.dtype, ("O8", False, True), (3, "|", None, None, None, -1, -1, 0))
+    numpy_float64 = Call(np.dtype, ("f8", False, False), (3, "<", None, None, None, -1, -1, 63))  # numpy's own
+    array_state = (1, (1,), np.dtype("f8"), False, bytes(8))
+    defaults = (b"\x80\x02c" + f"{_FROMBUFFER.__module__}\n_frombuffer\n".encode()  # state (None, {__defaults__: (1,)})
+                + b"N}X\x0c\x00\x00\x00__defaults__K\x01\x85s\x86b.")
+    cases = [
+        (_reconstruct((1, (1,), no_flags, False, pointers)), "a numpy dtype whose pickled flags or layout do not match "
+                                                             "its fields"),
+        (numpy_float64, "a numpy dtype state that does not follow its reconstruction"),
+        (pickle.dumps(_reconstruct(array_state), protocol=3)[:-1] + pickle.dumps(array_state, protocol=3)[2:-1]
+         + b"b.", "a numpy ndarray state that does not follow its reconstruction"),
+        (defaults, f"a state for {_FROMBUFFER.__module__}._frombuffer"),
+    ]
+    for gadget, forbidden in cases:
+        path = tmp_path / "annots.npy"
+        path.write_bytes(gadget if isinstance(gadget, bytes) else pickle.dumps(gadget, protocol=3))
+        with pytest.raises(HumanDataError) as err:
+            load_pickled_dict(path, "annotations")
+        assert_refused(err, path, forbidden)
+    assert not np.dtype("f8").hasobject and _FROMBUFFER.__defaults__ is None
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 5])
+def test_numpy_values_load_as_pickle_makes_them(tmp_path, protocol):
+    """Every kind of dtype numpy pickles (byte order, strings, dates, void, objects, records, aligned, offsets,
+    titles, sub-arrays, metadata) passes the checks of dtype and array states unchanged."""
+    dtypes = [np.dtype(d) for d in ("<f4", ">f8", "<c16", "<U7", "|S3", "<M8[s]", ">m8[ms]", "|V5", "O",
+                                    [("a", "<f4"), ("b", "O")], [("a", "<f4"), ("b", ">i8", (2, 3))], ("O", (2,)),
+                                    [("n", [("p", "<f4"), ("q", "O")]), ("r", "<i8")])]
+    dtypes += [np.dtype([("a", "u1"), ("b", "<f8")], align=True), np.dtype({"names": ["x"], "formats": ["<i4"],
+               "offsets": [4], "itemsize": 12, "titles": ["The X"]}), np.dtype("<f8", metadata={"unit": "mm"})]
+    value = {"dtypes": dtypes, "arrays": [np.ones((2, 3), d) if not d.hasobject else np.zeros(3, d) for d in dtypes],
+             "scalars": [np.zeros(1, d)[0] for d in dtypes[:8]] + [np.float32(2.5), np.datetime64("2020-01-01")],
+             "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)), "strided": np.arange(20.0)[::3]}
+    path = tmp_path / "values.pkl"
+    path.write_bytes(pickle.dumps(value, protocol=protocol))
+    expected, got = pickle.loads(path.read_bytes()), load_pickled_dict(path, "test")
+    assert repr(got) == repr(expected)
+    for a, b in zip(got["dtypes"], expected["dtypes"]):
+        assert (a, a.flags, a.itemsize, a.alignment, a.metadata) == (b, b.flags, b.itemsize, b.alignment, b.metadata)
+    for a, b in zip(got["arrays"] + [got["fortran"]], expected["arrays"] + [expected["fortran"]]):
+        assert a.dtype == b.dtype and a.flags.f_contiguous == b.flags.f_contiguous and repr(a) == repr(b)
