@@ -16,7 +16,7 @@ to fall back to. A full disk is one :class:`DiskFullError` naming the file (:fun
 
 ``--load-dir`` and ``ns-eval`` both read the newest readable checkpoint (:func:`read_latest_checkpoint`): a truncated
 latest one is skipped with a warning naming it. ns-eval reaches it through :func:`eval_load_checkpoint` (installed by
-``gmnerf_ns.trainer.install_eval_checkpoint_fallback``).
+``gmnerf_ns.nerfstudio_patches.install_eval_checkpoint_fallback``).
 """
 
 from __future__ import annotations

@@ -52,6 +52,16 @@ nerfstudio 1.1.5 (the version pinned in pyproject.toml); on an upgrade, check ea
    built before keep theirs, and ``--viewer.websocket-host 0.0.0.0`` still exposes it on purpose. To drop it: once
    upstream defaults to loopback, delete the function and its call in :mod:`gmnerf_ns.method_configs`.
 
+6. **ns-eval checkpoint fallback** (:func:`install_eval_checkpoint_fallback`; applied by
+   ``GMNeRFTrainerConfig.__setstate__``, i.e. once ``eval_setup`` has read a gm-nerf config.yml and before it loads the
+   checkpoint).
+   Upstream: ``eval_setup`` (ns-eval, ns-render, the viewer) ``torch.load``s the newest ``step-*.ckpt`` as it is: a
+   truncated one is a traceback even when the one before it is intact. Patch: ``eval_load_checkpoint`` of
+   ``nerfstudio.utils.eval_utils`` loads a gm-nerf run's newest readable checkpoint with
+   :func:`gmnerf_ns.checkpoints.eval_load_checkpoint` (a warning names a skipped one); runs of other methods keep
+   upstream's loader. Nothing changes while that module is not (fully) imported. To drop it: once upstream falls back
+   to an older checkpoint itself, delete the function and its call.
+
 Not patches: :class:`~gmnerf_ns.trainer.GMNeRFTrainer` changes resume, checkpointing and step counting by overriding
 ``Trainer`` methods in its subclass, which affects only gm-nerf runs.
 """
@@ -77,6 +87,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from gmnerf_ns import __version__
+from gmnerf_ns.checkpoints import eval_load_checkpoint
 from gmnerf_ns.errors import CleanExit, IncompatibleConfigError, UnsafeConfigError
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -303,3 +314,23 @@ def install_local_viewer_default() -> None:
     from nerfstudio.configs.base_config import ViewerConfig
 
     ViewerConfig.__dataclass_fields__["websocket_host"].default = LOOPBACK
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 6. ns-eval checkpoint fallback
+# ----------------------------------------------------------------------------------------------------------------------
+def install_eval_checkpoint_fallback(config_type: type) -> None:
+    """Makes nerfstudio's ``eval_setup`` load the checkpoint of a run whose config is a ``config_type`` with
+    :func:`gmnerf_ns.checkpoints.eval_load_checkpoint` (patch 6 of the module docstring). Idempotent."""
+    eval_utils = sys.modules.get("nerfstudio.utils.eval_utils")
+    upstream = getattr(eval_utils, "eval_load_checkpoint", None)
+    if upstream is None or getattr(upstream, "_gmnerf", False):
+        return
+
+    def load(config: TrainerConfig, pipeline):
+        if isinstance(config, config_type):
+            return eval_load_checkpoint(config, pipeline)
+        return upstream(config, pipeline)
+
+    load._gmnerf = True  # type: ignore[attr-defined]
+    eval_utils.eval_load_checkpoint = load

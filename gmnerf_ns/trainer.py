@@ -22,7 +22,7 @@ in one module per concern:
   instead of a traceback; loading such a ``config.yml`` in ``ns-eval``/``ns-render`` raises
   :class:`IncompatibleConfigError` naming what is wrong. A full disk while a checkpoint or config.yml is written is
   one line too (:class:`~gmnerf_ns.checkpoints.DiskFullError`), and ``ns-eval``/``ns-render`` load a run's newest
-  readable checkpoint as ``--load-dir`` does (:func:`install_eval_checkpoint_fallback`). Every numeric option is
+  readable checkpoint as ``--load-dir`` does (patch 6 of :mod:`gmnerf_ns.nerfstudio_patches`). Every numeric option is
   range-checked (:meth:`GMNeRFTrainerConfig.validate`, :mod:`gmnerf_ns.options`) before any data is read or anything
   is written.
 * **Device choice** (:mod:`gmnerf_ns.device`). ``--machine.device-type auto`` (the default of gm-nerf and
@@ -38,7 +38,6 @@ Importing this module changes no global state.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple, Type
@@ -59,7 +58,6 @@ from gmnerf_ns.checkpoints import (
     CheckpointError,
     atomic_save,
     check_checkpoint_fits,
-    eval_load_checkpoint,
     list_checkpoints,
     prune_checkpoints,
     read_checkpoint,
@@ -75,7 +73,7 @@ from gmnerf_ns.errors import (
     IncompatibleConfigError,
     RunInputError,
 )
-from gmnerf_ns.nerfstudio_patches import cpu_ddp_support, install_cpu_launcher
+from gmnerf_ns.nerfstudio_patches import cpu_ddp_support, install_cpu_launcher, install_eval_checkpoint_fallback
 from gmnerf_ns.options import OptionCheck, validate_all
 from gmnerf_ns.rng_state import get_rng_state, set_rng_state
 from gmnerf_ns.run_folder import (
@@ -108,29 +106,6 @@ __all__ = [
 
 CONFIG_FORMAT = 1
 """Version of the saved ``config.yml`` layout. Bump it when a config class is renamed or a field changes meaning."""
-
-
-def install_eval_checkpoint_fallback() -> None:
-    """Makes nerfstudio's ``eval_setup`` (ns-eval, ns-render, the viewer) load a gm-nerf run's checkpoint with
-    :func:`gmnerf_ns.checkpoints.eval_load_checkpoint`; runs of other methods keep upstream's loader. Idempotent.
-
-    Upstream ``torch.load``s the newest ``step-*.ckpt`` as it is: a truncated one is a traceback even when the one
-    before it is intact. Applied by :meth:`GMNeRFTrainerConfig.__setstate__`, i.e. once ``eval_setup`` has read a
-    gm-nerf config.yml and before it loads the checkpoint; nothing is changed while ``nerfstudio.utils.eval_utils``
-    is not (fully) imported, so importing gmnerf-ns still changes nothing.
-    """
-    eval_utils = sys.modules.get("nerfstudio.utils.eval_utils")
-    upstream = getattr(eval_utils, "eval_load_checkpoint", None)
-    if upstream is None or getattr(upstream, "_gmnerf", False):
-        return
-
-    def load(config: TrainerConfig, pipeline):
-        if isinstance(config, GMNeRFTrainerConfig):
-            return eval_load_checkpoint(config, pipeline)
-        return upstream(config, pipeline)
-
-    load._gmnerf = True  # type: ignore[attr-defined]
-    eval_utils.eval_load_checkpoint = load
 
 
 @dataclass
@@ -174,7 +149,7 @@ class GMNeRFTrainerConfig(TrainerConfig):
                 "train again with this one"
             )
         self.__dict__.update(state)
-        install_eval_checkpoint_fallback()
+        install_eval_checkpoint_fallback(GMNeRFTrainerConfig)
 
     def validate(self) -> None:
         """Checks the range of every numeric option (trainer, machine, optimizers, schedulers, viewer, and through
