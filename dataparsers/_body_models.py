@@ -11,12 +11,15 @@ Two conventions meet here:
   ``easymocap/smplmodel/body_model.py`` ``SMPLlayer.forward``: ``vertices @ rot.T + transl``).
 
 The model files are licensed per user and never shipped: ``--body-model-dir`` points at the user's copy laid out as
-``smplx`` expects (``smpl/SMPL_NEUTRAL.pkl``, ``smplh/SMPLH_MALE.pkl``, ``smplx/SMPLX_NEUTRAL.npz``).
+``smplx`` expects (``smpl/SMPL_NEUTRAL.pkl``, ``smplh/SMPLH_MALE.pkl``, ``smplx/SMPLX_NEUTRAL.npz``). They are read by
+:func:`read_body_model`, which runs no code from them, never by smplx's own loader.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -26,6 +29,7 @@ import numpy as np
 
 from gmnerf_ns.data.human_record import HumanDataError
 
+from ._safe_pickle import MIN_LIMIT, DatasetUnpickler, load_npz
 from .smpl_proxy import REGISTRATION_SITES, model_file
 
 TEMPLATE_SIZES = {6890: "smpl", 10475: "smplx"}
@@ -86,11 +90,112 @@ def model_path(body_model_dir: Optional[Path], model_type: str, gender: str) -> 
     )
 
 
+class SparseMatrixState:
+    """Stands in for a pickled ``scipy.sparse`` CSC or CSR matrix (the SMPL pickles store ``J_regressor`` so): keeps the
+    pickled state, which :meth:`dense` turns into an array, and runs nothing."""
+
+    layout = "csc"
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def dense(self, path: Path, key: str, limit: int) -> np.ndarray:
+        """The matrix as a dense array, if its state is a well-formed CSC/CSR matrix of at most ``limit`` bytes."""
+        state = getattr(self, "state", None)
+        try:
+            shape = state.get("_shape", state.get("shape"))
+            rows, cols = (int(n) for n in shape)
+            data, indices, indptr = (np.asarray(state[k]) for k in ("data", "indices", "indptr"))
+            major, minor = (cols, rows) if self.layout == "csc" else (rows, cols)
+            well_formed = (data.dtype.kind in "biuf" and indices.dtype.kind in "iu" and indptr.dtype.kind in "iu"
+                           and data.ndim == indices.ndim == indptr.ndim == 1 and indptr.shape == (major + 1,)
+                           and len(data) == len(indices) == indptr[-1] and indptr[0] == 0
+                           and bool(np.all(np.diff(indptr) >= 0)) and bool(np.all((indices >= 0) & (indices < minor)))
+                           and min(rows, cols) >= 0 and rows * cols * data.itemsize <= limit)
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError):
+            well_formed = False
+        if not well_formed:
+            raise HumanDataError(f"{path}: {key!r} is not a well-formed scipy sparse {self.layout.upper()} matrix of "
+                                 "a body model; the file is damaged (re-download it)")
+        out = np.zeros((major, minor), dtype=data.dtype)
+        np.add.at(out, (np.repeat(np.arange(major), np.diff(indptr)), indices), data)  # duplicates add up, as in scipy
+        return out.T.copy() if self.layout == "csc" else out
+
+
+class _CSRState(SparseMatrixState):
+    layout = "csr"
+
+
+class BodyModelUnpickler(DatasetUnpickler):
+    """:class:`DatasetUnpickler` that also reads scipy's sparse matrices (into :class:`SparseMatrixState`) and names
+    chumpy, which the original SMPL pickles hold and no restricted reader can build."""
+
+    STAND_INS = {(f"scipy.sparse.{m}", f"{m.strip('_')}_{kind}"): (SparseMatrixState if "csc" in m else _CSRState)
+                 for m in ("csc", "_csc", "csr", "_csr") for kind in ("matrix", "array")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.split(".")[0] == "chumpy":
+            raise HumanDataError(f"{self.path}: holds chumpy objects ({module}.{name}), which smplx cannot use: use "
+                                 "the chumpy-free model files (smplx's tools/clean_ch.py writes them)")
+        return super().find_class(module, name)
+
+
+def read_body_model(path: Path) -> Dict[str, Any]:
+    """The arrays of a body-model file, read without running code from it.
+
+    ``smplx`` opens model files with ``pickle.load`` and ``np.load(allow_pickle=True)``, which run whatever a crafted
+    file names. Here a ``.pkl`` goes through :class:`BodyModelUnpickler` (its sparse matrices come back dense) and an
+    ``.npz`` through :func:`load_npz` (its object entries, which smplx does not read, unpickled restrictedly).
+    """
+    if path.suffix not in (".pkl", ".npz"):
+        raise HumanDataError(f"{path}: a body model should be a .pkl or .npz file")
+    try:
+        if path.suffix == ".npz":
+            data = load_npz(path)
+        else:
+            with open(path, "rb") as handle:
+                data = BodyModelUnpickler(handle, path).load()
+    except HumanDataError:
+        raise
+    except Exception as err:  # truncated or foreign file: say which one
+        raise HumanDataError(f"{path}: cannot read the body model ({type(err).__name__}: {err})") from err
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise HumanDataError(f"{path}: a body model should hold a dict of named arrays, found {type(data).__name__}")
+    for key, value in data.items():
+        if isinstance(value, SparseMatrixState):
+            data[key] = value.dense(path, key, max(path.stat().st_size, MIN_LIMIT))
+    return data
+
+
 def create_body_model(path: Path, model_type: str, gender: str, **kwargs: Any):
-    """``smplx.create`` for one model file (the one place a body model is built: tests replace it with a fake)."""
+    """A ``smplx`` model (``SMPL``, ``SMPLH`` or ``SMPLX``) of one model file, its arrays read by
+    :func:`read_body_model` and handed to smplx (the one place a body model is built: tests replace it with a fake)."""
     import smplx
 
-    return smplx.create(str(path), model_type=model_type, gender=gender, **kwargs)
+    data = read_body_model(path)
+    try:
+        if model_type == "smplx":
+            return _smplx_from_arrays(data, gender, kwargs)
+        model_class = {"smpl": smplx.SMPL, "smplh": smplx.SMPLH}[model_type]
+        return model_class(str(path), data_struct=smplx.utils.Struct(**data), gender=gender, **kwargs)
+    except Exception as err:  # missing or misshapen arrays: say which file
+        raise HumanDataError(f"{path}: cannot load the {model_type.upper()} body model "
+                             f"({type(err).__name__}: {err})") from err
+
+
+def _smplx_from_arrays(data: Dict[str, Any], gender: str, kwargs: Dict[str, Any]):
+    """``smplx.SMPLX`` of checked arrays: it takes no ``data_struct`` and always loads a file, so it gets a private
+    ``.npz`` copy of the plain arrays (no object entries, so its ``np.load`` unpickles nothing)."""
+    import smplx
+
+    with tempfile.TemporaryDirectory(prefix="gmnerf-smplx-") as folder:
+        copy = Path(folder) / f"SMPLX_{gender.upper()}.npz"
+        with zipfile.ZipFile(copy, "w") as archive:
+            for key, value in data.items():
+                if isinstance(value, np.ndarray) and not value.dtype.hasobject:
+                    with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, value, allow_pickle=False)
+        return smplx.SMPLX(str(copy), gender=gender, **{**kwargs, "ext": "npz"})
 
 
 class BodyModels:
@@ -116,13 +221,7 @@ class BodyModels:
                               flat_hand_mean=flat_hand_mean)
             if model_type == "smplx":
                 kwargs["num_expression_coeffs"] = num_expression
-            try:
-                self._models[key] = create_body_model(path, model_type, gender, **kwargs)
-            except HumanDataError:
-                raise
-            except Exception as err:  # a damaged or chumpy-laden model file: say which one
-                raise HumanDataError(f"{path}: cannot load the {model_type.upper()} body model "
-                                     f"({type(err).__name__}: {err})") from err
+            self._models[key] = create_body_model(path, model_type, gender, **kwargs)
         return self._models[key]
 
     def faces(self, model_type: str, gender: Optional[str] = None) -> np.ndarray:
@@ -140,7 +239,7 @@ class BodyModels:
         def t(x: np.ndarray) -> "torch.Tensor":
             return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=torch.float32)
 
-        inputs = {"betas": _fit(params.betas, getattr(model, "num_betas", params.betas.shape[1])),
+        inputs = {"betas": fit_coefficients(params.betas, getattr(model, "num_betas", params.betas.shape[1])),
                   "global_orient": params.global_orient, "body_pose": params.body_pose, "transl": params.transl}
         if params.model_type in ("smplh", "smplx"):
             for name in ("left_hand_pose", "right_hand_pose"):
@@ -150,7 +249,8 @@ class BodyModels:
             for name in ("jaw_pose", "leye_pose", "reye_pose"):
                 inputs[name] = getattr(params, name) if getattr(params, name) is not None else np.zeros((1, 3))
             if params.expression is not None:
-                inputs["expression"] = _fit(params.expression, getattr(model, "num_expression_coeffs", num_expression))
+                count = getattr(model, "num_expression_coeffs", num_expression)
+                inputs["expression"] = fit_coefficients(params.expression, count)
         with torch.no_grad():
             out = model(**{k: t(v) for k, v in inputs.items()}, return_verts=True)
         X = np.asarray(out.vertices[0].detach().cpu().numpy(), dtype=np.float64) * params.scale
@@ -159,8 +259,8 @@ class BodyModels:
         return vertices.astype(np.float32), np.asarray(model.faces, dtype=np.int64)
 
 
-def _fit(coefficients: np.ndarray, count: int) -> np.ndarray:
-    """(1, n) coefficients cut or zero-padded to the ``count`` the model provides."""
+def fit_coefficients(coefficients: np.ndarray, count: int) -> np.ndarray:
+    """(1, n) shape or expression coefficients cut or zero-padded to the ``count`` the model provides."""
     out = np.zeros((coefficients.shape[0], count))
     n = min(count, coefficients.shape[1])
     out[:, :n] = coefficients[:, :n]

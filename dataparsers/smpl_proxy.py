@@ -57,13 +57,15 @@ def thuman2_smplx(param_path: Path, body_model_dir: Optional[Path], gender: str 
     translation = finite_array(np.asarray(require_key(params, "translation", param_path, "SMPL-X fit")).reshape(-1),
                                (3,), f"{param_path} 'translation'")
     path = model_file(body_model_dir, "smplx", gender)
-    import smplx
     import torch
 
-    model = smplx.SMPLX(str(path), gender=gender, ext=path.suffix[1:], use_pca=True, num_pca_comps=12,
-                        num_betas=arrays["betas"].shape[1], num_expression_coeffs=arrays["expression"].shape[1])
-    arrays["betas"] = _fit(arrays["betas"], model.num_betas)
-    arrays["expression"] = _fit(arrays["expression"], model.num_expression_coeffs)
+    from . import _body_models  # here, not at the top: it imports this module
+
+    model = _body_models.create_body_model(path, "smplx", gender, ext=path.suffix[1:], use_pca=True, num_pca_comps=12,
+                                           num_betas=arrays["betas"].shape[1],
+                                           num_expression_coeffs=arrays["expression"].shape[1])
+    arrays["betas"] = _body_models.fit_coefficients(arrays["betas"], model.num_betas)
+    arrays["expression"] = _body_models.fit_coefficients(arrays["expression"], model.num_expression_coeffs)
     with torch.no_grad():
         out = model(**{k: torch.as_tensor(v, dtype=torch.float32) for k, v in arrays.items()})
     vertices = out.vertices[0].double().numpy() * scale[0] + translation
@@ -88,11 +90,12 @@ def mgn_smpl(registration_path: Path, body_model_dir: Optional[Path], gender: Op
         if gender not in ("male", "female", "neutral"):
             raise HumanDataError(f"{registration_path}: unknown gender {gender!r}; expected male, female or neutral")
     path = model_file(body_model_dir, "smpl", gender)
-    import smplx
     import torch
 
-    model = smplx.SMPL(str(path), gender=gender, num_betas=betas.size)
-    betas = _fit(betas[None], model.num_betas)[0]
+    from . import _body_models  # here, not at the top: it imports this module
+
+    model = _body_models.create_body_model(path, "smpl", gender, num_betas=betas.size)
+    betas = _body_models.fit_coefficients(betas[None], model.num_betas)[0]
 
     def t(x: np.ndarray) -> "torch.Tensor":
         return torch.as_tensor(x, dtype=torch.float32)[None]
@@ -100,11 +103,3 @@ def mgn_smpl(registration_path: Path, body_model_dir: Optional[Path], gender: Op
     with torch.no_grad():
         out = model(global_orient=t(pose[:3]), body_pose=t(pose[3:]), betas=t(betas), transl=t(trans))
     return out.vertices[0].numpy().astype(np.float32), np.asarray(model.faces, dtype=np.int64)
-
-
-def _fit(coefficients: np.ndarray, count: int) -> np.ndarray:
-    """(1, n) shape/expression coefficients cut or zero-padded to the ``count`` the model file provides."""
-    out = np.zeros((coefficients.shape[0], count))
-    n = min(count, coefficients.shape[1])
-    out[:, :n] = coefficients[:, :n]
-    return out

@@ -48,20 +48,20 @@ class FakeBodyModel(torch.nn.Module):
 
 
 def install_fake_smplx(monkeypatch, model_dir: Path, template: Optional[np.ndarray] = None) -> SimpleNamespace:
-    """Replaces ``smplx.create`` with a fake building :class:`FakeBodyModel` (its ``template`` may be set later) and
-    writes empty model files where smplx expects them. Returns a recorder: ``built`` (path, type, kwargs) per model,
-    ``models``, ``template``."""
-    import smplx
+    """Replaces ``create_body_model`` (the one place a body model is built) with a fake building :class:`FakeBodyModel`
+    (its ``template`` may be set later) and writes empty model files where smplx expects them. Returns a recorder:
+    ``built`` (path, type, kwargs with the gender) per model, ``models``, ``template``."""
+    from gmnerf_ns.dataparsers import _body_models
 
     for rel in MODEL_FILES:
         (model_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         (model_dir / rel).write_bytes(b"")
     fake = SimpleNamespace(dir=model_dir, built=[], models=[], template=template)
 
-    def create(model_path, model_type="smpl", **kwargs):
-        fake.built.append((Path(model_path), model_type, kwargs))
+    def create(model_path, model_type, gender, **kwargs):
+        fake.built.append((Path(model_path), model_type, {"gender": gender, **kwargs}))
         fake.models.append(FakeBodyModel(fake.template))
         return fake.models[-1]
 
-    monkeypatch.setattr(smplx, "create", create)
+    monkeypatch.setattr(_body_models, "create_body_model", create)
     return fake
