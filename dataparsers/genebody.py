@@ -73,6 +73,9 @@ class GeneBodyDataParser(HumanDataParser):
     config: GeneBodyDataParserConfig
     subject_file = "annots.npy"
 
+    def layout_hint(self, folder: Path) -> str:
+        return other_dataset(folder, self.config.same_layout)
+
     def find_subjects(self, root: Path) -> Dict[str, Path]:
         if (root / "annots.npy").is_file():
             return {root.name: root}

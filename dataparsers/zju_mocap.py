@@ -77,6 +77,9 @@ class ZJUMocapDataParser(HumanDataParser):
     config: ZJUMocapDataParserConfig
     subject_file = "annots.npy"
 
+    def layout_hint(self, folder: Path) -> str:
+        return other_dataset(folder, self.config.same_layout)
+
     def resolve_root(self) -> Path:
         path = Path(self.config.data)
         candidate = zju_short_name(path)

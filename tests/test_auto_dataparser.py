@@ -133,6 +133,11 @@ def test_a_parser_pointed_at_another_dataset_says_which(data, tmp_path):
     assert str(err.value).startswith(f"{amanda / 'annots.npy'}: 'cams' has no 'K' entry (found: 00, 01, ")
     assert str(err.value).endswith(f"; {amanda} looks like GeneBody (amanda/ has annots.npy, image/, mask/, smpl/): use "
                                    "ns-train gm-nerf genebody --data ..., or leave the dataparser out to detect it")
+    root = data / "genebody"  # the whole GeneBody root: the ZJU protocol's subjects are not there
+    with pytest.raises(HumanDataError) as err:
+        ZJUMocapDataParserConfig(data=root, resolution=RES).setup().collect("train")
+    assert str(err.value).startswith(f"{root}: subject ")
+    assert "\n" not in str(err.value) and f"; {root} looks like GeneBody (" in str(err.value)
     with pytest.raises(HumanDataError) as err:
         GeneBodyDataParserConfig(data=zju, resolution=RES).setup().collect("train")
     assert str(err.value) == (f"{zju}: missing the image/ folder of a GeneBody subject; {zju} looks like ZJU-MoCap "

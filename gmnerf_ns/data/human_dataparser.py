@@ -207,7 +207,13 @@ class HumanDataParser(DataParser):
             return None  # a single-subject folder ignores the protocol's subject list
         raise HumanDataError(
             f"{root}: subject {wanted!r} not found; available subjects: {', '.join(sorted(subjects)) or '(none)'}"
+            + self.layout_hint(root)
         )
+
+    def layout_hint(self, folder: Path) -> str:
+        """``"; <folder> looks like <another dataset> ..."`` when ``folder`` is laid out as a dataset this parser does
+        not read, else ``""``; the dataset parsers answer it from their layout rules."""
+        return ""
 
     def all_subject_names(self) -> List[str]:
         """Every subject of both splits, sorted: ``subject_index`` in camera metadata indexes this list."""
