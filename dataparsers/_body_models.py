@@ -30,7 +30,11 @@ import numpy as np
 from gmnerf_ns.data.human_record import HumanDataError
 
 from ._safe_pickle import MIN_LIMIT, DatasetUnpickler, load_npz
-from .smpl_proxy import REGISTRATION_SITES, model_file
+
+REGISTRATION_SITES = {
+    "smpl": "https://smpl.is.tue.mpg.de (register, download SMPL; smplx needs chumpy-free pkl files)",
+    "smplx": "https://smpl-x.is.tue.mpg.de (register, download SMPL-X)",
+}
 
 TEMPLATE_SIZES = {6890: "smpl", 10475: "smplx"}
 """Vertex count of each template (SMPL-H shares SMPL's mesh), to find faces for a vertices-only proxy."""
@@ -72,6 +76,22 @@ class BodyParams:
     """(3,) translation applied after ``Rh`` (EasyMocap)."""
     scale: float = 1.0
     """Scale of the model output before ``Rh``/``Th``."""
+
+
+def model_file(body_model_dir: Optional[Path], model_type: str, gender: str) -> Path:
+    """The model file ``smplx`` will load, or an error naming the expected path and where to register for it."""
+    names = {"smpl": [f"SMPL_{gender.upper()}.pkl"], "smplx": [f"SMPLX_{gender.upper()}.npz",
+                                                               f"SMPLX_{gender.upper()}.pkl"]}[model_type]
+    expected = [Path(body_model_dir or "<body-model-dir>") / model_type / n for n in names]
+    if body_model_dir is not None:
+        for path in expected:
+            if path.is_file():
+                return path
+    raise HumanDataError(
+        f"the {model_type.upper()} body model is needed for the proxy: expected {expected[0]}"
+        + (f" (or {expected[1]})" if len(expected) > 1 else "")
+        + f"; pass --body-model-dir with your own copy. The model is licensed per user: {REGISTRATION_SITES[model_type]}"
+    )
 
 
 def model_path(body_model_dir: Optional[Path], model_type: str, gender: str) -> Path:

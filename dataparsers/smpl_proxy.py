@@ -13,33 +13,13 @@ import numpy as np
 
 from gmnerf_ns.data.human_record import HumanDataError
 
+from ._body_models import create_body_model, fit_coefficients, model_file
 from ._files import finite_array, load_pickled_dict, require_key
-
-REGISTRATION_SITES = {
-    "smpl": "https://smpl.is.tue.mpg.de (register, download SMPL; smplx needs chumpy-free pkl files)",
-    "smplx": "https://smpl-x.is.tue.mpg.de (register, download SMPL-X)",
-}
 
 THUMAN2_KEYS = {  # key -> shape (batch 1); hands are THuman2.0's 12-dim PCA coefficients
     "betas": (1, -1), "global_orient": (1, 3), "body_pose": (1, 63), "left_hand_pose": (1, 12),
     "right_hand_pose": (1, 12), "jaw_pose": (1, 3), "leye_pose": (1, 3), "reye_pose": (1, 3), "expression": (1, -1),
 }
-
-
-def model_file(body_model_dir: Optional[Path], model_type: str, gender: str) -> Path:
-    """The model file ``smplx`` will load, or an error naming the expected path and where to register for it."""
-    names = {"smpl": [f"SMPL_{gender.upper()}.pkl"], "smplx": [f"SMPLX_{gender.upper()}.npz",
-                                                               f"SMPLX_{gender.upper()}.pkl"]}[model_type]
-    expected = [Path(body_model_dir or "<body-model-dir>") / model_type / n for n in names]
-    if body_model_dir is not None:
-        for path in expected:
-            if path.is_file():
-                return path
-    raise HumanDataError(
-        f"the {model_type.upper()} body model is needed for the proxy: expected {expected[0]}"
-        + (f" (or {expected[1]})" if len(expected) > 1 else "")
-        + f"; pass --body-model-dir with your own copy. The model is licensed per user: {REGISTRATION_SITES[model_type]}"
-    )
 
 
 def thuman2_smplx(param_path: Path, body_model_dir: Optional[Path], gender: str = "male") -> Tuple[np.ndarray, np.ndarray]:
@@ -59,13 +39,12 @@ def thuman2_smplx(param_path: Path, body_model_dir: Optional[Path], gender: str 
     path = model_file(body_model_dir, "smplx", gender)
     import torch
 
-    from . import _body_models  # here, not at the top: it imports this module
 
-    model = _body_models.create_body_model(path, "smplx", gender, ext=path.suffix[1:], use_pca=True, num_pca_comps=12,
+    model = create_body_model(path, "smplx", gender, ext=path.suffix[1:], use_pca=True, num_pca_comps=12,
                                            num_betas=arrays["betas"].shape[1],
                                            num_expression_coeffs=arrays["expression"].shape[1])
-    arrays["betas"] = _body_models.fit_coefficients(arrays["betas"], model.num_betas)
-    arrays["expression"] = _body_models.fit_coefficients(arrays["expression"], model.num_expression_coeffs)
+    arrays["betas"] = fit_coefficients(arrays["betas"], model.num_betas)
+    arrays["expression"] = fit_coefficients(arrays["expression"], model.num_expression_coeffs)
     with torch.no_grad():
         out = model(**{k: torch.as_tensor(v, dtype=torch.float32) for k, v in arrays.items()})
     vertices = out.vertices[0].double().numpy() * scale[0] + translation
@@ -92,10 +71,9 @@ def mgn_smpl(registration_path: Path, body_model_dir: Optional[Path], gender: Op
     path = model_file(body_model_dir, "smpl", gender)
     import torch
 
-    from . import _body_models  # here, not at the top: it imports this module
 
-    model = _body_models.create_body_model(path, "smpl", gender, num_betas=betas.size)
-    betas = _body_models.fit_coefficients(betas[None], model.num_betas)[0]
+    model = create_body_model(path, "smpl", gender, num_betas=betas.size)
+    betas = fit_coefficients(betas[None], model.num_betas)[0]
 
     def t(x: np.ndarray) -> "torch.Tensor":
         return torch.as_tensor(x, dtype=torch.float32)[None]
