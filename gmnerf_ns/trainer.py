@@ -64,15 +64,8 @@ from gmnerf_ns.checkpoints import (
     read_latest_checkpoint,
     remove_stale_partials,
 )
-from gmnerf_ns.device import CPU_FALLBACK_NOTICE, choose_device, resolve_device
-from gmnerf_ns.errors import (
-    USER_ERRORS,
-    CleanExit,
-    DeviceError,
-    ExistingRunError,
-    IncompatibleConfigError,
-    RunInputError,
-)
+from gmnerf_ns.device import resolve_device
+from gmnerf_ns.errors import USER_ERRORS, CleanExit, IncompatibleConfigError, RunInputError
 from gmnerf_ns.nerfstudio_patches import cpu_ddp_support, install_cpu_launcher, install_eval_checkpoint_fallback
 from gmnerf_ns.options import OptionCheck, validate_all
 from gmnerf_ns.rng_state import get_rng_state, set_rng_state
@@ -84,25 +77,7 @@ from gmnerf_ns.run_folder import (
     write_run_config,
 )
 
-__all__ = [
-    "CONFIG_FORMAT",
-    "GMNeRFMachineConfig",
-    "GMNeRFTrainer",
-    "GMNeRFTrainerConfig",
-    # Re-exported from the modules they moved to, for code that imports them from here.
-    "CHECKPOINT_FORMAT",
-    "CPU_FALLBACK_NOTICE",
-    "USER_ERRORS",
-    "CleanExit",
-    "DeviceError",
-    "ExistingRunError",
-    "IncompatibleConfigError",
-    "atomic_save",
-    "check_output_dir",
-    "choose_device",
-    "remove_new_run_files",
-    "resolve_device",
-]
+__all__ = ["CONFIG_FORMAT", "GMNeRFMachineConfig", "GMNeRFTrainer", "GMNeRFTrainerConfig"]
 
 CONFIG_FORMAT = 1
 """Version of the saved ``config.yml`` layout. Bump it when a config class is renamed or a field changes meaning."""

@@ -221,7 +221,7 @@ def ns_train(config) -> None:
 
 
 def expect_clean_exit(config, match: str):
-    from gmnerf_ns.trainer import CleanExit
+    from gmnerf_ns.errors import CleanExit
 
     with pytest.raises(CleanExit, match=match) as info:
         ns_train(config)
@@ -291,7 +291,7 @@ def saved_config(run: Path):
 
 
 def test_an_existing_run_is_not_overwritten(finished_run, tmp_path):
-    from gmnerf_ns.trainer import ExistingRunError
+    from gmnerf_ns.errors import ExistingRunError
 
     assert saved_config(finished_run).force is False
     before = {p: p.stat().st_mtime_ns for p in finished_run.rglob("*")}
@@ -320,7 +320,7 @@ def test_resume_when_already_finished_trains_nothing(finished_run, tmp_path):
 
 
 def test_truncated_latest_checkpoint_falls_back_to_the_previous(finished_run, tmp_path):
-    from gmnerf_ns.trainer import CleanExit
+    from gmnerf_ns.errors import CleanExit
 
     models = tmp_path / "models"
     models.mkdir()
@@ -418,7 +418,8 @@ def test_a_start_that_fails_on_bad_data_leaves_no_run_folder(data, tmp_path):
 def test_config_of_another_version_is_one_error(finished_run, tmp_path):
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from gmnerf_ns.trainer import GMNeRFTrainerConfig, IncompatibleConfigError
+    from gmnerf_ns.errors import IncompatibleConfigError
+    from gmnerf_ns.trainer import GMNeRFTrainerConfig
 
     text = (finished_run / "config.yml").read_text()
     newer = tmp_path / "newer.yml"
@@ -562,7 +563,7 @@ def copy_run(run: Path, out: Path, data: Optional[Path] = None) -> Path:
 def test_ns_eval_falls_back_from_a_truncated_latest_checkpoint(finished_run, tmp_path, capsys):
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from gmnerf_ns.trainer import CleanExit
+    from gmnerf_ns.errors import CleanExit
 
     run = copy_run(finished_run, tmp_path / "out")
     (good,) = (run / "nerfstudio_models").glob("*.ckpt")
@@ -588,7 +589,7 @@ def model_weights_of(path: Path) -> Dict[str, torch.Tensor]:
 def test_ns_eval_with_a_corrupt_test_image_is_one_line(finished_run, data, tmp_path):
     from nerfstudio.scripts.eval import ComputePSNR
 
-    from gmnerf_ns.trainer import CleanExit
+    from gmnerf_ns.errors import CleanExit
 
     data = copy_data(data, tmp_path)
     run = copy_run(finished_run, tmp_path / "out", data)
@@ -640,7 +641,7 @@ def test_a_full_disk_while_ns_eval_writes_its_renders_is_one_line(finished_run, 
     import imageio.v2 as imageio
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from gmnerf_ns.trainer import CleanExit
+    from gmnerf_ns.errors import CleanExit
 
     _, pipeline, _, _ = eval_setup(finished_run / "config.yml", test_mode="test")
     monkeypatch.setattr(imageio, "imwrite", full_disk)
