@@ -1,6 +1,6 @@
 """Evaluation metrics computed the way the human-NeRF literature computes them.
 
-Image metrics follow the Neural Body / NHP evaluators (datasets.md §1.5-1.6):
+Image metrics follow the Neural Body / NHP evaluators (docs/datasets.md, "Evaluation region and metrics"):
 
 - the evaluation region is the 2D projection of the subject's padded 3D bbox, rasterised as its 6 faces
   (:func:`bbox_mask_from_corners`, Neural Body's ``get_bound_2d_mask``);
@@ -10,7 +10,7 @@ Image metrics follow the Neural Body / NHP evaluators (datasets.md §1.5-1.6):
 - LPIPS (not in NB/NHP; GM-NeRF reports it) is computed on the same crop, and only with real pretrained weights
   (:class:`LPIPSMetric`). Without them (offline) it is *unavailable* (``None``), never a number from random weights.
 
-Geometry metrics (THuman2.0-style, paper.md §3 [INFER]) follow PIFu / ICON: P2S and Chamfer in cm
+Geometry metrics (THuman2.0-style, docs/paper_notes.md §3 [INFER]) follow PIFu / ICON: P2S and Chamfer in cm
 (:func:`chamfer_and_p2s`).
 
 The backbone's weights come from :mod:`gmnerf_ns.weights` (torch hub's cache, downloaded there when missing).
@@ -67,7 +67,7 @@ def project_bbox_corners(
     """Projects the 8 corners of a world-space bbox with an OpenCV camera (``x_cam = R x_world + T``).
 
     Args:
-        bbox: ``[min_xyz, max_xyz]`` in world units (the padded SMPL bbox of datasets.md §1.5).
+        bbox: ``[min_xyz, max_xyz]`` in world units (the padded proxy box of docs/datasets.md).
         K: Intrinsics.
         R: World-to-camera rotation.
         T: World-to-camera translation.
@@ -143,7 +143,7 @@ def masked_psnr(pred: Image, gt: Image, mask: Mask) -> float:
     """PSNR (data range 1) over the pixels inside ``mask`` only, as Neural Body's evaluator.
 
     Written out in float64 rather than taken from torchmetrics' ``peak_signal_noise_ratio``, which converts from the
-    natural log with a float32 constant (about 1e-6 dB off) and returns infinity for a perfect prediction.
+    natural log with a float32 constant (a small rounding error) and returns infinity for a perfect prediction.
 
     .. math::
         \\mathrm{PSNR} = -10 \\log_{10} \\frac{1}{3|M|} \\sum_{p \\in M} \\lVert \\hat I_p - I_p \\rVert^2
@@ -316,7 +316,7 @@ def image_metrics(
     """PSNR / SSIM / LPIPS of one view, in the projected-bbox region (the single entry point for ns-eval and benchmarks).
 
     ``pred`` is clipped to [0, 1] first (what a saved PNG would hold). ``gt`` should already have its background
-    outside the human mask set to the background colour, as the dataparsers deliver it (datasets.md §1.6).
+    outside the human mask set to the background colour, as the dataparsers deliver it (docs/datasets.md).
 
     Args:
         pred: Rendered image in [0, 1].

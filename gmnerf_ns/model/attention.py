@@ -2,12 +2,12 @@
 
 GM-NeRF registers the multi-view 2D appearance codes onto the geometry proxy with attention, to absorb the misalignment
 between an imperfect body fit and the pixels [PAPER, abstract]. The equations are not available to us; we implement
-the reconstruction in ``paper.md`` §1.2 (c) and (e) [INFER]:
+the reconstruction in docs/paper_notes.md §1.2 (c) and (e) [INFER]:
 
 * :class:`VertexRegistration`: each proxy vertex attends over the views that *see* it (depth-tested visibility masks
-  invisible views) and, optionally (``registration_window`` > 1; off by default: it measured no better on the
-  built-in data and the generalization suite), over a small k x k window of pixels around each projection. Its query comes from its
-  position and the mean of its visible features; keys from each window sample's feature, its offset from the
+  invisible views) and, optionally (``registration_window`` > 1; off by default, see
+  benchmarks/generalization/README.md), over a small k x k window of pixels around each projection. Its query comes
+  from its position and the mean of its visible features; keys from each window sample's feature, its offset from the
   projection and the viewing direction. The window is what lets a vertex of a misfitted or naked body proxy pick the
   pixels the person actually covers, instead of whatever lies under its projection (the misalignment GM-NeRF's
   registration is meant to absorb); the ``mean`` ablation averages the features at the projections only.

@@ -1,6 +1,6 @@
 """The GM-NeRF field: maps 3D samples (given encoded source views) to density, colour and a feature vector.
 
-Per sample ``x`` seen along target direction ``d`` [INFER, paper.md §1.2 (e)-(f)]:
+Per sample ``x`` seen along target direction ``d`` [INFER, docs/paper_notes.md §1.2 (e)-(f)]:
 
 * geometry code ``G(x)``: trilinear lookup of the registered proxy volume (multi-scale);
 * pixel-aligned features ``P_k(x)``, colours and masks of the m source views at the projections of ``x``;

@@ -1,7 +1,7 @@
 """Training losses: perceptual (VGG19 features or LPIPS, weights-free fallback), mask BCE, masked MSE / L1.
 
 GM-NeRF trains on random patches with a perceptual loss ("the perceptual loss requires a large enough image as input",
-paper.md §2 [PAPER]); the paper text available to us names neither the network nor its weights. The default here, a
+docs/paper_notes.md §2 [PAPER]); the paper text available to us names neither the network nor its weights. The default here, a
 Johnson-style L1 loss on ImageNet-normalised VGG19 relu1_2..relu5_2 features with pix2pixHD's layer weights, and the
 LPIPS-VGG alternative, are our choice [INFER].
 
