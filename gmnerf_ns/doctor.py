@@ -105,9 +105,8 @@ class DoctorConfig:
     overlay_subjects: int = 4
     """Subjects, spread over both splits, whose first frame gets overlay pictures and the IoU check (0 = none)."""
     iou_threshold: float = 0.5
-    """Cameras whose proxy silhouette and mask have an intersection over union below this are flagged by name. The
-    proxy is the naked body and the mask the clothed person, so a good fit is below 1 (0.86-0.90 on gmnerf-synth's
-    people, 0.6 still good for loose clothes)."""
+    """Cameras whose proxy silhouette and mask have an intersection over union below this are flagged by name (the
+    proxy is the naked body, so even a good fit is below 1; docs/capture.md gives typical values)."""
     force: bool = False
     """Overwrite the overlay pictures of an earlier run (otherwise they are kept and none are written)."""
 

@@ -51,16 +51,13 @@ class GMNeRFPipelineConfig(VanillaPipelineConfig):
     model: GMNeRFModelConfig = field(default_factory=GMNeRFModelConfig)
     """The GM-NeRF model."""
     pretrained_checkpoint: Optional[Path] = None
-    """A cross-subject checkpoint (``step-*.ckpt``) whose model weights initialise this run (fine-tuning); the
-    optimizer and step start fresh. Read once, by ns-train when the run starts; a resumed run, ns-eval and ns-render
-    use the run's own checkpoints and no longer need this file."""
-    # ---- issue #6: ns-eval geometry metrics (gmnerf_ns/tools/evaluation.py) ----
+    """Cross-subject checkpoint (``step-*.ckpt``) whose model weights start this run (fine-tuning; optimizer and step
+    start fresh). Read once, when ns-train starts the run; resuming, ns-eval and ns-render do not need it."""
     geometry_resolution: int = 96
     """ns-eval: marching-cubes cells along the proxy box's longest side for Chamfer/P2S on data with ground-truth
     meshes (0 = skip the geometry metrics)."""
     geometry_threshold: float = DEFAULT_DENSITY_THRESHOLD
     """ns-eval: density iso-level (1/m) of the surface compared with the ground-truth meshes."""
-    # ---- end issue #6 ----
 
     def validate(self, prefix: str = "--pipeline") -> None:
         """Checks every numeric option of the pipeline, its datamanager (and dataparser) and its model before anything
@@ -93,10 +90,9 @@ class GMNeRFPipeline(VanillaPipeline):
             raise CleanExit(err) from err  # ns-eval, ns-render, the viewer: one line, not nerfstudio's traceback
         self.model.source_provider = self.datamanager.source_views
         self.model.default_source_key = self.datamanager.default_source_key
-        # ---- issue #6: viewer GUI (subject/frame to condition on, source cameras, proxy); gmnerf_ns/tools/viewer.py.
-        # No parameters, so checkpoints are unchanged; the viewer finds its elements by walking the pipeline.
+        # The viewer's GUI (subject-frame to condition on, source cameras, proxy; gmnerf_ns/tools/viewer.py). No
+        # parameters, so checkpoints are unchanged; the viewer finds its elements by walking the pipeline.
         self.conditioning = GMNeRFViewerControls(self.model, self.datamanager)
-        # ---- end issue #6 ----
 
     def load_pretrained(self, path: Path) -> None:
         """Initialises the model's weights from another gm-nerf run's checkpoint (fine-tuning; optimizer and step start
@@ -110,12 +106,11 @@ class GMNeRFPipeline(VanillaPipeline):
         load_model_weights(self.model, path, "init")
         CONSOLE.log(f"initialised gm-nerf from {path}")
 
-    # ---- issue #6: ns-eval per subject, novel view vs novel pose, per image, geometry (gmnerf_ns/tools/evaluation.py)
     def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None,
                                        get_std: bool = False):
-        """nerfstudio's mean metrics over the held-out images, plus the breakdown when called by ns-eval."""
+        """nerfstudio's mean metrics over the held-out images, plus, when called by ns-eval, the breakdown per subject,
+        novel view vs novel pose, per image and geometry (gmnerf_ns/tools/evaluation.py)."""
         return average_eval_image_metrics(self, step=step, output_path=output_path, get_std=get_std)
-    # ---- end issue #6 ----
 
     @profiler.time_function
     def get_train_loss_dict(self, step: int):

@@ -103,9 +103,8 @@ class GMNeRFTrainerConfig(TrainerConfig):
     """Overwrite a run folder that already holds checkpoints (they are deleted first). Without it such a folder is
     refused unless the run resumes from it."""
     keep_checkpoints: int = 2
-    """Checkpoints kept with save_only_latest_checkpoint (the default): the newest and the ones just before it, at
-    least 1. With 2, a latest checkpoint that turns out truncated or corrupt leaves the previous one, which --load-dir
-    falls back to."""
+    """Newest checkpoints kept with save_only_latest_checkpoint (at least 1); with 2, a truncated or corrupt latest
+    checkpoint leaves the one before it, which --load-dir falls back to."""
     max_num_iterations_is_total: bool = True
     """A resumed run stops at step max_num_iterations counted from the start of the run (False: nerfstudio's
     behaviour, max_num_iterations more steps)."""

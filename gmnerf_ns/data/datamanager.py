@@ -81,13 +81,11 @@ class GMNeRFDataManagerConfig(FullImageDatamanagerConfig):
     """Training sources: evenly spaced on the camera ring with a random offset ('ring'), m random cameras ('random'),
     or the protocol's input views ('protocol'). The target view is never a source."""
     train_num_source_views: Optional[Tuple[int, int]] = (3, 6)
-    """Training draws the number of source views m uniformly from this range (inclusive, at most the subject's camera
-    count minus one), so one model serves rigs with 3 to 6 input views; None = always the protocol's m. Evaluation
-    always uses the protocol's m. Ignored with ``train_source_views protocol``."""
+    """Range (inclusive) training draws the number of source views m from, so one model serves rigs of 3 to 6 views;
+    None = the protocol's m, as evaluation always uses. Ignored with ``train_source_views protocol``."""
     proxy_jitter: float = 0.05
-    """Misfit-robust training: each training sample's proxy is randomly bent, displaced and offset (typical bend angle
-    in radians; about 2-3 cm of vertex error at 0.05), like a body fit that is never exact. 0 = train on the proxies as
-    they are. Evaluation never perturbs the proxy."""
+    """Typical bend angle (radians) of the random misfit given to each training sample's proxy (about 2-3 cm of vertex
+    error at 0.05), as a body fit is never exact; 0 = proxies as they are. Evaluation never perturbs the proxy."""
     view_cache_size: int = 256
     """Decoded views kept in memory (LRU, stored as uint8); bounds memory whatever the number of subjects."""
     seed: int = 0
@@ -99,19 +97,11 @@ class GMNeRFDataManagerConfig(FullImageDatamanagerConfig):
     """Training steps decoded ahead of the current one when ``num_workers`` > 0, each of ``subjects_per_step``
     samples (bounds the memory in flight)."""
     subjects_per_step: int = 1
-    """Subject-frames per training step (and held-out patches per eval-loss step). Each step draws this many samples,
-    of different subjects (else different frames) where the data allows, and its losses and metrics are their means,
-    so the loss scale (and so the learning rates) does not depend on it. The samples are rendered one after another
-    inside the step (a loop: the model renders one camera per call, nothing is batched across samples) and
-    backpropagated together before one optimizer step, so a step costs about this many times the compute, activation
-    memory and kernel launches of a one-sample step, and step counts (--max-num-iterations, schedules) count steps of
-    this many samples. Raise it on a large GPU with memory to spare (a gm-nerf step peaked at 3.3 GiB on an H100) for a
-    larger, less noisy batch per optimizer step, with the optimizer step and per-step overhead shared by the samples.
-    The samples stay a pure function of (seed, step, k), so prefetching and resuming are exact."""
+    """Subject-frames per optimizer step (and eval-loss step), their losses averaged; --max-num-iterations counts steps
+    of this many samples, each costing about as many one-sample steps. See benchmarks/throughput/README.md."""
     skip_bad_views: bool = True
-    """A training sample whose files turn out missing or corrupt is replaced by another one with a warning naming the
-    file (after ``max_bad_samples_in_a_row`` failures in a row training stops with the last error); False: stop at the
-    first. Evaluation views always raise."""
+    """Replace a training sample whose files are missing or corrupt by another, with a warning naming the file;
+    False: stop at the first. Evaluation views always raise."""
     max_bad_samples_in_a_row: int = 16
     """Consecutive unreadable training samples after which training stops (the dataset is probably broken)."""
 
@@ -145,9 +135,8 @@ def single_threaded_torch() -> None:
     """Runs a decoding thread's torch ops on one intra-op thread. The decoding threads already run beside the training
     thread and each other; intra-op threads of their own would put several OpenMP teams, each as wide as the machine,
     on the same cores, and every parallel region of an oversubscribed team waits at its barrier for descheduled
-    threads. (On a 16-core GPU machine, ns-train gm-nerf-small ran at 0.6-1.2 s/step with prefetching, against 0.07 s
-    for the same step with synchronous data.) With OpenMP the count is per thread: the training thread keeps its own,
-    fixed in ``__init__`` before the pool starts."""
+    threads, which made prefetching steps many times slower (benchmarks/throughput/README.md). With OpenMP the count
+    is per thread: the training thread keeps its own, fixed in ``__init__`` before the pool starts."""
     torch.set_num_threads(1)
 
 

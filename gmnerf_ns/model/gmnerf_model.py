@@ -59,19 +59,14 @@ class GMNeRFModelConfig(ModelConfig):
     encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     """Source-image encoder."""
     registration: Literal["geometry-guided", "mean", "none"] = "geometry-guided"
-    """How per-view vertex features become one code: the paper's attention; a plain mean over visible views
-    (ablation); or 'none': no geometry proxy at all, a pixelNeRF-style baseline whose geometry code is the mean of the
-    pixel-aligned features (the proxy then only bounds the sampling box)."""
+    """How per-view vertex features become one code: the paper's attention, a mean over visible views (ablation), or
+    'none' (pixelNeRF-style baseline: the proxy only bounds the sampling box)."""
     appearance_fusion: Literal["attention", "mean"] = "attention"
-    """How a sample's pixel-aligned features are fused over the views: the paper's geometry-guided attention (queried
-    by the sample's geometry code), or a plain mean over the views it projects into (naive-projection ablation; with
-    ``registration=mean`` no geometry-guided attention is left)."""
+    """How a sample's pixel-aligned features are fused over the views: the paper's attention queried by its geometry
+    code, or a plain mean over the views it projects into (naive-projection ablation)."""
     registration_window: int = 1
-    """Geometry-guided registration attends over a k x k window of pixels around each vertex projection (odd k; 1 =
-    the projections only, attention over views). A 3 x 3 window lets vertices of a misfitted proxy take the pixels the
-    person really covers, but it measured no better on the built-in data (README, "Measured results") and 0.10-0.18 dB
-    worse on the generalization suite's new people at every misfit level (benchmarks/generalization), at +30% step
-    time, so it is off by default."""
+    """Registration attends over a k x k pixel window around each vertex projection (odd k; 1 = the projections
+    only), so a misfitted proxy's vertices can reach the person's pixels; see benchmarks/generalization/README.md."""
     registration_spacing: float = 0.012
     """Spacing of the registration window's samples, as a fraction of the source image's longest side (3 px at
     256 px: a 3 x 3 window then reaches +-3 px, +-1.2 cm at 2 m on the built-in cameras)."""
@@ -128,24 +123,11 @@ class GMNeRFModelConfig(ModelConfig):
     eval_num_rays_per_chunk: int = 8192
     """Rays rendered at once when rendering whole images (ns-eval, ns-render, the viewer); bounds the memory."""
     autocast: Literal["off", "bf16"] = "off"
-    """Mixed precision of the learned networks: 'bf16' runs the image encoder, the proxy registration and volume, the
-    field's view attention and MLPs and the 2D renderer under ``torch.autocast(bfloat16)`` on the model's device (CPU or
-    CUDA); projections, sampling, volume-rendering weights and the losses stay fp32, as do parameters and optimizer.
-    Measured on 2 CPU cores (gm-nerf-small, 2026-11-26): no speed change (profile_step 630-730 ms/step against
-    640-770 in fp32) and, after 300 steps on the built-in data, held-out PSNR 24.53 and 24.38 dB against 24.89 and
-    24.10 in fp32 (seeds 42 and 43: -0.03 dB on average, less than the 0.8 dB between the two fp32 seeds). Off by
-    default because those two short CPU runs are all its quality was measured on; the bar before it may be turned
-    on for CUDA is held-out PSNR at equal steps within 0.2 dB of fp32, at gm-nerf's scale. Not together with
-    --mixed-precision (nerfstudio's fp16 autocast). TF32 is not an option: PyTorch's switch is process-wide and the
-    viewer renders from another thread, so it cannot be scoped to this model (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 turns
-    it on for a whole process; cuDNN convolutions use TF32 by default already)."""
+    """'bf16' runs the learned networks under ``torch.autocast(bfloat16)``; geometry, sampling and losses stay fp32.
+    Not with --mixed-precision. See gmnerf_ns/model/precision.py and benchmarks/throughput/README.md."""
     compile_networks: bool = False
-    """``torch.compile`` the field's view attention and MLPs and the 2D renderer (in place, at their first call; the
-    parameters, state_dict keys and checkpoints stay the same). Compiled and eager outputs match. It does not pay on
-    2 CPU cores (gm-nerf-small, 2026-11-26): inductor compiles for about 75 s over the first steps (a cold cache; it
-    compiles again for each new grad mode and sample-count range) and then runs at about the eager speed (614 against
-    640-770 ms/step). Meant for trying on CUDA, where it is not measured yet. A failure of torch.compile (no C++
-    compiler for inductor, an unsupported Python) ends the run with one error naming this option."""
+    """``torch.compile`` the field's attention and MLPs and the 2D renderer (checkpoints unchanged); meant for CUDA.
+    See benchmarks/throughput/README.md."""
 
     def validate(self, prefix: str = "--pipeline.model") -> None:
         """Checks every numeric option's range before anything is built (called by ns-train; see gmnerf_ns/options.py).

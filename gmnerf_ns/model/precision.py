@@ -10,6 +10,13 @@ optimizer stay fp32.
 
 Compiling swaps a module's call for a ``torch.compile``'d one (:meth:`torch.nn.Module.compile`): the module and its
 parameters stay where they are, so ``state_dict`` keys, and therefore checkpoints, are the same with or without it.
+Inductor compiles again for each new grad mode and sample-count range; a failure of ``torch.compile`` (no C++ compiler
+for inductor, an unsupported Python) ends the run with one :class:`CompileError` naming the option.
+
+Both stay off by default: neither speeds up the small networks' step on a CPU, and bf16's held-out quality at
+gm-nerf's scale is not established yet (benchmarks/throughput/README.md holds the runs). TF32 is not an option:
+PyTorch's switch is process-wide and the viewer renders from another thread, so it cannot be scoped to one model
+(``TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1`` turns it on for a whole process; cuDNN convolutions use TF32 by default).
 """
 
 from __future__ import annotations
