@@ -37,11 +37,11 @@ nerfstudio 1.1.5 (the version pinned in pyproject.toml); on an upgrade, check ea
    Upstream: ``nerfstudio.configs.method_configs``, imported by every ns-* command, builds 26 placeholder configs
    of external methods, and each one's ``ExternalMethodDummyTrainerConfig.__post_init__`` calls ``inspect.stack()``
    only to read the name of its caller's caller. ``inspect.stack()`` reads the source of every frame and scans all of
-   ``sys.modules`` (thousands of modules with torch loaded) per frame: about 5 s of every ns-train, ns-eval and
-   ns-render start on the 2-core machine. Patch: ``__post_init__`` reads that name from ``sys._getframe(2)`` (the
-   same frame) and returns early as upstream does; otherwise it runs upstream's ``__post_init__`` (the offer to
-   install a method named on the command line). To drop it: once upstream stops calling ``inspect.stack()`` there,
-   delete the function and its call in :mod:`gmnerf_ns.method_configs`.
+   ``sys.modules`` (thousands of modules with torch loaded) per frame: seconds of every ns-train, ns-eval and
+   ns-render start (benchmarks/throughput/README.md). Patch: ``__post_init__`` reads that name from
+   ``sys._getframe(2)`` (the same frame) and returns early as upstream does; otherwise it runs upstream's
+   ``__post_init__`` (the offer to install a method named on the command line). To drop it: once upstream stops
+   calling ``inspect.stack()`` there, delete the function and its call in :mod:`gmnerf_ns.method_configs`.
 
 5. **Local ns-viewer** (:func:`install_local_viewer_default`; applied with the YAML guard when plugin discovery loads a
    ``gm-nerf*`` entry point, which ``ns-viewer`` does while importing, before it defines its options).

@@ -227,9 +227,9 @@ def rasterize_depth(
 
     ``compact`` (default: on CPU) first drops the (view, face) pairs that cover no pixel centre and tests the others
     with the window their own footprint needs (1 x 1, 2 x 2 or k x k): the same tests on the same candidates, so the
-    same depth images, at 3 more host reads. At the model's visibility resolution about 3 in 4 pairs cover nothing and most
-    others need one pixel, so on 2 CPU cores this is several times faster; on a GPU the fixed shapes keep the step
-    free of host syncs.
+    same depth images, at 3 more host reads. At the model's visibility resolution most pairs cover nothing and most
+    others need one pixel, so on a CPU this skips most of the work; on a GPU the fixed shapes keep the step free of
+    host syncs.
     """
     device = verts_cam.device
     verts = verts_cam.float()

@@ -124,7 +124,7 @@ class SynthConfig:
     """JPEG quality of the images."""
     threads: int = 1
     """Torch CPU threads per process. One is best: the work is many small tensor ops, and on shared cores torch's
-    thread pool spin-waits (measured 10x slower with 2 threads under load). Use ``workers`` for more cores."""
+    thread pool spin-waits (benchmarks/throughput/README.md). Use ``workers`` for more cores."""
     workers: int = 1
     """Processes generating subjects in parallel (each with ``threads`` threads); the output does not change."""
     progress: bool = True

@@ -2,7 +2,7 @@
 
 Real captures come with an SMPL fit that is never exact (per-joint pose error, wrong body shape, a global offset of a
 few centimetres) and with masks from a segmentation network (a few pixels too wide or too narrow, with holes). The
-generator reproduces these so that a model can be trained and measured on them. Everything is drawn from the random
+generator reproduces these so that a model can be trained and evaluated on them. Everything is drawn from the random
 streams the generator hands in, so a seed still gives the same bytes.
 """
 

@@ -1,4 +1,4 @@
-"""nerfstudio-facing tools for a conditioned, cross-subject model (issue #6).
+"""nerfstudio-facing tools for a conditioned, cross-subject model.
 
 * :mod:`conditioning`: which subject-frame a render is conditioned on, with errors that list the available ones;
 * :mod:`evaluation`: ns-eval's metrics per subject, per image, novel view vs novel pose, plus geometry (Chamfer, P2S);

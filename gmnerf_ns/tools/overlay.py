@@ -5,8 +5,8 @@ green where it covers the view: its mesh rasterised with :func:`gmnerf_ns.render
 subject has faces, else its vertices splatted as small discs. The person's mask outline is drawn in magenta. The
 intersection over union of the silhouette and the mask is printed on the picture and returned: a wrong calibration, a
 swapped camera or a misfit body shows up as a low IoU. The proxy is the *naked* body while the mask is the clothed
-person, so the IoU of a good fit is below 1: 0.86-0.90 on gmnerf-synth's people (measured at 256 px), less for loose
-clothes, long hair and real fits (0.6 is still good).
+person, so the IoU of a good fit is below 1, lower still for loose clothes, long hair and real fits (docs/capture.md
+gives typical values).
 """
 
 from __future__ import annotations
