@@ -33,7 +33,7 @@ import numpy as np
 import tyro
 import yaml
 
-from gmnerf_ns.nerfstudio_patches import install_yaml_guard
+from gmnerf_ns.training.nerfstudio_patches import install_yaml_guard
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,7 +3,7 @@
 Usage: ``python scripts/generate_synthetic.py --out data/synthetic`` (``--help`` lists every option).
 """
 
-from gmnerf_ns.synth.cli import entrypoint
+from gmnerf_ns.cli.synth import entrypoint
 
 if __name__ == "__main__":
     entrypoint()

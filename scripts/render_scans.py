@@ -7,7 +7,7 @@
         --output data/multigarment_render
 """
 
-from gmnerf_ns.scan_render import entrypoint
+from gmnerf_ns.cli.scan_render import entrypoint
 
 if __name__ == "__main__":
     entrypoint()

@@ -14,6 +14,6 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
   fi
 fi
 echo "[test] ruff"
-ruff check gmnerf_ns dataparsers configs scripts tests
+ruff check gmnerf_ns scripts tests benchmarks
 echo "[test] pytest"
 python -m pytest -q "$@"

@@ -86,7 +86,7 @@ def main(recipe: Recipe) -> None:
         run(recipe.train_command())
         (recipe.run_dir / "train_seconds.txt").write_text(f"{time.time() - start:.0f}\n")
     if recipe.only in (None, "export"):
-        from gmnerf_ns.pretrained import export_weights
+        from gmnerf_ns.cli.pretrained import export_weights
 
         seconds = recipe.run_dir / "train_seconds.txt"
         checkpoints = sorted((recipe.run_dir / "nerfstudio_models").glob("step-*.ckpt"))

@@ -2,7 +2,7 @@
 
 import os
 
-from gmnerf_ns.weights import OFFLINE_ENV
+from gmnerf_ns.core.weights import OFFLINE_ENV
 
 
 def pytest_configure(config):

@@ -51,7 +51,7 @@ def install_fake_smplx(monkeypatch, model_dir: Path, template: Optional[np.ndarr
     """Replaces ``create_body_model`` (the one place a body model is built) with a fake building :class:`FakeBodyModel`
     (its ``template`` may be set later) and writes empty model files where smplx expects them. Returns a recorder:
     ``built`` (path, type, kwargs with the gender) per model, ``models``, ``template``."""
-    from gmnerf_ns.dataparsers import _body_models
+    from gmnerf_ns.data.parsers import _body_models
 
     for rel in MODEL_FILES:
         (model_dir / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -202,9 +202,8 @@ def make_synthetic_dataset(root: Path, subjects: Iterable[int] = (0, 1, 2), test
 def synthetic_datamanager(data: Path, world_size: int = 1, local_rank: int = 0, **kwargs):
     """The gm-nerf datamanager on a :func:`make_synthetic_dataset` folder: 48-px images, 3 input views, 32-px
     patches; ``kwargs`` are further ``GMNeRFDataManagerConfig`` options."""
-    from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
-
     from gmnerf_ns.data.datamanager import GMNeRFDataManagerConfig
+    from gmnerf_ns.data.parsers.synthetic import SyntheticDataParserConfig
 
     config = GMNeRFDataManagerConfig(dataparser=SyntheticDataParserConfig(data=data, resolution=48, num_input_views=3),
                                      patch_size=32, **kwargs)
@@ -390,7 +389,7 @@ Rasterized = namedtuple("Rasterized", "face_id bary depth")
 
 
 def reference_rasterize(verts_cam, faces, K, height: int, width: int) -> Rasterized:
-    """A slow z-buffer rasteriser with ``gmnerf_ns.render.rasterize.rasterize``'s API, for tiny test meshes.
+    """A slow z-buffer rasteriser with ``gmnerf_ns.geometry.rasterize.rasterize``'s API, for tiny test meshes.
 
     Same pixel convention: pixel (i, j) is sampled at (i + 0.5, j + 0.5). Barycentrics are screen-space.
     """
@@ -571,9 +570,9 @@ def fraction_in_masks(frame) -> float:
     """
     import torch
 
-    from gmnerf_ns.camera_math import project_points
     from gmnerf_ns.data.human_record import load_vertices
     from gmnerf_ns.data.view_loader import load_view
+    from gmnerf_ns.geometry.camera_math import project_points
 
     verts = torch.from_numpy(load_vertices(frame)).double()
     inside, total = 0, 0

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from gmnerf_ns.method_configs import gm_nerf_small
+from gmnerf_ns.training.method_configs import gm_nerf_small
 from tests.fixtures_human import AXES, CENTRE, make_synthetic_dataset
 
 TEST_SUBJECT = "subject_002"

@@ -7,7 +7,7 @@ import math
 import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
 
-from gmnerf_ns.data.human_dataparser import opencv_w2c_to_nerfstudio_c2w
+from gmnerf_ns.geometry.camera_math import opencv_w2c_to_nerfstudio_c2w
 from gmnerf_ns.model.sources import SourceViews
 
 

@@ -7,15 +7,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
-from gmnerf_ns.dataparsers.easymocap import EasyMocapDataParserConfig
-from gmnerf_ns.dataparsers.genebody import GeneBodyDataParser, GeneBodyDataParserConfig
-from gmnerf_ns.dataparsers.multigarment import MultiGarmentDataParserConfig
-from gmnerf_ns.dataparsers.synthetic import SyntheticDataParser, SyntheticDataParserConfig
-from gmnerf_ns.dataparsers.thuman2 import THuman2DataParserConfig
-from gmnerf_ns.dataparsers.zju_mocap import ZJUMocapDataParser, ZJUMocapDataParserConfig
 
-from gmnerf_ns.data.human_record import HumanDataError
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.parsers.auto import AutoDataParserConfig
+from gmnerf_ns.data.parsers.easymocap import EasyMocapDataParserConfig
+from gmnerf_ns.data.parsers.genebody import GeneBodyDataParser, GeneBodyDataParserConfig
+from gmnerf_ns.data.parsers.multigarment import MultiGarmentDataParserConfig
+from gmnerf_ns.data.parsers.synthetic import SyntheticDataParser, SyntheticDataParserConfig
+from gmnerf_ns.data.parsers.thuman2 import THuman2DataParserConfig
+from gmnerf_ns.data.parsers.zju_mocap import ZJUMocapDataParser, ZJUMocapDataParserConfig
 from tests.fixtures_human import make_genebody, make_synthetic_dataset, make_zju_subject
 
 RES = 16
@@ -92,7 +92,7 @@ def test_folder_under_data_root_and_short_names(data_root):
 
 
 def test_builtin_synthetic_default(data, tmp_path, monkeypatch):
-    from gmnerf_ns.method_configs import gm_nerf, gm_nerf_finetune, gm_nerf_small
+    from gmnerf_ns.training.method_configs import gm_nerf, gm_nerf_finetune, gm_nerf_small
 
     for method in (gm_nerf, gm_nerf_small, gm_nerf_finetune):
         default = method.config.pipeline.datamanager.dataparser
@@ -143,7 +143,7 @@ def test_a_parser_pointed_at_another_dataset_says_which(data, tmp_path):
     assert str(err.value) == (f"{zju}: missing the image/ folder of a GeneBody subject; {zju} looks like ZJU-MoCap "
                               "(CoreView_377/ has annots.npy and camera folders): use ns-train gm-nerf zju-mocap --data "
                               "..., or leave the dataparser out to detect it")
-    from gmnerf_ns.dataparsers.mvhumannet import MVHumanNetDataParserConfig
+    from gmnerf_ns.data.parsers.mvhumannet import MVHumanNetDataParserConfig
 
     with pytest.raises(HumanDataError, match=r"genebody: no MVHumanNet outfit \(<outfit id>/camera_extrinsics\.json "
                                              r"with camera_scale\.pkl\); .*genebody looks like GeneBody \(.*"

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gmnerf_ns.dataparsers import smpl_proxy
-from gmnerf_ns.dataparsers._body_models import BodyModels, create_body_model, read_body_model
 
-from gmnerf_ns.data.human_record import HumanDataError
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.parsers import smpl_proxy
+from gmnerf_ns.data.parsers._body_models import BodyModels, create_body_model, read_body_model
 from tests.test_safe_pickle import Payload
 
 smplx = pytest.importorskip("smplx")

@@ -55,7 +55,7 @@ def test_ns_eval_of_a_config_naming_a_crafted_pretrained_checkpoint_runs_no_code
 
 
 def test_training_from_a_crafted_pretrained_checkpoint_is_one_error_and_runs_no_code(data, tmp_path):
-    from gmnerf_ns.checkpoints import CheckpointError
+    from gmnerf_ns.core.checkpoints import CheckpointError
 
     marker = tmp_path / "marker"
     config = tiny(data, tmp_path / "out")
@@ -69,7 +69,7 @@ def test_a_fine_tuned_run_no_longer_needs_its_source_checkpoint(tmp_path_factory
     from nerfstudio.scripts.train import train_loop
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from gmnerf_ns.checkpoints import model_weights, read_checkpoint
+    from gmnerf_ns.core.checkpoints import model_weights, read_checkpoint
 
     source_run = shared_run(tmp_path_factory)
     source = tmp_path / "source" / "step-000000002.ckpt"
@@ -102,7 +102,7 @@ def test_a_fine_tuned_run_no_longer_needs_its_source_checkpoint(tmp_path_factory
 # ----------------------------------------------------------------------------------------------------------------------
 def logged_training(config, monkeypatch) -> Dict[int, Dict[str, float]]:
     """Runs ``ns-train``'s main in process; returns step -> loss values of the steps it trained."""
-    from gmnerf_ns.trainer import GMNeRFTrainer
+    from gmnerf_ns.training.trainer import GMNeRFTrainer
 
     logged: Dict[int, Dict[str, float]] = {}
     iteration = GMNeRFTrainer.train_iteration

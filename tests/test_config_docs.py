@@ -8,14 +8,14 @@ import textwrap
 
 import pytest
 
+from gmnerf_ns.cli.pretrained import PretrainedRun
 from gmnerf_ns.data.datamanager import GMNeRFDataManagerConfig
 from gmnerf_ns.model.encoder import ImageEncoderConfig
 from gmnerf_ns.model.gmnerf_model import GMNeRFModelConfig
 from gmnerf_ns.model.losses import PerceptualLossConfig
-from gmnerf_ns.pipeline import GMNeRFPipelineConfig
-from gmnerf_ns.pretrained import PretrainedRun
 from gmnerf_ns.synth.generator import SynthConfig
-from gmnerf_ns.trainer import GMNeRFTrainerConfig
+from gmnerf_ns.training.pipeline import GMNeRFPipelineConfig
+from gmnerf_ns.training.trainer import GMNeRFTrainerConfig
 
 
 def undocumented_fields(cls) -> list:

@@ -1,6 +1,6 @@
 """A config.yml is data: every tool that reads one accepts only the config classes, paths and plain values a nerfstudio
 run writes, and refuses any other python tag with one line naming the file and the tag, before it can run code
-(patch 1 of :mod:`gmnerf_ns.nerfstudio_patches`). ``ns-viewer`` listens on loopback unless asked (patch 5)."""
+(patch 1 of :mod:`gmnerf_ns.training.nerfstudio_patches`). ``ns-viewer`` listens on loopback unless asked (patch 5)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gmnerf_ns.errors import CleanExit, UnsafeConfigError
-from gmnerf_ns.nerfstudio_patches import install_yaml_guard
+from gmnerf_ns.core.errors import CleanExit, UnsafeConfigError
+from gmnerf_ns.training.nerfstudio_patches import install_yaml_guard
 
 BIN = Path(sys.executable).parent
 

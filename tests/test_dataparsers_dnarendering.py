@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
-from gmnerf_ns.dataparsers.dnarendering import DNARenderingDataParser, DNARenderingDataParserConfig
 
-from gmnerf_ns.data.human_record import HumanDataError, HumanDataWarning, load_vertices
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.human_record import HumanDataWarning, load_vertices
+from gmnerf_ns.data.parsers.auto import AutoDataParserConfig
+from gmnerf_ns.data.parsers.dnarendering import DNARenderingDataParser, DNARenderingDataParserConfig
 from tests.fake_body_model import install_fake_smplx
 from tests.fixtures_human import fraction_in_masks, make_dna_rendering
 
@@ -99,7 +100,7 @@ def test_bad_inputs(tmp_path, fake_smplx):
 
 
 def test_registered():
-    from gmnerf_ns import dataparser_configs as registry
+    from gmnerf_ns.training import dataparser_configs as registry
 
     assert isinstance(registry.dna_rendering_dataparser.config, DNARenderingDataParserConfig)
 

@@ -10,11 +10,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from gmnerf_ns.dataparsers._body_models import easymocap_params
-from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
-from gmnerf_ns.dataparsers.easymocap import EasyMocapDataParser, EasyMocapDataParserConfig, read_cameras
 
-from gmnerf_ns.data.human_record import HumanDataError, HumanDataWarning, load_vertices
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.human_record import HumanDataWarning, load_vertices
+from gmnerf_ns.data.parsers._body_models import easymocap_params
+from gmnerf_ns.data.parsers.auto import AutoDataParserConfig
+from gmnerf_ns.data.parsers.easymocap import EasyMocapDataParser, EasyMocapDataParserConfig, read_cameras
 from tests.fake_body_model import install_fake_smplx
 from tests.fixtures_human import easymocap_json, fraction_in_masks, make_easymocap_capture, write_opencv_yaml
 
@@ -91,7 +92,7 @@ def test_proxies_are_cached(tmp_path, monkeypatch):
     capture = make_easymocap_capture(tmp_path)
     first = parse(capture.folder).subjects[0].frames[0].vertices_path
     assert first.is_file() and str(tmp_path / "cache") in str(first)
-    import gmnerf_ns.dataparsers.easymocap as easymocap
+    import gmnerf_ns.data.parsers.easymocap as easymocap
 
     monkeypatch.setattr(easymocap, "easymocap_vertices", lambda *a: pytest.fail("re-read a cached proxy"))
     assert parse(capture.folder).subjects[0].frames[0].vertices_path == first
@@ -380,12 +381,12 @@ def test_trains_without_naming_the_dataparser(tmp_path, monkeypatch, fits):
 def test_registered_as_ns_train_subcommand():
     import tomllib
 
-    from gmnerf_ns import dataparser_configs as registry
     from gmnerf_ns.data.protocol import load_protocol
+    from gmnerf_ns.training import dataparser_configs as registry
 
     pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
     entry = tomllib.loads(pyproject.read_text())["project"]["entry-points"]["nerfstudio.dataparser_configs"]
-    assert entry["easymocap"] == "gmnerf_ns.dataparser_configs:easymocap_dataparser"
+    assert entry["easymocap"] == "gmnerf_ns.training.dataparser_configs:easymocap_dataparser"
     spec = registry.easymocap_dataparser
     assert isinstance(spec.config, EasyMocapDataParserConfig)
     assert load_protocol(spec.config.protocol).num_input_views == 4

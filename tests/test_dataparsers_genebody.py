@@ -8,9 +8,10 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from gmnerf_ns.dataparsers.genebody import GeneBodyDataParserConfig, gnr_crop
 
-from gmnerf_ns.data.human_record import HumanDataError, HumanDataWarning, load_vertices
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.human_record import HumanDataWarning, load_vertices
+from gmnerf_ns.data.parsers.genebody import GeneBodyDataParserConfig, gnr_crop
 from gmnerf_ns.data.view_loader import load_view
 from tests.fixtures_human import GENEBODY_UNITS, make_genebody, nerfstudio_pixel, project, ray_miss_distance
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
-from gmnerf_ns.dataparsers.humman import HuMManDataParser, HuMManDataParserConfig
 
-from gmnerf_ns.data.human_record import HumanDataError, HumanDataWarning, load_vertices
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.human_record import HumanDataWarning, load_vertices
+from gmnerf_ns.data.parsers.auto import AutoDataParserConfig
+from gmnerf_ns.data.parsers.humman import HuMManDataParser, HuMManDataParserConfig
 from tests.fake_body_model import install_fake_smplx
 from tests.fixtures_human import fraction_in_masks, make_humman
 
@@ -83,8 +84,8 @@ def test_bad_inputs(tmp_path, fake_smplx):
 
 
 def test_registered():
-    from gmnerf_ns import dataparser_configs as registry
     from gmnerf_ns.data.protocol import load_protocol
+    from gmnerf_ns.training import dataparser_configs as registry
 
     assert isinstance(registry.humman_dataparser.config, HuMManDataParserConfig)
     assert load_protocol(registry.humman_dataparser.config.protocol).test_frames.interval == 5

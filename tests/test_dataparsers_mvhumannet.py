@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
-from gmnerf_ns.dataparsers.mvhumannet import MVHumanNetDataParser, MVHumanNetDataParserConfig
 
-from gmnerf_ns.data.human_record import HumanDataError, HumanDataWarning, load_vertices
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.human_record import HumanDataWarning, load_vertices
+from gmnerf_ns.data.parsers.auto import AutoDataParserConfig
+from gmnerf_ns.data.parsers.mvhumannet import MVHumanNetDataParser, MVHumanNetDataParserConfig
 from tests.fake_body_model import install_fake_smplx
 from tests.fixtures_human import fraction_in_masks, make_mvhumannet
 
@@ -123,6 +124,6 @@ def test_outfit_without_camera_scale_names_the_file(tmp_path):
 
 
 def test_registered():
-    from gmnerf_ns import dataparser_configs as registry
+    from gmnerf_ns.training import dataparser_configs as registry
 
     assert isinstance(registry.mvhumannet_dataparser.config, MVHumanNetDataParserConfig)

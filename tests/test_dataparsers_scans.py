@@ -9,13 +9,8 @@ import cv2
 import numpy as np
 import pytest
 import tyro
-from gmnerf_ns.dataparsers import smpl_proxy
-from gmnerf_ns.dataparsers.multigarment import MultiGarmentDataParserConfig
-from gmnerf_ns.dataparsers.thuman2 import THuman2DataParserConfig
 
-from gmnerf_ns.data.human_record import HumanDataError, load_vertices
-from gmnerf_ns.data.view_loader import load_view
-from gmnerf_ns.scan_render import (
+from gmnerf_ns.cli.scan_render import (
     WORLD_FROM_SCAN,
     Commands,
     RenderMultiGarment,
@@ -23,6 +18,12 @@ from gmnerf_ns.scan_render import (
     RingConfig,
     load_textured_obj,
 )
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.human_record import load_vertices
+from gmnerf_ns.data.parsers import smpl_proxy
+from gmnerf_ns.data.parsers.multigarment import MultiGarmentDataParserConfig
+from gmnerf_ns.data.parsers.thuman2 import THuman2DataParserConfig
+from gmnerf_ns.data.view_loader import load_view
 from tests.fixtures_human import (
     make_fake_smpl,
     make_fake_smplx,
@@ -94,7 +95,7 @@ def test_thuman2_parser_reads_render(thuman, models):
 
 
 def test_render_with_project_rasteriser(tmp_path, models):
-    rasterize = pytest.importorskip("gmnerf_ns.render.rasterize", reason="the project's rasteriser is not there yet")
+    rasterize = pytest.importorskip("gmnerf_ns.geometry.rasterize", reason="the project's rasteriser is not there yet")
     scans, params = make_thuman2(tmp_path, ids=("0007",))
     masks = {}
     for name, raster, supersample in (("ours", rasterize.rasterize, 1), ("ref", reference_rasterize, 1),

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
-from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
 
-from gmnerf_ns.data.human_record import HumanDataError, load_vertices
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.human_record import load_vertices
+from gmnerf_ns.data.parsers.auto import AutoDataParserConfig
+from gmnerf_ns.data.parsers.synthetic import SyntheticDataParserConfig
 from gmnerf_ns.data.protocol import available_protocols, load_protocol
 from tests.fixtures_human import make_synthetic_dataset, nerfstudio_pixel, project, ray_miss_distance
 
@@ -58,7 +59,7 @@ def test_generator_output_parses(tmp_path):
     import torch
 
     from gmnerf_ns.data.view_loader import load_view
-    from gmnerf_ns.render.rasterize import rasterize
+    from gmnerf_ns.geometry.rasterize import rasterize
 
     config = generator.SynthConfig(out=tmp_path / "synthetic", num_subjects=2, num_test_subjects=1, num_cameras=4,
                                    num_frames=1, resolution=32, progress=False, threads=1)
@@ -152,8 +153,8 @@ def test_protocol_presets_load():
 
 
 def test_dataparser_configs_register():
-    from gmnerf_ns import dataparser_configs as registry
     from gmnerf_ns.data.human_dataparser import HumanDataParserConfig
+    from gmnerf_ns.training import dataparser_configs as registry
 
     specs = [registry.synthetic_dataparser, registry.zju_mocap_dataparser, registry.genebody_dataparser,
              registry.thuman2_dataparser, registry.multigarment_dataparser]

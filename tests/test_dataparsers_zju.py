@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gmnerf_ns.dataparsers.zju_mocap import ZJUMocapDataParserConfig
 
-from gmnerf_ns.camera_math import project_points
-from gmnerf_ns.data.human_record import HumanDataError, HumanDataWarning, load_vertices
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.human_record import HumanDataWarning, load_vertices
+from gmnerf_ns.data.parsers.zju_mocap import ZJUMocapDataParserConfig
 from gmnerf_ns.data.view_loader import load_view
+from gmnerf_ns.geometry.camera_math import project_points
 from tests.fixtures_human import make_zju_subject, nerfstudio_pixel, person_mask, project, ray_miss_distance
 
 RES = 32  # fixtures store 64 x 64 images: ratio 0.5 as NHP's 1024 -> 512

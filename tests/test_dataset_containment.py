@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from gmnerf_ns.dataparsers._files import DatasetFolder, inside_root
-from gmnerf_ns.dataparsers.easymocap import EasyMocapDataParserConfig
-from gmnerf_ns.dataparsers.mvhumannet import MVHumanNetDataParserConfig
 
-from gmnerf_ns.data.human_record import HumanDataError
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.parsers._files import DatasetFolder, inside_root
+from gmnerf_ns.data.parsers.easymocap import EasyMocapDataParserConfig
+from gmnerf_ns.data.parsers.mvhumannet import MVHumanNetDataParserConfig
 from tests.fixtures_human import make_easymocap_capture, make_mvhumannet
 
 

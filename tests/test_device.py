@@ -30,7 +30,7 @@ def no_cuda(monkeypatch):
 
 
 def test_gpu_methods_choose_the_device_automatically():
-    from gmnerf_ns.method_configs import gm_nerf, gm_nerf_finetune, gm_nerf_small
+    from gmnerf_ns.training.method_configs import gm_nerf, gm_nerf_finetune, gm_nerf_small
 
     assert gm_nerf.config.machine.device_type == "auto"
     assert gm_nerf_finetune.config.machine.device_type == "auto"
@@ -38,7 +38,7 @@ def test_gpu_methods_choose_the_device_automatically():
 
 
 def test_auto_trains_on_the_cpu_with_a_one_line_notice(data, tmp_path, no_cuda, capsys):
-    from gmnerf_ns.trainer import GMNeRFMachineConfig
+    from gmnerf_ns.training.trainer import GMNeRFMachineConfig
 
     config = tiny(data, tmp_path / "out", steps=2, save_every=2)
     config.machine = GMNeRFMachineConfig()  # gm-nerf's default: auto
@@ -78,8 +78,8 @@ def test_doctor_reports_the_cpu_fallback_and_the_cuda_error(data, no_cuda):
 
 
 def test_device_names_are_checked_against_the_machine(monkeypatch):
-    from gmnerf_ns.device import check_device
-    from gmnerf_ns.errors import DeviceError
+    from gmnerf_ns.core.device import check_device
+    from gmnerf_ns.core.errors import DeviceError
 
     assert check_device("cpu", "--device") == "cpu"
     for bogus in ("bogus", "meta", "cuda:x"):

@@ -7,7 +7,7 @@ import shutil
 
 from rich.console import Console
 
-from gmnerf_ns.doctor import DoctorConfig, render, run_checks
+from gmnerf_ns.cli.doctor import DoctorConfig, render, run_checks
 from tests.fixtures_human import make_genebody, make_mvhumannet
 
 

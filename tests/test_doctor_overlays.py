@@ -26,7 +26,7 @@ def doctor(data: Path, overlay_dir: Path, **kwargs):
     """(exit status, rows by item, all details and printed text as one whitespace-normalised string)."""
     from rich.console import Console
 
-    from gmnerf_ns.doctor import DoctorConfig, render, run_checks
+    from gmnerf_ns.cli.doctor import DoctorConfig, render, run_checks
 
     config = DoctorConfig(data=data, resolution=RES, num_input_views=3, sample_views=4, sample_frames=4,
                           overlay_dir=overlay_dir, **kwargs)
@@ -38,8 +38,7 @@ def doctor(data: Path, overlay_dir: Path, **kwargs):
 
 
 def test_overlays_show_the_proxy_and_the_fixture_fits_are_not_flagged(data, tmp_path):
-    from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
-
+    from gmnerf_ns.data.parsers.synthetic import SyntheticDataParserConfig
     from gmnerf_ns.data.view_loader import load_view
 
     code, rows, text = doctor(data, tmp_path / "overlays")

@@ -159,14 +159,17 @@ def test_kit_wheel_check_and_tree_hash(tmp_path):
                                                 "pyobjc-11.0-cp312-cp312-macosx_11_0_arm64.whl"]
 
     tree = tmp_path / "tree"
-    for path in ("pyproject.toml", "gmnerf_ns/a.py", "dataparsers/b.py", "configs/c.yaml"):
+    for path in ("pyproject.toml", "gmnerf_ns/a.py", "gmnerf_ns/data/parsers/b.py", "gmnerf_ns/data/protocols/c.yaml",
+                 "outside.py"):
         (tree / path).parent.mkdir(parents=True, exist_ok=True)
         (tree / path).write_text(path)
     first = kit.tree_hash(tree)
     (tree / "gmnerf_ns" / "__pycache__").mkdir()
     (tree / "gmnerf_ns" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"x")
     assert kit.tree_hash(tree) == first
-    (tree / "dataparsers" / "b.py").write_text("changed")
+    (tree / "outside.py").write_text("changed")  # not a package source
+    assert kit.tree_hash(tree) == first
+    (tree / "gmnerf_ns" / "data" / "protocols" / "c.yaml").write_text("changed")
     assert kit.tree_hash(tree) != first
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
 
-from gmnerf_ns.data.human_record import HumanDataError, HumanDataWarning
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.human_record import HumanDataWarning
+from gmnerf_ns.data.parsers.synthetic import SyntheticDataParserConfig
 from gmnerf_ns.data.view_loader import jpeg_problem, load_view
 from tests.test_reliability import checkpoints, copy_data, doctor, make_data, ns_train, tiny
 

@@ -1,4 +1,5 @@
-"""Layout detection (dataparsers/_layouts.py) sits below the parsers, which use it for their errors, and gmnerf-auto."""
+"""Layout detection (gmnerf_ns/data/parsers/_layouts.py) sits below the parsers, which use it for their errors, and
+gmnerf-auto."""
 
 from __future__ import annotations
 
@@ -6,16 +7,16 @@ import json
 
 import numpy as np
 import pytest
-from gmnerf_ns.dataparsers.multigarment import MultiGarmentDataParserConfig
-from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
-from gmnerf_ns.dataparsers.thuman2 import THuman2DataParserConfig
-from gmnerf_ns.dataparsers.zju_mocap import ZJUMocapDataParserConfig
 
-from gmnerf_ns.data.human_record import HumanDataError
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.parsers.multigarment import MultiGarmentDataParserConfig
+from gmnerf_ns.data.parsers.synthetic import SyntheticDataParserConfig
+from gmnerf_ns.data.parsers.thuman2 import THuman2DataParserConfig
+from gmnerf_ns.data.parsers.zju_mocap import ZJUMocapDataParserConfig
 from tests.fixtures_human import make_synthetic_dataset
 from tests.test_import_graph import import_graph, module_files
 
-PACKAGE = "gmnerf_ns.dataparsers"
+PACKAGE = "gmnerf_ns.data.parsers"
 SPLIT = {"protocol": "synthetic", "train_subjects": ("subject_000",), "test_subjects": ("subject_001",)}
 
 
@@ -32,7 +33,7 @@ def test_layouts_sit_below_the_parsers_and_auto_above():
 
 
 def test_each_dataset_has_one_label_and_config():
-    from gmnerf_ns.dataparsers import _layouts, auto
+    from gmnerf_ns.data.parsers import _layouts, auto
 
     assert [d.subcommand for d in auto.DATASETS] == list(_layouts.LABELS)
     assert [d.label for d in auto.DATASETS] == list(_layouts.LABELS.values())
@@ -41,7 +42,7 @@ def test_each_dataset_has_one_label_and_config():
 
 def test_same_layout_is_the_parsers_that_read_each_others_folders():
     """A parser's ``same_layout`` names the datasets whose configs extend its config or that its config extends."""
-    from gmnerf_ns.dataparsers.auto import DATASETS
+    from gmnerf_ns.data.parsers.auto import DATASETS
 
     for own in DATASETS:
         related = {d.subcommand for d in DATASETS

@@ -7,7 +7,8 @@ import torch
 import torchvision
 from torchvision.models.vgg import cfgs, make_layers
 
-from gmnerf_ns import weights
+from gmnerf_ns.core import weights
+from gmnerf_ns.core.weights import MissingPretrainedWeightsWarning
 from gmnerf_ns.model.losses import (
     MS_SSIM_MIN_SIDE,
     PerceptualLoss,
@@ -17,7 +18,6 @@ from gmnerf_ns.model.losses import (
     mse,
     vgg19_layer_names,
 )
-from gmnerf_ns.weights import MissingPretrainedWeightsWarning
 
 
 @pytest.fixture(autouse=True)

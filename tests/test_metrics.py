@@ -1,4 +1,5 @@
-"""Tests for gmnerf_ns.metrics: bbox evaluation region, masked PSNR, bbox-crop SSIM, LPIPS availability, Chamfer/P2S."""
+"""Tests for gmnerf_ns.model.metrics (bbox evaluation region, masked PSNR, bbox-crop SSIM, LPIPS availability) and the
+Chamfer/P2S of gmnerf_ns.eval.geometry."""
 
 from pathlib import Path
 
@@ -9,18 +10,18 @@ import torch
 import trimesh
 from skimage.metrics import structural_similarity
 
-from gmnerf_ns import weights
-from gmnerf_ns.metrics import (
+from gmnerf_ns.core import weights
+from gmnerf_ns.core.weights import MissingPretrainedWeightsWarning
+from gmnerf_ns.eval.geometry import chamfer_and_p2s
+from gmnerf_ns.model.metrics import (
     MAX_PSNR,
     LPIPSMetric,
     bbox_crop_ssim,
     bbox_mask_from_corners,
-    chamfer_and_p2s,
     image_metrics,
     masked_psnr,
     project_bbox_corners,
 )
-from gmnerf_ns.weights import MissingPretrainedWeightsWarning
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE_DIRS = ("gmnerf_ns", "dataparsers", "configs")
+PACKAGE_DIRS = ("gmnerf_ns",)
 
 HISTORY_PATTERNS: Dict[str, re.Pattern] = {
     "issue reference": re.compile(r"\bissue #\d+|(?<![\w&])#\d{1,4}\b", re.IGNORECASE),

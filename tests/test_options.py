@@ -25,13 +25,13 @@ def data(tmp_path_factory) -> Path:
 
 
 def small_config():
-    from gmnerf_ns.method_configs import gm_nerf_small
+    from gmnerf_ns.training.method_configs import gm_nerf_small
 
     return copy.deepcopy(gm_nerf_small.config)
 
 
 def test_the_methods_defaults_are_valid():
-    from gmnerf_ns.method_configs import gm_nerf, gm_nerf_finetune, gm_nerf_small
+    from gmnerf_ns.training.method_configs import gm_nerf, gm_nerf_finetune, gm_nerf_small
 
     for spec in (gm_nerf, gm_nerf_small, gm_nerf_finetune):
         spec.config.validate()
@@ -68,7 +68,7 @@ def test_the_methods_defaults_are_valid():
     ],
 )
 def test_an_option_out_of_range_names_the_option_and_its_range(where, value, message):
-    from gmnerf_ns.options import OptionError
+    from gmnerf_ns.core.options import OptionError
 
     config = small_config()
     *path, name = where.split(".")
@@ -82,7 +82,7 @@ def test_an_option_out_of_range_names_the_option_and_its_range(where, value, mes
 
 
 def test_every_bad_option_is_reported_at_once():
-    from gmnerf_ns.options import OptionError
+    from gmnerf_ns.core.options import OptionError
 
     config = small_config()
     config.pipeline.model.num_samples = 0

@@ -1,5 +1,5 @@
 """Importing gmnerf-ns changes no global state; the nerfstudio patches are applied only where they are called
-(:mod:`gmnerf_ns.nerfstudio_patches`)."""
+(:mod:`gmnerf_ns.training.nerfstudio_patches`)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def modules():
 
 
 before_loaders, before_modules = loaders(), modules()
-import gmnerf_ns.nerfstudio_patches, gmnerf_ns.trainer, gmnerf_ns.method_configs  # noqa: E401
+import gmnerf_ns.training.nerfstudio_patches, gmnerf_ns.training.trainer  # noqa: E401
+import gmnerf_ns.training.method_configs
 
 changed = []
 for name, (table, content, plain, guard) in before_loaders.items():
@@ -54,11 +55,11 @@ if train is not None and train._distributed_worker.__module__ != "nerfstudio.scr
 
 from importlib.metadata import entry_points  # as nerfstudio.plugins.registry.discover_methods loads them
 spec = entry_points(group="nerfstudio.method_configs")["gm-nerf-small"].load()
-guard = gmnerf_ns.nerfstudio_patches._yaml_guard("python/name:", frozenset()).__qualname__
+guard = gmnerf_ns.training.nerfstudio_patches._yaml_guard("python/name:", frozenset()).__qualname__
 def guarded_keys(loader):
     return [k for k, v in loader.yaml_multi_constructors.items() if getattr(v, "__qualname__", "") == guard]
 guarded = guarded_keys(yaml.Loader)
-gmnerf_ns.nerfstudio_patches.install_yaml_guard()  # again: idempotent
+gmnerf_ns.training.nerfstudio_patches.install_yaml_guard()  # again: idempotent
 print(json.dumps({"changed": changed, "method": spec.config.method_name, "guarded": guarded,
                   "guarded_again": guarded_keys(yaml.Loader),
                   "python_tags": sorted(k for k in yaml.Loader.yaml_multi_constructors if "python/" in k),
@@ -86,7 +87,7 @@ def test_cpu_ddp_support_swaps_nerfstudio_ddp_only_inside_the_block():
     from nerfstudio.pipelines import base_pipeline
     from torch.nn.parallel import DistributedDataParallel
 
-    from gmnerf_ns.nerfstudio_patches import CpuDistributedDataParallel, cpu_ddp_support
+    from gmnerf_ns.training.nerfstudio_patches import CpuDistributedDataParallel, cpu_ddp_support
 
     original = base_pipeline.DDP
     with cpu_ddp_support("cpu"):
@@ -106,8 +107,8 @@ def test_cpu_ddp_support_swaps_nerfstudio_ddp_only_inside_the_block():
 def test_cpu_launcher_is_installed_only_for_multi_process_cpu_runs():
     import nerfstudio.scripts.train as ns_train
 
-    from gmnerf_ns.method_configs import gm_nerf_small
-    from gmnerf_ns.nerfstudio_patches import distributed_worker_cpu, install_cpu_launcher
+    from gmnerf_ns.training.method_configs import gm_nerf_small
+    from gmnerf_ns.training.nerfstudio_patches import distributed_worker_cpu, install_cpu_launcher
 
     original = ns_train._distributed_worker
     config = gm_nerf_small.config
@@ -131,7 +132,7 @@ def test_external_methods_are_listed_without_inspect_stack_and_still_offer_to_in
 
     from nerfstudio.configs import external_methods as upstream
 
-    from gmnerf_ns.nerfstudio_patches import install_fast_external_methods
+    from gmnerf_ns.training.nerfstudio_patches import install_fast_external_methods
 
     install_fast_external_methods()
     install_fast_external_methods()  # idempotent: wraps upstream's once

@@ -16,11 +16,11 @@ import torch
 from nerfstudio.data.scene_box import SceneBox
 from torch import nn
 
+from gmnerf_ns.core.options import OptionError
 from gmnerf_ns.model import gmnerf_model
 from gmnerf_ns.model.gmnerf_model import GMNeRFModel, GMNeRFModelConfig
 from gmnerf_ns.model.losses import PerceptualLossConfig
 from gmnerf_ns.model.precision import CompileError, compile_errors, compile_modules
-from gmnerf_ns.options import OptionError
 from tests.scene import cylinder_sources, nerfstudio_camera, target_image
 
 PATCH = (0, 0, 32, 32)
@@ -141,7 +141,7 @@ def test_bf16_renders_close_to_fp32_with_the_same_weights():
 
 
 def test_bf16_and_nerfstudio_mixed_precision_are_refused_together():
-    from gmnerf_ns.method_configs import gm_nerf_small
+    from gmnerf_ns.training.method_configs import gm_nerf_small
 
     config = copy.deepcopy(gm_nerf_small.config)
     config.pipeline.model.autocast = "bf16"

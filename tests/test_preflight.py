@@ -82,8 +82,7 @@ def test_a_turned_camera_and_resized_images_are_named(data, tmp_path, monkeypatc
 
 
 def test_the_checks_name_exactly_the_bad_cameras(data, tmp_path):
-    from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
-
+    from gmnerf_ns.data.parsers.synthetic import SyntheticDataParserConfig
     from gmnerf_ns.data.preflight import check_collections
 
     parser = SyntheticDataParserConfig(data=bad_data(data, tmp_path, 0.5), resolution=48, num_input_views=3).setup()
@@ -109,10 +108,10 @@ def test_masks_of_another_size_and_a_camera_looking_aside(data, tmp_path, monkey
 def test_only_ns_train_runs_the_checks(data, tmp_path, monkeypatch):
     bad = bad_data(data, tmp_path, 2.0)
     assert setup_warnings(bad, monkeypatch, world_size=2, local_rank=1) == []  # one rank reports for all
-    from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
     from nerfstudio.utils.rich_utils import CONSOLE
 
     from gmnerf_ns.data.datamanager import GMNeRFDataManagerConfig
+    from gmnerf_ns.data.parsers.synthetic import SyntheticDataParserConfig
 
     printed: List[str] = []
     monkeypatch.setattr(CONSOLE, "print", lambda *args, **kw: printed.append(str(args[0])))
@@ -125,7 +124,7 @@ def test_only_ns_train_runs_the_checks(data, tmp_path, monkeypatch):
 def test_the_doctor_reports_the_same_lines(data, tmp_path, monkeypatch):
     from rich.console import Console
 
-    from gmnerf_ns.doctor import DoctorConfig, render, run_checks
+    from gmnerf_ns.cli.doctor import DoctorConfig, render, run_checks
 
     bad = bad_data(data, tmp_path, 2.0)
     lines = setup_warnings(bad, monkeypatch)

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from gmnerf_ns.checkpoints import CheckpointError, list_checkpoints, model_weights, read_checkpoint
-from gmnerf_ns.pretrained import (
+from gmnerf_ns.cli.pretrained import (
     PretrainedRun,
     default_weights,
     entrypoint,
@@ -21,6 +20,7 @@ from gmnerf_ns.pretrained import (
     read_weights,
     write_run,
 )
+from gmnerf_ns.core.checkpoints import CheckpointError, list_checkpoints, model_weights, read_checkpoint
 from tests.runs import shared_run
 
 
@@ -86,7 +86,7 @@ def test_pretrained_run_works_with_ns_eval_and_renders(exported, tmp_path_factor
 
 def test_cli_prints_the_config_path_last_and_refuses_to_overwrite(exported, tmp_path_factory, tmp_path):
     data = shared_run(tmp_path_factory).parent.parent.parent.parent / "data"
-    command = [sys.executable, "-m", "gmnerf_ns.pretrained", "--data", str(data), "--output-dir", str(tmp_path),
+    command = [sys.executable, "-m", "gmnerf_ns.cli.pretrained", "--data", str(data), "--output-dir", str(tmp_path),
                "--weights", str(exported), "--resolution", "48"]
     first = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]

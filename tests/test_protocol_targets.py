@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
 
-from gmnerf_ns.data.human_record import HumanDataError, evenly_spaced
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.human_record import evenly_spaced
+from gmnerf_ns.data.parsers.synthetic import SyntheticDataParserConfig
 from gmnerf_ns.data.protocol import available_protocols, load_protocol
 from tests.fixtures_human import make_synthetic_dataset, synthetic_datamanager
 

@@ -29,7 +29,7 @@ def test_dataparsers_registered():
 
 
 def test_dataparsers_install_under_plugin_namespace(tmp_path):
-    assert importlib.import_module("gmnerf_ns.dataparsers.zju_mocap").__name__ == "gmnerf_ns.dataparsers.zju_mocap"
+    assert importlib.import_module("gmnerf_ns.data.parsers.zju_mocap").__name__ == "gmnerf_ns.data.parsers.zju_mocap"
     # outside the repository (where the folder itself is on sys.path) no top-level `dataparsers` may be importable
     probe = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('dataparsers') is None else 1)"
     assert subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, check=False).returncode == 0

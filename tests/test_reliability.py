@@ -36,7 +36,7 @@ STEPS, SAVE_EVERY = 6, 2
 
 def tiny(data: Path, out: Path, timestamp: str = "run", steps: int = STEPS, save_every: int = SAVE_EVERY):
     """``gm-nerf-small`` shrunk to about a second per step (48-px images, 8 samples, 16^3 volume)."""
-    from gmnerf_ns.method_configs import gm_nerf_small
+    from gmnerf_ns.training.method_configs import gm_nerf_small
 
     config = copy.deepcopy(gm_nerf_small.config)
     config.output_dir, config.experiment_name, config.timestamp = out, "tiny", timestamp
@@ -80,7 +80,7 @@ def driver(argv: List[str]) -> None:
 
     from nerfstudio.scripts.train import main
 
-    from gmnerf_ns.trainer import GMNeRFTrainer
+    from gmnerf_ns.training.trainer import GMNeRFTrainer
 
     config = tiny(args.data, args.out)
     config.load_dir = args.load_dir
@@ -221,7 +221,7 @@ def ns_train(config) -> None:
 
 
 def expect_clean_exit(config, match: str):
-    from gmnerf_ns.errors import CleanExit
+    from gmnerf_ns.core.errors import CleanExit
 
     with pytest.raises(CleanExit, match=match) as info:
         ns_train(config)
@@ -230,7 +230,7 @@ def expect_clean_exit(config, match: str):
 
 
 def test_unknown_subject_lists_the_available_ones(data, tmp_path):
-    from gmnerf_ns.data.human_record import HumanDataError
+    from gmnerf_ns.core.errors import HumanDataError
 
     config = tiny(data / "subject_009", tmp_path / "out")
     error = expect_clean_exit(config, "available subjects: subject_000, subject_001, subject_002")
@@ -291,7 +291,7 @@ def saved_config(run: Path):
 
 
 def test_an_existing_run_is_not_overwritten(finished_run, tmp_path):
-    from gmnerf_ns.errors import ExistingRunError
+    from gmnerf_ns.core.errors import ExistingRunError
 
     assert saved_config(finished_run).force is False
     before = {p: p.stat().st_mtime_ns for p in finished_run.rglob("*")}
@@ -320,7 +320,7 @@ def test_resume_when_already_finished_trains_nothing(finished_run, tmp_path):
 
 
 def test_truncated_latest_checkpoint_falls_back_to_the_previous(finished_run, tmp_path):
-    from gmnerf_ns.errors import CleanExit
+    from gmnerf_ns.core.errors import CleanExit
 
     models = tmp_path / "models"
     models.mkdir()
@@ -358,7 +358,7 @@ def nerfacto_checkpoint(folder: Path, with_numpy: bool) -> Path:
 
 
 def test_load_dir_of_another_method_is_one_error(data, tmp_path):
-    from gmnerf_ns.checkpoints import CheckpointError
+    from gmnerf_ns.core.checkpoints import CheckpointError
 
     path = nerfacto_checkpoint(tmp_path / "nerfacto" / "nerfstudio_models", with_numpy=True)
     config = tiny(data, tmp_path / "out")
@@ -375,7 +375,7 @@ def test_pretrained_checkpoint_of_another_method_is_one_error(data, tmp_path):
 
 
 def test_pretrained_gm_nerf_checkpoint_initialises_a_fresh_run(finished_run, data, tmp_path):
-    from gmnerf_ns.checkpoints import model_weights
+    from gmnerf_ns.core.checkpoints import model_weights
 
     (path,) = finished_run.glob("nerfstudio_models/*.ckpt")
     config = tiny(data, tmp_path / "out")
@@ -418,8 +418,8 @@ def test_a_start_that_fails_on_bad_data_leaves_no_run_folder(data, tmp_path):
 def test_config_of_another_version_is_one_error(finished_run, tmp_path):
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from gmnerf_ns.errors import IncompatibleConfigError
-    from gmnerf_ns.trainer import GMNeRFTrainerConfig
+    from gmnerf_ns.core.errors import IncompatibleConfigError
+    from gmnerf_ns.training.trainer import GMNeRFTrainerConfig
 
     text = (finished_run / "config.yml").read_text()
     newer = tmp_path / "newer.yml"
@@ -440,7 +440,7 @@ def test_config_of_another_version_is_one_error(finished_run, tmp_path):
 LOCKER = """
 import sys, time
 from pathlib import Path
-from gmnerf_ns.run_folder import acquire_run_lock
+from gmnerf_ns.core.run_folder import acquire_run_lock
 acquire_run_lock(Path(sys.argv[1]))
 print("locked", flush=True)
 time.sleep(600)
@@ -448,7 +448,7 @@ time.sleep(600)
 
 
 def test_a_second_run_into_a_folder_being_written_is_one_error(data, tmp_path):
-    from gmnerf_ns.run_folder import LOCK_NAME, RunFolderInUseError
+    from gmnerf_ns.core.run_folder import LOCK_NAME, RunFolderInUseError
 
     first = tiny(data, tmp_path / "out")
     first.save_config()  # ns-train's first step: the run folder is locked until its training ends
@@ -473,7 +473,7 @@ def test_a_second_run_into_a_folder_being_written_is_one_error(data, tmp_path):
 
 
 def test_a_lock_held_by_another_process_is_refused_until_that_process_dies(tmp_path):
-    from gmnerf_ns.run_folder import LOCK_NAME, RunFolderInUseError, acquire_run_lock, release_run_lock
+    from gmnerf_ns.core.run_folder import LOCK_NAME, RunFolderInUseError, acquire_run_lock, release_run_lock
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     holder = subprocess.Popen([sys.executable, "-c", LOCKER, str(tmp_path)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -493,7 +493,7 @@ def test_a_lock_held_by_another_process_is_refused_until_that_process_dies(tmp_p
 
 
 def test_stale_foreign_and_broken_locks(tmp_path, capsys):
-    from gmnerf_ns.run_folder import LOCK_NAME, RunFolderInUseError, acquire_run_lock, release_run_lock
+    from gmnerf_ns.core.run_folder import LOCK_NAME, RunFolderInUseError, acquire_run_lock, release_run_lock
 
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)
@@ -524,8 +524,8 @@ def test_stale_foreign_and_broken_locks(tmp_path, capsys):
 
 
 def test_training_releases_the_lock_when_it_ends_or_fails(finished_run, data, tmp_path, monkeypatch):
-    from gmnerf_ns.run_folder import LOCK_NAME
-    from gmnerf_ns.trainer import GMNeRFTrainer
+    from gmnerf_ns.core.run_folder import LOCK_NAME
+    from gmnerf_ns.training.trainer import GMNeRFTrainer
 
     assert not (finished_run / LOCK_NAME).exists()  # ended normally
 
@@ -563,7 +563,7 @@ def copy_run(run: Path, out: Path, data: Optional[Path] = None) -> Path:
 def test_ns_eval_falls_back_from_a_truncated_latest_checkpoint(finished_run, tmp_path, capsys):
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from gmnerf_ns.errors import CleanExit
+    from gmnerf_ns.core.errors import CleanExit
 
     run = copy_run(finished_run, tmp_path / "out")
     (good,) = (run / "nerfstudio_models").glob("*.ckpt")
@@ -581,7 +581,7 @@ def test_ns_eval_falls_back_from_a_truncated_latest_checkpoint(finished_run, tmp
 
 
 def model_weights_of(path: Path) -> Dict[str, torch.Tensor]:
-    from gmnerf_ns.checkpoints import model_weights, read_checkpoint
+    from gmnerf_ns.core.checkpoints import model_weights, read_checkpoint
 
     return model_weights(read_checkpoint(path))
 
@@ -589,7 +589,7 @@ def model_weights_of(path: Path) -> Dict[str, torch.Tensor]:
 def test_ns_eval_with_a_corrupt_test_image_is_one_line(finished_run, data, tmp_path):
     from nerfstudio.scripts.eval import ComputePSNR
 
-    from gmnerf_ns.errors import CleanExit
+    from gmnerf_ns.core.errors import CleanExit
 
     data = copy_data(data, tmp_path)
     run = copy_run(finished_run, tmp_path / "out", data)
@@ -641,7 +641,7 @@ def test_a_full_disk_while_ns_eval_writes_its_renders_is_one_line(finished_run, 
     import imageio.v2 as imageio
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from gmnerf_ns.errors import CleanExit
+    from gmnerf_ns.core.errors import CleanExit
 
     _, pipeline, _, _ = eval_setup(finished_run / "config.yml", test_mode="test")
     monkeypatch.setattr(imageio, "imwrite", full_disk)
@@ -654,7 +654,7 @@ def doctor(data: Path, **kwargs):
     """(exit status, {(item, status)}, every row's details and the printed text as one whitespace-normalised string)."""
     from rich.console import Console
 
-    from gmnerf_ns.doctor import DoctorConfig, render, run_checks
+    from gmnerf_ns.cli.doctor import DoctorConfig, render, run_checks
 
     kwargs.setdefault("overlay_subjects", 0)  # overlay pictures: tests/test_doctor_overlays.py
     config = DoctorConfig(data=data, resolution=48, num_input_views=3, sample_views=0, sample_frames=0, **kwargs)
@@ -715,7 +715,7 @@ def test_doctor_unknown_dataparser_and_subject(data):
 
 
 def test_doctor_command_line(data, monkeypatch, capsys):
-    from gmnerf_ns import doctor as doctor_module
+    from gmnerf_ns.cli import doctor as doctor_module
 
     monkeypatch.setattr(sys, "argv", ["gmnerf-doctor", "--data", str(data / "missing"), "--sample-views", "4"])
     with pytest.raises(SystemExit) as info:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gmnerf_ns.dataparsers._files import load_pickled_dict
 
-from gmnerf_ns.data.human_record import HumanDataError
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.parsers._files import load_pickled_dict
 from tests.fixtures_human import make_synthetic_dataset
 
 
@@ -68,7 +68,7 @@ def test_hostile_pkl_is_refused_and_runs_nothing(tmp_path, protocol):
 
 
 def test_doctor_refuses_a_hostile_annots_npy_and_runs_no_code(tmp_path, monkeypatch, capsys):
-    from gmnerf_ns import doctor
+    from gmnerf_ns.cli import doctor
 
     data = tmp_path / "data"
     make_synthetic_dataset(data, subjects=(0, 1, 2), test=(2,), num_frames=1, num_vertices=600)
@@ -285,7 +285,7 @@ def test_states_cannot_turn_bytes_into_pointers_or_change_numpy(tmp_path):
     """A dtype's pickled flags say whether its items are object pointers: an object dtype without them makes the raw
     bytes of the file pointers, a float dtype with them makes floats pointers; a second state changes a dtype or an
     array under whoever uses it; a state for a function changes it for the whole process."""
-    from gmnerf_ns.dataparsers._safe_pickle import _FROMBUFFER
+    from gmnerf_ns.data.parsers._safe_pickle import _FROMBUFFER
 
     pointers = (0x4141414141414141).to_bytes(8, "little")
     no_flags = Call(np.dtype, ("O8", False, True), (3, "|", None, None, None, -1, -1, 0))

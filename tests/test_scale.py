@@ -40,10 +40,10 @@ def _rss_kb(field: str) -> int:
 
 def measure(data: Path, subjects: int, calls: int, cache: int, workers: int) -> Dict:
     """In this process: peak RSS (MB) of building the datamanager over ``subjects`` subjects and ``calls`` next_train."""
-    from gmnerf_ns.dataparsers.synthetic import SyntheticDataParserConfig
     from nerfstudio.utils.rich_utils import CONSOLE
 
     from gmnerf_ns.data.datamanager import GMNeRFDataManagerConfig
+    from gmnerf_ns.data.parsers.synthetic import SyntheticDataParserConfig
 
     CONSOLE.quiet = True
     torch.set_num_threads(1)
@@ -200,7 +200,8 @@ def test_ranks_partition_the_samples_of_one_process(small_data):
 def test_unreadable_training_views_are_skipped_with_a_warning(small_data, tmp_path):
     import shutil
 
-    from gmnerf_ns.data.human_record import HumanDataError, HumanDataWarning
+    from gmnerf_ns.core.errors import HumanDataError
+    from gmnerf_ns.data.human_record import HumanDataWarning
 
     data = tmp_path / "data"
     shutil.copytree(small_data, data)

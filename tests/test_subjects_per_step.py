@@ -177,8 +177,8 @@ def test_resuming_draws_the_samples_of_the_uninterrupted_run(small_data):
 
 
 def test_the_option_is_range_checked_in_one_line():
-    from gmnerf_ns.method_configs import gm_nerf_small
-    from gmnerf_ns.options import OptionError
+    from gmnerf_ns.core.options import OptionError
+    from gmnerf_ns.training.method_configs import gm_nerf_small
 
     for value in (0, 1.5):
         config = copy.deepcopy(gm_nerf_small.config)

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from gmnerf_ns.camera_math import project_points, world_to_camera
+from gmnerf_ns.cli.synth import main as cli_main
+from gmnerf_ns.geometry.camera_math import project_points, world_to_camera
+from gmnerf_ns.geometry.rasterize import area_downsample, coverage_mask, interpolate, rasterize, scale_intrinsics
 from gmnerf_ns.model.sources import SourceViews, proxy_depth_maps, vertex_visibility
-from gmnerf_ns.render.rasterize import area_downsample, coverage_mask, interpolate, rasterize, scale_intrinsics
 from gmnerf_ns.synth import generator as gen
 from gmnerf_ns.synth import writer
 from gmnerf_ns.synth.body import DEFAULT_ASSET, SMPL_PARENTS, BodyModel
-from gmnerf_ns.synth.cli import main as cli_main
 from gmnerf_ns.synth.generator import SynthConfig, SynthError, generate
 
 TINY = dict(num_subjects=2, num_test_subjects=1, num_cameras=4, num_frames=2, resolution=64, progress=False)

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from nerfstudio.cameras.cameras import Cameras, CameraType
 
-from gmnerf_ns.camera_math import inside_image
+from gmnerf_ns.geometry.camera_math import inside_image
+from gmnerf_ns.geometry.rasterize import rasterize, rasterize_depth
 from gmnerf_ns.model.gmnerf_model import camera_rays
 from gmnerf_ns.model.sources import _splat_depth
 from gmnerf_ns.model.volume import dilate, sample_volume, splat_to_grid
-from gmnerf_ns.render.rasterize import rasterize, rasterize_depth
 from gmnerf_ns.synth.body import BodyModel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,7 +151,7 @@ def test_camera_rays_match_nerfstudio(kind):
 
 
 def test_every_method_uses_fused_adam():
-    from gmnerf_ns.method_configs import gm_nerf, gm_nerf_finetune, gm_nerf_small
+    from gmnerf_ns.training.method_configs import gm_nerf, gm_nerf_finetune, gm_nerf_small
 
     for spec in (gm_nerf, gm_nerf_small, gm_nerf_finetune):
         for group in spec.config.optimizers.values():

@@ -12,7 +12,7 @@ import yaml
 from nerfstudio.utils.eval_utils import eval_setup
 
 from gmnerf_ns.data.protocol import protocol_dir
-from gmnerf_ns.tools import evaluation, geometry
+from gmnerf_ns.eval import evaluation, geometry
 from tests.runs import TEST_SUBJECT, shared_eval, shared_pipeline, shared_run
 
 

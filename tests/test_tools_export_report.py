@@ -9,8 +9,8 @@ import imageio.v2 as imageio
 import pytest
 import trimesh
 
-from gmnerf_ns.tools.export_mesh import ExportMesh
-from gmnerf_ns.tools.report import Report
+from gmnerf_ns.cli.export_mesh import ExportMesh
+from gmnerf_ns.cli.report import Report
 from tests.runs import TEST_SUBJECT, shared_eval, shared_run
 
 

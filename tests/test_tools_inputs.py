@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gmnerf_ns.tools import render
-from gmnerf_ns.tools.export_mesh import ExportMesh
-from gmnerf_ns.tools.report import Report
+from gmnerf_ns.cli import render
+from gmnerf_ns.cli.export_mesh import ExportMesh
+from gmnerf_ns.cli.report import Report
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 import torch
 from nerfstudio.scripts import render as ns_render
 
-from gmnerf_ns.tools import render
-from gmnerf_ns.tools.conditioning import choose_subject, frame_schedule, with_condition
+from gmnerf_ns.cli import render
+from gmnerf_ns.training.conditioning import choose_subject, frame_schedule, with_condition
 from tests.required import missing
 from tests.runs import TEST_SUBJECT, shared_pipeline, shared_run
 

@@ -17,7 +17,7 @@ import yaml
 from nerfstudio.viewer.utils import parse_object
 from nerfstudio.viewer.viewer_elements import ViewerControl, ViewerElement
 
-from gmnerf_ns.tools.viewer import GMNeRFViewerControls
+from gmnerf_ns.training.viewer import GMNeRFViewerControls
 from tests.browser import Browser, find_chromium
 from tests.required import missing
 from tests.runs import TEST_SUBJECT, make_tiny_data, shared_pipeline, tiny_config

@@ -1,4 +1,4 @@
-"""Tests for gmnerf_ns.weights: download into torch hub's cache (a file:// URL stands in for the network), the
+"""Tests for gmnerf_ns.core.weights: download into torch hub's cache (a file:// URL stands in for the network), the
 GMNERF_OFFLINE switch and an unreachable URL (both fall back loudly), and gmnerf-doctor's weights rows."""
 
 import hashlib
@@ -8,17 +8,17 @@ import pytest
 import torch
 import torchvision
 
-from gmnerf_ns import weights
-from gmnerf_ns.doctor import weights_check
-from gmnerf_ns.metrics import LPIPSMetric
-from gmnerf_ns.model.encoder import ImageEncoderConfig
-from gmnerf_ns.model.losses import PerceptualLossConfig
-from gmnerf_ns.weights import (
+from gmnerf_ns.cli.doctor import weights_check
+from gmnerf_ns.core import weights
+from gmnerf_ns.core.weights import (
     OFFLINE_ENV,
     MissingPretrainedWeightsWarning,
     PretrainedWeightsUnavailable,
     pretrained_weights_path,
 )
+from gmnerf_ns.model.encoder import ImageEncoderConfig
+from gmnerf_ns.model.losses import PerceptualLossConfig
+from gmnerf_ns.model.metrics import LPIPSMetric
 
 VGG19_FIRST_BLOCK = dict(layers=("relu1_2",), layer_weights=(1.0,))
 """A perceptual loss that needs only conv1_1 and conv1_2, so that the served checkpoint stays tiny."""

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gmnerf_ns.dataparsers._files import load_pickled_dict
 from PIL import Image
 
+from gmnerf_ns.data.parsers._files import load_pickled_dict
 from gmnerf_ns.data.proxy_jitter import jitter_proxy
 from gmnerf_ns.synth.body import BodyModel
 from gmnerf_ns.synth.generator import SynthConfig, SynthError, generate

@@ -48,20 +48,20 @@ from nerfstudio.configs.dataparser_configs import AnnotatedDataParserUnion
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
 
+from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import (
     FrameRecord,
     HumanCollection,
-    HumanDataError,
     HumanDataWarning,
     SubjectRecord,
     ViewRecord,
     load_vertices,
     proxy_bbox,
 )
+from gmnerf_ns.data.parsers.auto import AutoDataParserConfig
 from gmnerf_ns.data.preflight import warn_preflight
 from gmnerf_ns.data.proxy_jitter import jitter_proxy
 from gmnerf_ns.data.view_loader import load_view
-from gmnerf_ns.dataparsers.auto import AutoDataParserConfig
 from gmnerf_ns.model.sources import SourceViews
 
 
@@ -107,12 +107,12 @@ class GMNeRFDataManagerConfig(FullImageDatamanagerConfig):
 
     def validate(self, prefix: str = "--pipeline.datamanager") -> None:
         """Checks every numeric option's range, and the dataparser's, before any data is read (called by ns-train;
-        see gmnerf_ns/options.py).
+        see gmnerf_ns/core/options.py).
 
         Raises:
             OptionError: naming each option out of range (as ``--pipeline.datamanager.patch-size``) and its range.
         """
-        from gmnerf_ns.options import OptionCheck, validate_all
+        from gmnerf_ns.core.options import OptionCheck, validate_all
 
         check = OptionCheck(self, prefix)
         check.integer("patch_size", low=16)  # the perceptual loss's VGG halves the patch 4 times
@@ -476,7 +476,7 @@ class GMNeRFDataManager(FullImageDatamanager):
 
     def eval_image(self, index: int) -> Tuple[Cameras, Dict]:
         """A full held-out target view with the projected-3D-box mask used by the metrics."""
-        from gmnerf_ns.metrics import bbox_mask_from_corners, project_bbox_corners
+        from gmnerf_ns.model.metrics import bbox_mask_from_corners, project_bbox_corners
 
         subject, frame, collection, cam = self._target(self.eval_dataset, index)
         view = frame.views[cam]

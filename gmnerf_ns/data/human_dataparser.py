@@ -1,6 +1,6 @@
 """The shared nerfstudio dataparser for multi-view human datasets.
 
-A dataset module in ``gmnerf_ns.dataparsers`` only says where its subjects are and how one subject's files map onto
+A dataset module in ``gmnerf_ns.data.parsers`` only says where its subjects are and how one subject's files map onto
 :class:`SubjectRecord`; this base class applies the protocol (subject split, frame sampling, views) and turns the
 records into nerfstudio's :class:`DataparserOutputs`:
 
@@ -31,10 +31,11 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.core.options import OptionCheck
 from gmnerf_ns.data.human_record import (
     FrameRecord,
     HumanCollection,
-    HumanDataError,
     HumanDataWarning,
     SubjectRecord,
     ViewRecord,
@@ -42,7 +43,7 @@ from gmnerf_ns.data.human_record import (
     proxy_bbox,
 )
 from gmnerf_ns.data.protocol import FrameSampling, Protocol, load_protocol
-from gmnerf_ns.options import OptionCheck
+from gmnerf_ns.geometry.camera_math import opencv_w2c_to_nerfstudio_c2w
 
 DATA_ROOT_ENV = "GMNERF_DATA"
 """Environment variable naming the folder that short dataset names (``zju/313``, ``synthetic``) resolve against."""
@@ -69,7 +70,7 @@ class HumanDataParserConfig(DataParserConfig):
     data: Path = Path("synthetic")
     """Dataset folder, a single subject's folder, or a short name resolved against $GMNERF_DATA (default ./data)."""
     protocol: str = "synthetic"
-    """Protocol preset name (see configs/protocols/) or a path to a protocol YAML file."""
+    """Protocol preset name (see gmnerf_ns/data/protocols/) or a path to a protocol YAML file."""
     train_subjects: Optional[Tuple[str, ...]] = None
     """Override the protocol's training subjects."""
     test_subjects: Optional[Tuple[str, ...]] = None
@@ -82,7 +83,7 @@ class HumanDataParserConfig(DataParserConfig):
     """Keep at most this many evenly spaced evaluation frames per held-out subject (None = all the protocol samples)."""
 
     def validate(self, prefix: str = "--") -> None:
-        """Checks the numeric options' ranges before any data is read (called by ns-train; gmnerf_ns/options.py).
+        """Checks the numeric options' ranges before any data is read (called by ns-train; gmnerf_ns/core/options.py).
 
         Raises:
             OptionError: naming each option out of range (as ``--resolution``, which follows the dataparser's
@@ -355,15 +356,6 @@ def check_scale(record: SubjectRecord, advice: Callable[[float, str], str] = uni
 def _amount(value: float) -> str:
     """A size for a message: 3 significant digits, whole numbers from 100 up (``1594``, not ``1.59e+03``)."""
     return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
-
-
-def opencv_w2c_to_nerfstudio_c2w(R: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """(3, 4) nerfstudio (OpenGL: x right, y up, z back) camera-to-world from an OpenCV world-to-camera R, T."""
-    c2w = np.eye(4)
-    c2w[:3, :3] = np.asarray(R).T
-    c2w[:3, 3] = -np.asarray(R).T @ np.asarray(T).reshape(3)
-    c2w[:3, 1:3] *= -1.0
-    return c2w[:3]
 
 
 def cameras_from_views(views: List[ViewRecord]) -> Cameras:

@@ -7,7 +7,7 @@ Conventions (fixed for every dataset):
     * world units are metres;
     * cameras are OpenCV world-to-camera: ``x_cam = R @ x_world + T`` (x right, y down, z forward);
     * ``K`` is the intrinsics of the *stored* image file; the crop and output size turn it into the model's intrinsics;
-    * ``K`` uses the pixel-corner convention of nerfstudio's rays and ``gmnerf_ns.render.rasterize``: pixel (i, j)
+    * ``K`` uses the pixel-corner convention of nerfstudio's rays and ``gmnerf_ns.geometry.rasterize``: pixel (i, j)
       covers [i, i+1) x [j, j+1) and its centre is (i + 0.5, j + 0.5). Calibrations made with OpenCV (ZJU-MoCap,
       GeneBody) put the centre at (i, j); their parsers add 0.5 to cx, cy;
     * proxy vertices are posed body-model vertices in world metres, any template (SMPL 6890, SMPL-X 10475, ...).
@@ -21,9 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-
-class HumanDataError(ValueError):
-    """A dataset file is missing, unreadable or inconsistent. The message names the file and what was expected."""
+from gmnerf_ns.core.errors import HumanDataError
 
 
 class HumanDataWarning(UserWarning):

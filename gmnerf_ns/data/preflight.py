@@ -14,7 +14,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from gmnerf_ns.data.human_record import HumanDataError, SubjectRecord, ViewRecord, load_vertices
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.human_record import SubjectRecord, ViewRecord, load_vertices
 
 MAX_SUBJECTS = 32
 """Subjects checked by default (spread over the dataset), so startup does not grow with the dataset."""
@@ -76,7 +77,7 @@ def geometry_problem(subject: str, view: ViewRecord, vertices: np.ndarray) -> Op
 def size_problem(subject: str, view: ViewRecord) -> Optional[CameraProblem]:
     """Masks of another size than the image, or an image whose principal point is far from its centre (intrinsics of
     another image size); reads the file headers only. None if fine or a file is missing (training reports those)."""
-    from gmnerf_ns.dataparsers._files import image_size
+    from gmnerf_ns.data.parsers._files import image_size
 
     try:
         width, height = image_size(view.image_path)

@@ -1,7 +1,7 @@
 """Evaluation protocols (subject splits, input/target views, frame sampling, resolution) read from YAML presets.
 
-Presets live in the repository's ``configs/protocols/`` folder (installed as ``gmnerf_ns.configs``); a path to any YAML
-file with the same keys works too. Keys::
+Presets live in ``gmnerf_ns/data/protocols/`` (package data); a path to any YAML file with the same keys works too.
+Keys::
 
     name: zju-nhp                      # preset name
     description: ...                   # one line, shown in --help and logs
@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Tuple
 
 import yaml
 
-from gmnerf_ns.data.human_record import HumanDataError
+from gmnerf_ns.core.errors import HumanDataError
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class Protocol:
 
 def protocol_dir() -> Path:
     """The folder of the shipped protocol presets."""
-    return Path(str(resources.files("gmnerf_ns.configs") / "protocols"))
+    return Path(str(resources.files("gmnerf_ns.data") / "protocols"))
 
 
 def available_protocols() -> List[str]:

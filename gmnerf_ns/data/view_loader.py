@@ -9,7 +9,8 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from gmnerf_ns.data.human_record import HumanDataError, HumanDataWarning, ViewRecord
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.human_record import HumanDataWarning, ViewRecord
 
 cv2.setNumThreads(1)  # decoding runs in the datamanager's workers; OpenCV's own pool would oversubscribe 2 cores
 

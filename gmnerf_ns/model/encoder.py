@@ -2,7 +2,7 @@
 
 The paper trains a CNN encoder end to end; the backbone is not stated [UNVERIFIED]. We follow pixelNeRF/NHP: a ResNet
 (torchvision resnet18/34 with ImageNet weights, downloaded into torch hub's cache when missing unless offline; see
-:mod:`gmnerf_ns.weights`) or a small from-scratch CNN for CPU runs, with features from several strides upsampled to
+:mod:`gmnerf_ns.core.weights`) or a small from-scratch CNN for CPU runs, with features from several strides upsampled to
 half the input resolution and fused by a 1x1 convolution.
 """
 
@@ -19,7 +19,7 @@ from nerfstudio.configs.base_config import InstantiateConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor, nn
 
-from gmnerf_ns.weights import PretrainedWeightsUnavailable, pretrained_weights_path, warn_once
+from gmnerf_ns.core.weights import PretrainedWeightsUnavailable, pretrained_weights_path, warn_once
 
 
 @dataclass

@@ -26,7 +26,7 @@ from nerfstudio.field_components.activations import trunc_exp
 from nerfstudio.field_components.mlp import MLP
 from torch import Tensor, nn
 
-from gmnerf_ns.camera_math import inside_image, project_to_views
+from gmnerf_ns.geometry.camera_math import inside_image, project_to_views
 from gmnerf_ns.model.attention import PointAppearance, PositionalEncoding, masked_view_mean
 from gmnerf_ns.model.precision import networks_autocast, to_fp32
 from gmnerf_ns.model.sources import SourceViews, sample_maps

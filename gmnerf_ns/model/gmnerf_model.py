@@ -35,7 +35,7 @@ from nerfstudio.utils.math import intersect_aabb
 from torch import Tensor, nn
 from torch.nn import Parameter
 
-from gmnerf_ns.camera_math import project_to_views
+from gmnerf_ns.geometry.camera_math import project_to_views
 from gmnerf_ns.model.attention import VertexRegistration, masked_view_mean, window_offsets
 from gmnerf_ns.model.encoder import ImageEncoderConfig
 from gmnerf_ns.model.field import EncodedSources, GMNeRFField
@@ -130,12 +130,13 @@ class GMNeRFModelConfig(ModelConfig):
     See benchmarks/throughput/README.md."""
 
     def validate(self, prefix: str = "--pipeline.model") -> None:
-        """Checks every numeric option's range before anything is built (called by ns-train; see gmnerf_ns/options.py).
+        """Checks every numeric option's range before anything is built (called by ns-train; see
+        gmnerf_ns/core/options.py).
 
         Raises:
             OptionError: naming each option out of range (as ``--pipeline.model.num-samples``) and its range.
         """
-        from gmnerf_ns.options import OptionCheck, group_norm_channels
+        from gmnerf_ns.core.options import OptionCheck, group_norm_channels
 
         check = OptionCheck(self, prefix)
         check.integer("registration_window", low=1)
@@ -527,7 +528,7 @@ class GMNeRFModel(Model):
         return losses
 
     def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
-        from gmnerf_ns.metrics import image_metrics
+        from gmnerf_ns.model.metrics import image_metrics
 
         gt = batch["image"].to(self.device)
         pred = outputs["rgb"].clamp(0, 1)

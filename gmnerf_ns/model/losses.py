@@ -7,9 +7,9 @@ LPIPS-VGG alternative, are our choice [INFER].
 
 Pretrained weights come from ``PerceptualLossConfig.weights_path``, else torch hub's cache
 (``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``, ``vgg16-397923af.pth`` for LPIPS), downloaded there from
-torchvision when missing (:mod:`gmnerf_ns.weights`; ``GMNERF_OFFLINE=1`` forbids it). Without them the loss falls back
-to the weights-free ``1 - MS-SSIM`` (``1 - SSIM`` on patches too small for 5 MS-SSIM scales), says so once, loudly,
-with the file path to fill, and records it in ``PerceptualLoss.kind`` / ``.reason``.
+torchvision when missing (:mod:`gmnerf_ns.core.weights`; ``GMNERF_OFFLINE=1`` forbids it). Without them the loss falls
+back to the weights-free ``1 - MS-SSIM`` (``1 - SSIM`` on patches too small for 5 MS-SSIM scales), says so once,
+loudly, with the file path to fill, and records it in ``PerceptualLoss.kind`` / ``.reason``.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.models.vgg import cfgs, make_layers
 
-from gmnerf_ns.metrics import FrozenNetHolder, build_lpips
-from gmnerf_ns.weights import (
+from gmnerf_ns.core.weights import (
     PretrainedWeightsUnavailable,
     expected_weights_path,
     load_torchvision_features,
     pretrained_weights_path,
     warn_once,
 )
+from gmnerf_ns.model.metrics import FrozenNetHolder, build_lpips
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -110,7 +110,7 @@ class PerceptualLoss(FrozenNetHolder):
     """Perceptual loss between a predicted and a target image in [0, 1].
 
     The pretrained network is frozen, in eval mode, moved by ``.to()``, and kept out of ``parameters()`` and
-    ``state_dict()`` (see :class:`~gmnerf_ns.metrics.FrozenNetHolder`).
+    ``state_dict()`` (see :class:`~gmnerf_ns.model.metrics.FrozenNetHolder`).
 
     Attributes:
         kind: ``"vgg"``, ``"lpips"`` or ``"ssim-fallback"``: what ``forward`` actually computes.

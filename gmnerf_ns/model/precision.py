@@ -27,7 +27,7 @@ from typing import ContextManager, Dict, Iterator, Optional
 import torch
 from torch import Tensor, nn
 
-from gmnerf_ns.errors import RunInputError
+from gmnerf_ns.core.errors import RunInputError
 
 AUTOCAST_DTYPES: Dict[str, Optional[torch.dtype]] = {"off": None, "bf16": torch.bfloat16}
 """``--pipeline.model.autocast`` value -> the dtype the learned layers compute in (None: fp32, no autocast)."""

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from gmnerf_ns.camera_math import inside_image, project_to_views, world_to_views
-from gmnerf_ns.render.rasterize import rasterize_depth
+from gmnerf_ns.geometry.camera_math import inside_image, project_to_views, world_to_views
+from gmnerf_ns.geometry.rasterize import rasterize_depth
 
 
 @dataclass

@@ -1,1 +1,1 @@
-"""Built-in synthetic multi-view human dataset generator (``gmnerf-synth``); see ``generator.py``."""
+"""Built-in synthetic multi-view human dataset generator; see ``generator.py`` (command: ``gmnerf_ns.cli.synth``)."""

@@ -33,7 +33,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from gmnerf_ns import __version__
-from gmnerf_ns.render.rasterize import area_downsample, coverage_mask, interpolate, rasterize, scale_intrinsics
+from gmnerf_ns.geometry.rasterize import area_downsample, coverage_mask, interpolate, rasterize, scale_intrinsics
 from gmnerf_ns.synth import writer
 from gmnerf_ns.synth.appearance import Look, Shader, eye_centres, sample_look, vary_lighting
 from gmnerf_ns.synth.body import DEFAULT_ASSET, BodyModel, rotvec_to_matrix, vertex_normals

@@ -12,7 +12,7 @@ from typing import Dict
 import numpy as np
 import torch
 
-from gmnerf_ns.data.human_dataparser import opencv_w2c_to_nerfstudio_c2w
+from gmnerf_ns.geometry.camera_math import opencv_w2c_to_nerfstudio_c2w
 
 
 def write_transforms_dataset(sources, folder: Path) -> Dict[str, object]:

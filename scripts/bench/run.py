@@ -78,7 +78,7 @@ def prepare_data(mode: Mode, explicit: bool, log: Callable[[str], None]) -> Opti
     """Generates the mode's gmnerf-synth dataset unless complete; an explicit ``--data`` folder holding a dataset
     (split.json) is used as it is. Returns the data's description (its manifest)."""
     if not (explicit and (mode.data / "split.json").exists()):
-        command = [sys.executable, "-m", "gmnerf_ns.synth.cli", "--out", str(mode.data), "--num-subjects",
+        command = [sys.executable, "-m", "gmnerf_ns.cli.synth", "--out", str(mode.data), "--num-subjects",
                    str(mode.num_subjects), "--num-test-subjects", str(mode.num_test_subjects), "--num-cameras",
                    str(mode.num_cameras), "--num-frames", str(mode.num_frames), "--resolution",
                    str(mode.synth_resolution), "--skip-if-complete", "--no-progress"]
@@ -231,7 +231,7 @@ def assemble(argv: List[str], mode: Mode, run_name: str, started: _dt.datetime, 
 
 
 def gm_nerf_small_fraction() -> float:
-    from gmnerf_ns.method_configs import gm_nerf_small
+    from gmnerf_ns.training.method_configs import gm_nerf_small
 
     return float(gm_nerf_small.config.pipeline.model.grad_ray_fraction)
 
@@ -287,8 +287,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import nerfstudio.pipelines.base_pipeline  # noqa: F401
 
     import bench.tasks  # noqa: F401
-    import gmnerf_ns.pipeline  # noqa: F401
-    import gmnerf_ns.tools.evaluation  # noqa: F401
+    import gmnerf_ns.eval.evaluation  # noqa: F401
+    import gmnerf_ns.training.pipeline  # noqa: F401
 
     runner = Runner(mode, args.threads, work, args.resume, log)
     split = runner(Measurement("inspect", "inspect", "split"))

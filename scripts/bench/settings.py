@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Tuple
 
-from gmnerf_ns.tools.geometry import DEFAULT_DENSITY_THRESHOLD
+from gmnerf_ns.eval.geometry import DEFAULT_DENSITY_THRESHOLD
 
 REFERENCE = "gm-nerf-small"
 """The full method; every ablation differs from it in one aspect (model-config overrides)."""

@@ -38,7 +38,7 @@ def cpu_seconds() -> float:
 
 def gm_config(mode: Mode, system: str, patch_size: Optional[int] = None, **model_overrides):
     """gm-nerf-small's TrainerConfig on the benchmark data, with the mode's size overrides and the system's flags."""
-    from gmnerf_ns.method_configs import gm_nerf_small
+    from gmnerf_ns.training.method_configs import gm_nerf_small
 
     config = copy.deepcopy(gm_nerf_small.config)
     dm = config.pipeline.datamanager
@@ -139,7 +139,7 @@ def quality_summary(per_image: List[Dict[str, Any]], lpips_status: Dict[str, Any
 
 
 def _lpips():
-    from gmnerf_ns.tools.evaluation import lpips_metric
+    from gmnerf_ns.eval.evaluation import lpips_metric
 
     lpips, status = lpips_metric()
     return lpips, {"available": status.available, "reason": status.reason}
@@ -177,7 +177,7 @@ def task_inspect(mode: Mode, spec: Dict[str, Any]) -> Dict[str, Any]:
 
 def task_train_gm(mode: Mode, spec: Dict[str, Any]) -> Dict[str, Any]:
     """Trains one gm-nerf system for the budget, saves its weights, evaluates it on the held-out views."""
-    from gmnerf_ns.tools.evaluation import evaluate_geometry, evaluate_views
+    from gmnerf_ns.eval.evaluation import evaluate_geometry, evaluate_views
 
     work = Path(spec["work"])
     config = gm_config(mode, spec["system"])
@@ -224,7 +224,7 @@ def task_train_nerfacto(mode: Mode, spec: Dict[str, Any]) -> Dict[str, Any]:
     import torchmetrics.image.lpip as torchmetrics_lpips
 
     from bench.nerfacto import nerfacto_config, normalize_camera, write_transforms_dataset
-    from gmnerf_ns.metrics import image_metrics
+    from gmnerf_ns.model.metrics import image_metrics
 
     work, key = Path(spec["work"]), (int(spec["subject_index"]), int(spec["frame_id"]))
     gm_dm = gm_config(mode, REFERENCE).pipeline.datamanager.setup(device="cpu", test_mode="test")

@@ -35,8 +35,8 @@ PACKAGES = (
 """Wheels downloaded for the accelerator's python, at the versions of the environment running ``download``."""
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64", "any")
-SOURCES = ("gmnerf_ns", "dataparsers", "configs")
-"""Folders the package is built from (pyproject.toml maps the last two into gmnerf_ns)."""
+SOURCES = ("gmnerf_ns",)
+"""Folders the package is built from."""
 
 
 # ---------------------------------------------------------------------------------------------- prepare

@@ -18,7 +18,7 @@ import sys
 
 TOOLS = {
     "ns-train": "nerfstudio.scripts.train",
-    "gmnerf-synth": "gmnerf_ns.synth.cli",
+    "gmnerf-synth": "gmnerf_ns.cli.synth",
 }
 
 

@@ -43,7 +43,7 @@ export GMNERF_OFFLINE=1 PYTHONUNBUFFERED=1  # no weight downloads to wait for: t
 OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
 rm -rf "$WORK/logs" "$WORK/runs" "$WORK/runs.tsv" "$WORK/notes.txt" "$WORK/env.json"
 mkdir -p "$WORK/logs" "$WORK/runs"
-cd "$WORK" || exit 1  # never the repository root: its gmnerf_ns (without dataparsers/) would shadow the installed one
+cd "$WORK" || exit 1  # not the repository root: data, runs and logs stay out of the tree
 
 elapsed() { echo $(( $(date +%s) - START )); }
 left() { echo $(( DEADLINE - RESERVE - $(elapsed) )); }
@@ -81,8 +81,9 @@ if [ "$INSTALL" = 1 ]; then
     echo "$STAMP" > "$SITE/.kit-stamp"
   fi
   # The sources measured are this tree's, whatever the wheel was built from (the wheel supplies the entry points).
-  cp -r "$REPO/gmnerf_ns/." "$SITE/gmnerf_ns/" && cp -r "$REPO/dataparsers/." "$SITE/gmnerf_ns/dataparsers/" \
-    && cp -r "$REPO/configs/." "$SITE/gmnerf_ns/configs/" || note "could not copy the tree's sources into $SITE"
+  # Replaced, not merged: modules the wheel has and the tree no longer has must not stay importable.
+  rm -rf "$SITE/gmnerf_ns" && cp -r "$REPO/gmnerf_ns" "$SITE/gmnerf_ns" \
+    || note "could not copy the tree's sources into $SITE"
   export PYTHONPATH="$SITE:$KIT/stub${PYTHONPATH:+:$PYTHONPATH}"
   export PATH="$SITE/bin:$PATH"
 fi
@@ -109,8 +110,8 @@ if ! timeout 120 "$PY" - "$DEVICE" "$WORK/env.json" "$TREE_HASH" "$WHEEL_HASH" >
 import importlib, json, os, platform, sys
 device, path, tree, wheel = sys.argv[1:5]
 missing = {}
-REQUIRED = ("torch", "cv2", "tensorboard", "nerfstudio.scripts.train", "gmnerf_ns.method_configs",
-            "gmnerf_ns.dataparsers.auto", "gmnerf_ns.pipeline", "gmnerf_ns.synth.generator")
+REQUIRED = ("torch", "cv2", "tensorboard", "nerfstudio.scripts.train", "gmnerf_ns.training.method_configs",
+            "gmnerf_ns.data.parsers.auto", "gmnerf_ns.training.pipeline", "gmnerf_ns.synth.generator")
 for name in REQUIRED + ("numpy", "yaml", "scipy", "matplotlib", "skimage", "PIL", "jaxtyping", "rich", "tyro",
                         "trimesh", "smplx", "lpips", "viser"):
     try:

@@ -1,1 +1,0 @@
-"""Protocol presets (subject splits, input/target views, resolutions) as data; installed as ``gmnerf_ns.configs``."""

@@ -1,1 +1,0 @@
-"""Dataset parsers, one thin module per dataset; installed as ``gmnerf_ns.dataparsers``."""

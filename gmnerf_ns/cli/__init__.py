@@ -1,0 +1,1 @@
+"""The ``gmnerf-*`` commands (docs/tools.md); nothing below imports them."""

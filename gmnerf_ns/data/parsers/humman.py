@@ -1,0 +1,190 @@
+"""HuMMan v1.0 reconstruction subset (HuMMan-Recon: 10 Kinect views per sequence) onto the shared human records.
+
+Layout (caizhongang/humman_toolbox ``humman_recon/README.md``)::
+
+    <root>/pxxxxxx_axxxxxx/cameras.json                    # kinect_color_00N / kinect_depth_00N: K, R, T (world2cam)
+    <root>/pxxxxxx_axxxxxx/kinect_color/kinect_00N/000000.png   # 000000, 000006, ...: sparse frame ids
+    <root>/pxxxxxx_axxxxxx/kinect_mask/kinect_00N/000000.png    # matting masks (kinect_mask_manual: test split only)
+    <root>/pxxxxxx_axxxxxx/smpl_params/000000.npz          # global_orient (3), body_pose (69), betas (10), transl (3)
+
+Quirks: only the ``kinect_color_*`` cameras are used (``cameras.json`` also holds the depth sensors, with other
+intrinsics and poses); frame ids are sparse (every 6th); the world frame is camera ``kinect_color_000``'s (OpenCV: y
+down); the SMPL fits are standard SMPL (neutral) in that world, posed with the user's model files
+(``--body-model-dir``) and cached (``_derived.py``). The suggested ``train.txt``/``test.txt`` splits are used when they
+sit in the root.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
+
+import numpy as np
+
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.human_dataparser import HumanDataParser, HumanDataParserConfig
+from gmnerf_ns.data.human_record import FrameRecord, SubjectRecord, ViewRecord, check_camera
+from gmnerf_ns.data.protocol import FrameSampling
+
+from ._body_models import BodyModels, BodyParams
+from ._derived import DerivedFiles, common_frame
+from ._files import DatasetFolder, finite_array, image_size, require_key, subject_folders, warn
+from ._layouts import HUMMAN, is_sequence
+
+COLOR_CAMERA = re.compile(r"^kinect_color_(\d+)$")
+SMPL_KEYS = {"global_orient": 3, "body_pose": 69, "betas": -1, "transl": 3}
+
+
+@dataclass
+class HuMManDataParserConfig(HumanDataParserConfig):
+    """HuMMan-Recon: the release root (``pxxxxxx_axxxxxx`` sequences) or one sequence folder."""
+
+    same_layout: ClassVar[Tuple[str, ...]] = (HUMMAN,)
+    """Datasets laid out as this parser reads them (see _layouts.other_dataset)."""
+    _target: Type = field(default_factory=lambda: HuMManDataParser)
+    data: Path = Path("humman")
+    """Release root or a sequence folder; short names resolve against $GMNERF_DATA (default ./data)."""
+    protocol: str = "humman"
+    """Protocol preset (humman: 4 of the 10 Kinects as sources, train.txt/test.txt split) or a YAML path."""
+    mask_dir: str = "kinect_mask"
+    """Mask folder: kinect_mask (matting, every split) or kinect_mask_manual (hand-annotated, test split only)."""
+    mask_threshold: int = 127
+    """A mask pixel is foreground when its value is above this (the matting masks are soft)."""
+    body_model_dir: Optional[Path] = None
+    """Your SMPL model files (smpl/SMPL_NEUTRAL.pkl); HuMMan ships SMPL parameters only."""
+    gender: Literal["neutral", "male", "female"] = "neutral"
+    """SMPL model file (the HuMMan toolbox poses the fits with the neutral model)."""
+    opencv_pixel_centres: bool = True
+    """cameras.json K is an OpenCV calibration (pixel centres at integers); cx, cy get +0.5."""
+    cache_dir: Optional[Path] = None
+    """Where posed proxies are cached; None = $XDG_CACHE_HOME/gmnerf_ns/proxies (~/.cache)."""
+
+
+class HuMManDataParser(HumanDataParser):
+    """Maps HuMMan-Recon sequences onto :class:`SubjectRecord`."""
+
+    config: HuMManDataParserConfig
+
+    def find_subjects(self, root: Path) -> Dict[str, Path]:
+        return subject_folders(root, is_sequence)
+
+    def dataset_split(self, root: Path) -> Optional[Tuple[List[str], List[str]]]:
+        paths = [root / "train.txt", root / "test.txt"]
+        if not all(p.is_file() for p in paths):
+            return None
+        present = set(self.find_subjects(root))
+        out = []
+        for path in paths:
+            names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            absent = [n for n in names if n not in present]
+            if absent:
+                warn(f"{path}: {len(absent)} sequence(s) not downloaded, skipped: {', '.join(absent[:5])}")
+            out.append([n for n in names if n in present])
+        return out[0], out[1]
+
+    def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
+        inside = DatasetFolder(folder)  # its files, symlinks included, must stay inside the sequence folder
+        cameras = self._cameras(inside.check(folder / "cameras.json", what="cameras file"))
+        present = [(number, K, R, T) for number, K, R, T in cameras
+                   if (folder / "kinect_color" / f"kinect_{number:03d}").is_dir()]
+        lost = [f"kinect_{n:03d}" for n, *_ in cameras if n not in {p[0] for p in present}]
+        if not present:
+            raise HumanDataError(f"{folder / 'kinect_color'}: none of the color camera folders of cameras.json exist "
+                                 f"(kinect_{cameras[0][0]:03d}, ...)")
+        if lost:
+            warn(f"{folder}: color camera folders {', '.join(lost)} are missing; sequence {name} goes on without them")
+        color_dirs = [folder / "kinect_color" / f"kinect_{n:03d}" for n, *_ in present]
+        stems = sorted((p.stem for p in color_dirs[0].glob("*.png") if p.stem.isdigit()), key=int)
+        if not stems:
+            raise HumanDataError(f"{color_dirs[0]}: no <frame>.png color images")
+        sampled = frames.select(stems)
+        if not sampled:
+            raise HumanDataError(f"{folder}: frame sampling {frames} selects none of its {len(stems)} frames")
+        sizes = [image_size(inside.check(d / f"{sampled[0]}.png", what="image")) for d in color_dirs]
+        out_size, crops = common_frame(sizes, resolution)
+        mask_dir = folder / self.config.mask_dir
+        if not mask_dir.is_dir():
+            raise HumanDataError(f"{mask_dir}: no mask folder (kinect_mask/ from matting for every split, "
+                                 "kinect_mask_manual/ for the test split; --mask-dir)")
+
+        models = BodyModels(self.config.body_model_dir, self.config.gender)
+        try:
+            model_file = models.path("smpl")
+        except HumanDataError as err:
+            raise HumanDataError(f"{folder / 'smpl_params'}: HuMMan ships SMPL parameters only; {err}") from None
+        cache = DerivedFiles(self.config.cache_dir, "proxies", folder, f"humman|{model_file}|{self.config.gender}")
+        records, missing, unfit = [], [], []
+        for stem in sampled:
+            images = [d / f"{stem}.png" for d in color_dirs]
+            if not all(p.is_file() for p in images):
+                missing.append(f"frame {stem} ({next(p for p in images if not p.is_file())})")
+                continue
+            params = folder / "smpl_params" / f"{stem}.npz"
+            if not params.is_file():
+                unfit.append(f"frame {stem} ({params})")
+                continue
+            masks = [mask_dir / f"kinect_{n:03d}" / f"{stem}.png" for n, *_ in present]
+            for image, mask in zip(images, masks):
+                inside.check(image, what="image")
+                inside.check(mask, what="mask")
+            inside.check(params, what="SMPL fit")
+            views = tuple(
+                ViewRecord(image_path=image, mask_paths=(mask,), K=K, R=R, T=T, camera_name=f"kinect_color_{n:03d}",
+                           out_size=out_size, crop=crop, mask_threshold=self.config.mask_threshold)
+                for image, mask, (n, K, R, T), crop in zip(images, masks, present, crops)
+            )
+            vertices = cache.vertices(stem, [params, model_file], partial(_posed, models, params))
+            records.append(FrameRecord(subject=name, frame_id=int(stem), views=views, vertices_path=vertices))
+        if missing:
+            warn(f"{folder}: skipped {len(missing)} frame(s) with missing images, e.g. {missing[0]}")
+        if unfit:
+            warn(f"{folder / 'smpl_params'}: {len(unfit)} frame(s) have no SMPL fit and are skipped, e.g. {unfit[0]}")
+        if not records:
+            raise HumanDataError(f"{folder}: no sampled frame has its color images and an SMPL fit")
+        return SubjectRecord(name=name, camera_names=tuple(f"kinect_color_{n:03d}" for n, *_ in present),
+                             frames=tuple(records), faces=models.faces("smpl"),
+                             camera_ids=tuple(n for n, *_ in present))
+
+    def _cameras(self, path: Path) -> List[Tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """(Kinect number, K, R, T) of each ``kinect_color_*`` camera; the depth cameras are left out."""
+        try:
+            cams = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise HumanDataError(f"{path}: cannot read the HuMMan cameras ({err})") from err
+        if not isinstance(cams, dict):
+            raise HumanDataError(f"{path}: expected a dict of kinect_color_00N / kinect_depth_00N cameras")
+        color = sorted((int(m.group(1)), key) for key in cams if (m := COLOR_CAMERA.match(str(key))))
+        if not color:
+            raise HumanDataError(f"{path}: no kinect_color_00N cameras (found: {', '.join(sorted(cams)[:4]) or 'none'}"
+                                 "; the kinect_depth_* cameras do not see the color images)")
+        out = []
+        for number, key in color:
+            cam = cams[key]
+            if not isinstance(cam, dict):
+                raise HumanDataError(f"{path}: {key} should hold K, R, T")
+            where = f"{path} {key}"
+            K, R, T = check_camera(*(require_key(cam, k, path, key) for k in ("K", "R", "T")), where)
+            if self.config.opencv_pixel_centres:
+                K[:2, 2] += 0.5
+            out.append((number, K, R, T))
+        return out
+
+
+def _posed(models: BodyModels, path: Path) -> np.ndarray:
+    """World vertices of one ``smpl_params/<frame>.npz`` (standard SMPL: global_orient, body_pose, betas, transl)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(require_key(dict(data), k, path, "SMPL fit")) for k in SMPL_KEYS}
+    except HumanDataError:
+        raise
+    except Exception as err:
+        raise HumanDataError(f"{path}: cannot read the SMPL fit ({err})") from err
+    rows = {k: finite_array(v.reshape(1, -1), (1, n), f"{path} {k!r}") for (k, v), n in
+            zip(arrays.items(), SMPL_KEYS.values())}
+    params = BodyParams(model_type="smpl", betas=rows["betas"], body_pose=rows["body_pose"],
+                        global_orient=rows["global_orient"], transl=rows["transl"])
+    return models.pose(params)[0]

@@ -1,0 +1,278 @@
+"""MVHumanNet (and MVHumanNet++) outfit folders onto the shared human records.
+
+Layout (GAP-LAB-CUHK-SZ/MVHumanNet ``README.md`` and ``visual_smpl/``; file names as GIGA's loader reads them)::
+
+    <root>/<outfit id>/camera_extrinsics.json   # {"1_<cam>.png": {rotation, translation (mm), focal_length, image_center}}
+    <root>/<outfit id>/camera_intrinsics.json   # {"intrinsics": 3x3, "dist": []}: the same K for every camera
+    <root>/<outfit id>/camera_scale.pkl         # pickled float: 120/65 (4096x3000 rig) or 100/65 (2448x2048 rig)
+    <root>/<outfit id>/images_lr/<cam>/0005_img.jpg         # (or images/) half resolution, frames 5, 10, ...
+    <root>/<outfit id>/fmask_lr/<cam>/0005_img_fmask.png    # (or fmask/) soft masks
+    <root>/<outfit id>/smplx/smpl/000000.json   # SMPL-X in EasyMocap's JSON (87 poses); fit i is image frame 5 (i + 1)
+    <root>/<outfit id>/smplx/smplx_mesh/000000.obj          # the same fit as a mesh
+
+Quirks handled: translations are in millimetres *and* scaled by the rig's ``camera_scale`` (``T = t / 1000 *
+scale``, ``read_camera_mvhumannet`` in the dataset's ``visual_smpl/mytools/camera_utils.py``); the intrinsics are for
+the full-resolution images (principal point at the centre: full size ``2 c + 1``) while images and masks are stored
+at half resolution, so K is scaled to the stored images; masks are soft (foreground > 200, as GIGA); fit ``i`` belongs
+to image frame ``5 (i + 1)``; some outfits have fewer cameras than calibrated (the missing ones are skipped, the
+others keep their numbers); some fits are incomplete (those frames are skipped with one warning). Camera names are
+the serial in the calibration key (``1_CC32871A059.png`` -> ``CC32871A059``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
+
+import numpy as np
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.human_dataparser import HumanDataParser, HumanDataParserConfig
+from gmnerf_ns.data.human_record import FrameRecord, SubjectRecord, ViewRecord, check_camera
+from gmnerf_ns.data.protocol import FrameSampling
+
+from ._body_models import BodyModels, easymocap_params, read_person_list
+from ._derived import DerivedFiles, common_frame
+from ._files import DatasetFolder, finite_array, image_size, read_obj_faces, subject_folders, warn
+from ._layouts import MVHUMANNET, is_outfit, near_miss, other_dataset
+from ._safe_pickle import load_pickle
+
+
+@dataclass
+class MVHumanNetDataParserConfig(HumanDataParserConfig):
+    """MVHumanNet: the dataset root (outfit id folders) or one outfit folder."""
+
+    same_layout: ClassVar[Tuple[str, ...]] = (MVHUMANNET,)
+    """Datasets laid out as this parser reads them (see _layouts.other_dataset)."""
+    _target: Type = field(default_factory=lambda: MVHumanNetDataParser)
+    data: Path = Path("mvhumannet")
+    """Dataset root or an outfit folder; short names resolve against $GMNERF_DATA (default ./data)."""
+    protocol: str = "mvhumannet"
+    """Protocol preset (mvhumannet: 4 evenly spaced sources) or a YAML path."""
+    image_dirs: Tuple[str, ...] = ("images_lr", "images")
+    """Image folders tried in this order (the release's half-resolution images)."""
+    mask_dirs: Tuple[str, ...] = ("fmask_lr", "fmask")
+    """Mask folders tried in this order."""
+    mask_threshold: int = 200
+    """The masks are soft: foreground above this (GIGA's loader uses > 200)."""
+    frame_step: int = 5
+    """Image frame of fit i is frame_step * (i + 1) (the images are every 5th frame from 0005)."""
+    body_model_dir: Optional[Path] = None
+    """Your SMPL-X model files (smplx/SMPLX_NEUTRAL.npz) to pose smplx/smpl/*.json; without them the fits' meshes in
+    smplx/smplx_mesh/ are used."""
+    gender: Literal["neutral", "male", "female"] = "neutral"
+    """SMPL-X model file (the dataset's own tools use the neutral model)."""
+    opencv_pixel_centres: bool = True
+    """The calibration puts pixel centres at integers (principal point (W-1)/2); cx, cy get +0.5."""
+    cache_dir: Optional[Path] = None
+    """Where posed proxies are cached (with --body-model-dir); None = $XDG_CACHE_HOME/gmnerf_ns/proxies."""
+
+
+class MVHumanNetDataParser(HumanDataParser):
+    """Maps MVHumanNet outfit folders onto :class:`SubjectRecord`."""
+
+    config: MVHumanNetDataParserConfig
+
+    def find_subjects(self, root: Path) -> Dict[str, Path]:
+        found = subject_folders(root, is_outfit)
+        if not found:
+            problem = near_miss(root, self.config.same_layout)
+            if problem is not None:
+                raise HumanDataError(problem)
+            hint = other_dataset(root, self.config.same_layout)
+            if hint:
+                raise HumanDataError(f"{root}: no MVHumanNet outfit (<outfit id>/camera_extrinsics.json with "
+                                     f"camera_scale.pkl){hint}")
+        return found
+
+    def check_subject_folder(self, wanted: str, root: Path) -> None:
+        """An outfit of the split whose folder lacks one of its two marker files is reported as that file."""
+        folder = root / wanted
+        if root.is_dir() and not is_outfit(root) and folder.is_dir() and not is_outfit(folder):
+            problem = near_miss(folder, self.config.same_layout)
+            if problem is not None:
+                raise HumanDataError(problem)
+
+    def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
+        image_root = _first_dir(folder, self.config.image_dirs, "image")
+        mask_root = _first_dir(folder, self.config.mask_dirs, "mask")
+        scale = read_camera_scale(folder / "camera_scale.pkl")
+        calibrated = self._cameras(folder, scale)
+        inside = DatasetFolder(folder)  # camera names may not lead out of the outfit folder
+        for cam in calibrated:
+            inside.check(image_root / cam[0], folder / "camera_extrinsics.json", f"camera {cam[0]!r} folder")
+            inside.check(mask_root / cam[0], folder / "camera_extrinsics.json", f"camera {cam[0]!r} folder")
+        present = [(i, cam) for i, cam in enumerate(calibrated) if (image_root / cam[0]).is_dir()]
+        if not present:
+            raise HumanDataError(f"{image_root}: none of the {len(calibrated)} calibrated cameras has an image folder "
+                                 f"(e.g. {calibrated[0][0]})")
+        if len(present) < len(calibrated):  # known: some people were captured by fewer cameras
+            CONSOLE.log(f"MVHumanNet {name}: {len(present)} of {len(calibrated)} calibrated cameras have images")
+        first_dir = image_root / present[0][1][0]
+        numbers = sorted(int(p.name.split("_")[0]) for p in first_dir.glob("*_img.jpg") if p.name.split("_")[0].isdigit())
+        if not numbers:
+            raise HumanDataError(f"{first_dir}: no <frame>_img.jpg images")
+        sampled = frames.select(numbers)
+        if not sampled:
+            raise HumanDataError(f"{folder}: frame sampling {frames} selects none of its {len(numbers)} frames")
+
+        full_sizes = [cam[4] for _, cam in present]
+        sizes = [image_size(inside.check(image_root / cam[0] / f"{sampled[0]:04d}_img.jpg", what="image"))
+                 for _, cam in present]
+        shift = 0.5 if self.config.opencv_pixel_centres else 0.0
+        Ks = [_stored_intrinsics(cam[1], full, size, folder / "camera_extrinsics.json", cam[0], shift)
+              for (_, cam), full, size in zip(present, full_sizes, sizes)]
+        out_size, crops = common_frame(sizes, resolution)
+        bodies = _Bodies(folder, self.config)
+        records, missing, unfit = [], [], []
+        for number in sampled:
+            images = [image_root / cam[0] / f"{number:04d}_img.jpg" for _, cam in present]
+            lost = [p for p in images if not p.is_file()]
+            if lost:
+                missing.append(f"frame {number} ({lost[0]})")
+                continue
+            for path in images + [mask_root / cam[0] / f"{number:04d}_img_fmask.png" for _, cam in present]:
+                inside.check(path, what="image or mask")
+            fit = number // self.config.frame_step - 1
+            proxy = bodies.proxy(fit) if number % self.config.frame_step == 0 and fit >= 0 else None
+            if proxy is None:
+                unfit.append(f"frame {number} (fit {fit:06d})")
+                continue
+            views = tuple(
+                ViewRecord(image_path=image, mask_paths=(mask_root / cam[0] / f"{number:04d}_img_fmask.png",), K=K,
+                           R=cam[2], T=cam[3], camera_name=cam[0], out_size=out_size, crop=crop,
+                           mask_threshold=self.config.mask_threshold)
+                for image, (_, cam), K, crop in zip(images, present, Ks, crops)
+            )
+            records.append(FrameRecord(subject=name, frame_id=number, views=views, vertices_path=proxy))
+        if missing:
+            warn(f"{folder}: skipped {len(missing)} frame(s) with missing images, e.g. {missing[0]}")
+        if unfit:
+            warn(f"{bodies.where}: {len(unfit)} frame(s) have no SMPL-X fit and are skipped, e.g. {unfit[0]}")
+        if not records:
+            raise HumanDataError(f"{folder}: no sampled frame has its images and an SMPL-X fit (in {bodies.where})")
+        return SubjectRecord(name=name, camera_names=tuple(cam[0] for _, cam in present), frames=tuple(records),
+                             faces=bodies.faces(records[0].vertices_path), camera_ids=tuple(i for i, _ in present))
+
+    def _cameras(self, folder: Path, scale: float) -> List[tuple]:
+        """(name, K (OpenCV, full resolution), R, T metres, full (W, H)) per calibrated camera, in file order."""
+        path = folder / "camera_extrinsics.json"
+        extrinsics = _read_json(path, "MVHumanNet extrinsics")
+        shared = _read_json(folder / "camera_intrinsics.json", "MVHumanNet intrinsics") \
+            if (folder / "camera_intrinsics.json").is_file() else {}
+        if not isinstance(extrinsics, dict) or not extrinsics:
+            raise HumanDataError(f"{path}: expected {{'1_<cam>.png': {{rotation, translation}}, ...}}")
+        cameras = []
+        for key, cam in extrinsics.items():
+            name = str(key).split(".")[0].split("_")[-1]
+            where = f"{path} {key}"
+            if not isinstance(cam, dict) or "rotation" not in cam or "translation" not in cam:
+                raise HumanDataError(f"{where}: expected 'rotation' (3x3) and 'translation' (mm)")
+            if "focal_length" in cam and "image_center" in cam:
+                (fx, fy), (cx, cy) = finite_array(cam["focal_length"], (2,), f"{where} focal_length"), \
+                    finite_array(cam["image_center"], (-1,), f"{where} image_center")[:2]
+                K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+            elif "intrinsics" in shared:
+                K = finite_array(shared["intrinsics"], (3, 3), f"{folder / 'camera_intrinsics.json'} intrinsics")
+            else:
+                raise HumanDataError(f"{where}: no focal_length/image_center and no camera_intrinsics.json")
+            T = finite_array(cam["translation"], (3,), f"{where} translation") / 1000.0 * scale  # mm x rig scale
+            K, R, T = check_camera(K, cam["rotation"], T, where)
+            full = (int(round(2 * K[0, 2] + 1)), int(round(2 * K[1, 2] + 1)))  # centred principal point: W = 2 cx + 1
+            cameras.append((name, K, R, T, full))
+        return cameras
+
+
+def _stored_intrinsics(K: np.ndarray, full: Tuple[int, int], size: Tuple[int, int], path: Path, cam: str,
+                       shift: float) -> np.ndarray:
+    """K of the stored (half-resolution) image, in our half-pixel-centre convention (``shift`` 0.5 from OpenCV's)."""
+    (W, H), (w, h) = full, size
+    sx, sy = w / W, h / H
+    if abs(sx - sy) > 0.02 * sx:
+        raise HumanDataError(f"{path}: camera {cam} is calibrated for {W}x{H} images (principal point at the centre) "
+                             f"but its images are {w}x{h}, another aspect ratio")
+    K = K.copy()
+    K[:2, 2] += shift  # OpenCV calibration -> pixel corners, where a resize is an exact scale
+    K[0] *= sx
+    K[1] *= sy
+    return K
+
+
+class _Bodies:
+    """An outfit's SMPL-X fits: posed from ``smplx/smpl/*.json`` with the model files, else ``smplx/smplx_mesh``."""
+
+    def __init__(self, folder: Path, config: MVHumanNetDataParserConfig):
+        self.config = config
+        self.params_dir, self.mesh_dir = folder / "smplx" / "smpl", folder / "smplx" / "smplx_mesh"
+        self.models: Optional[BodyModels] = None
+        if config.body_model_dir is not None and self.params_dir.is_dir():
+            self.models = BodyModels(config.body_model_dir, config.gender)
+            model_file = self.models.path("smplx")
+            self.cache = DerivedFiles(config.cache_dir, "proxies", folder, f"mvhumannet|{model_file}|{config.gender}")
+            self.sources = [model_file]
+            self.where = self.params_dir
+        elif self.mesh_dir.is_dir():
+            self.where = self.mesh_dir
+        else:
+            raise HumanDataError(f"{folder / 'smplx'}: no smplx_mesh/ meshes" + (
+                "" if config.body_model_dir is not None else
+                " (with --body-model-dir the smplx/smpl/*.json parameters are posed instead)"))
+
+    def proxy(self, fit: int) -> Optional[Path]:
+        if self.models is None:
+            path = self.mesh_dir / f"{fit:06d}.obj"
+            return path if path.is_file() else None
+        path = self.params_dir / f"{fit:06d}.json"
+        if not path.is_file():
+            return None
+        return self.cache.vertices(f"{fit:06d}", [path, *self.sources], partial(self._posed, path))
+
+    def _posed(self, path: Path) -> np.ndarray:
+        people = read_person_list(path, "MVHumanNet SMPL-X")
+        if not people:
+            raise HumanDataError(f"{path}: no person in the SMPL-X fit")
+        return self.models.pose(easymocap_params(people[0], path))[0]
+
+    def faces(self, first: Path) -> np.ndarray:
+        faces = self.models.faces("smplx") if self.models is not None else read_obj_faces(first)
+        count = int(np.load(first, mmap_mode="r").shape[0]) if first.suffix == ".npy" else None
+        if count is not None and faces.size and int(faces.max()) >= count:
+            raise HumanDataError(f"{first}: {count} vertices, but the SMPL-X faces index {int(faces.max()) + 1}")
+        return faces
+
+
+def read_camera_scale(path: Path) -> float:
+    """The rig scale in ``camera_scale.pkl`` (a pickled number), read with the restricted unpickler."""
+    if not path.is_file():
+        raise HumanDataError(f"{path}: camera scale file is missing (translations are mm times this scale)")
+    try:
+        value = load_pickle(path)
+    except HumanDataError:
+        raise
+    except Exception as err:
+        raise HumanDataError(f"{path}: cannot read the camera scale ({type(err).__name__}: {err})") from err
+    try:
+        scale = float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError) as err:
+        raise HumanDataError(f"{path}: camera scale should be a number, found {type(value).__name__}") from err
+    if not np.isfinite(scale) or scale <= 0:
+        raise HumanDataError(f"{path}: camera scale {scale} is not a positive number")
+    return scale
+
+
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise HumanDataError(f"{path}: cannot read the {what} ({err})") from err
+
+
+def _first_dir(folder: Path, names: Tuple[str, ...], what: str) -> Path:
+    for name in names:
+        if (folder / name).is_dir():
+            return folder / name
+    raise HumanDataError(f"{folder}: no {what} folder; expected {' or '.join(f'{n}/' for n in names)}")

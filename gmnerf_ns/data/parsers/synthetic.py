@@ -1,0 +1,72 @@
+"""Our built-in layout (gmnerf-synth output and rendered scans): ZJU-MoCap folders plus ``split.json`` and meshes.
+
+``<root>/split.json`` = ``{"train": [...], "test": [...]}``; ``<root>/<subject>/`` is a ZJU-MoCap subject folder
+(``Camera_B<n>/``, ``mask/``, ``annots.npy`` with T in mm, ``vertices/<i>.npy``) plus ``meshes/<i>.ply`` (ground-truth
+surfaces), ``body_model.npz`` (proxy faces) and ``subject.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Type
+
+from gmnerf_ns.core.errors import HumanDataError
+from gmnerf_ns.data.human_dataparser import DATA_ROOT_ENV, HumanDataParser, data_root
+from gmnerf_ns.data.human_record import SubjectRecord
+from gmnerf_ns.data.protocol import FrameSampling
+
+from .zju_mocap import ZJUMocapDataParser, ZJUMocapDataParserConfig
+
+
+@dataclass
+class SyntheticDataParserConfig(ZJUMocapDataParserConfig):
+    """Built-in synthetic humans written by ``gmnerf-synth`` (ZJU-MoCap layout with ground-truth meshes)."""
+
+    _target: Type = field(default_factory=lambda: SyntheticDataParser)
+    data: Path = Path("synthetic")
+    """Dataset root (with split.json) or one subject folder; short names resolve against $GMNERF_DATA (./data)."""
+    protocol: str = "synthetic"
+    """Protocol preset or YAML path; the subject split comes from ``<root>/split.json``."""
+    opencv_pixel_centres: bool = False
+    """Our renderers store K with nerfstudio's half-pixel centres (unlike real ZJU-MoCap's OpenCV calibration)."""
+
+
+class SyntheticDataParser(ZJUMocapDataParser):
+    """The ZJU-MoCap parser plus the dataset's own split file and ground-truth meshes."""
+
+    config: SyntheticDataParserConfig
+    missing_hint = "generate it with `gmnerf-synth`"
+    """Said when the dataset folder does not exist."""
+
+    def resolve_root(self) -> Path:
+        path = Path(self.config.data)
+        if len(path.parts) <= 1 and not (path.exists() or (data_root() / path).exists()):
+            raise HumanDataError(f"dataset folder {path} not found (also looked in {data_root() / path}; set "
+                                 f"${DATA_ROOT_ENV} to your data root); {self.missing_hint}")
+        return HumanDataParser.resolve_root(self)
+
+    def find_subjects(self, root: Path) -> Dict[str, Path]:
+        if (root / "manifest.json").is_file() and not (root / "split.json").is_file():
+            # gmnerf-synth writes manifest.json first and split.json last: it was interrupted in between
+            raise HumanDataError(f"{root}: incomplete gmnerf-synth dataset (manifest.json but no split.json: the "
+                                 "generator was interrupted); rerun the same gmnerf-synth command to finish it")
+        return super().find_subjects(root)
+
+    def dataset_split(self, root: Path) -> Optional[Tuple[List[str], List[str]]]:
+        path = root / "split.json"
+        if not path.is_file():
+            return None
+        try:
+            split = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise HumanDataError(f"{path}: not a readable JSON split file ({err})") from err
+        if not (isinstance(split, dict) and all(isinstance(split.get(k), list) for k in ("train", "test"))):
+            raise HumanDataError(f'{path}: expected {{"train": [...], "test": [...]}} lists of subject names')
+        return [str(s) for s in split["train"]], [str(s) for s in split["test"]]
+
+    def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
+        record = super().parse_subject(name, folder, frames, resolution)
+        meshes = folder / "meshes"
+        return replace(record, gt_mesh_dir=meshes) if meshes.is_dir() else record
