@@ -31,11 +31,12 @@ timing = _load("ns_train_timing", ROOT / "benchmarks" / "throughput" / "ns_train
 kit = _load("gpu_kit_kit", KIT / "kit.py")
 
 FAKE_SMI = """#!/usr/bin/env bash
-# nvidia-smi stand-in: one GPU, 40% busy, 1234 MiB used, sampled every 200 ms
+# nvidia-smi stand-in: one GPU, 40% busy, 1234 MiB used, sampled every 20 ms (a tiny CPU run's window of two steps
+# can be shorter than the real 200 ms period)
 case "$*" in
   *timestamp*)
     echo "timestamp, utilization.gpu [%], memory.used [MiB]"
-    while true; do echo "$(date '+%Y/%m/%d %H:%M:%S.%3N'), 40 %, 1234 MiB"; sleep 0.2; done ;;
+    while true; do echo "$(date '+%Y/%m/%d %H:%M:%S.%3N'), 40 %, 1234 MiB"; sleep 0.02; done ;;
   *) echo "name, driver_version"; echo "Fake GPU, 1.0" ;;
 esac
 """
