@@ -206,6 +206,18 @@ def other_dataset(folder: Path, own: Collection[str]) -> str:
             "dataparser out to detect it")
 
 
+def explain_no_subjects(root: Path, own: Collection[str], wanted: str) -> None:
+    """Raises one line when a parser whose layout is ``own`` found no subject under ``root`` and the folder tells why:
+    it lacks a file its layout needs (:func:`near_miss`), or it is another dataset's (:func:`other_dataset`).
+    ``wanted`` names what was looked for, e.g. "no EasyMocap capture (intri.yml and extri.yml)"."""
+    problem = near_miss(root, own)
+    if problem is not None:
+        raise HumanDataError(problem)
+    hint = other_dataset(root, own)
+    if hint:
+        raise HumanDataError(f"{root}: {wanted}{hint}")
+
+
 def _has(folder: Path, name: str) -> bool:
     return (folder / name).is_dir() if name.endswith("/") else (folder / name).is_file()
 

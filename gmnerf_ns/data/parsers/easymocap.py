@@ -45,7 +45,7 @@ from ._body_models import (
 )
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, image_size, subject_folders, warn
-from ._layouts import EASYMOCAP, is_capture, near_miss, other_dataset
+from ._layouts import EASYMOCAP, explain_no_subjects, is_capture
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_DIRS = ("mask", "masks", "mask-schp")
@@ -106,12 +106,7 @@ class EasyMocapDataParser(HumanDataParser):
     def find_subjects(self, root: Path) -> Dict[str, Path]:
         found = subject_folders(root, is_capture)
         if not found:
-            problem = near_miss(root, self.config.same_layout)
-            if problem is not None:
-                raise HumanDataError(problem)
-            hint = other_dataset(root, self.config.same_layout)
-            if hint:
-                raise HumanDataError(f"{root}: no EasyMocap capture (intri.yml and extri.yml){hint}")
+            explain_no_subjects(root, self.config.same_layout, "no EasyMocap capture (intri.yml and extri.yml)")
         return found
 
     def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:

@@ -38,7 +38,7 @@ from gmnerf_ns.data.protocol import FrameSampling
 from ._body_models import BodyModels, easymocap_params, read_person_list
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, finite_array, image_size, read_obj_faces, subject_folders, warn
-from ._layouts import MVHUMANNET, is_outfit, near_miss, other_dataset
+from ._layouts import MVHUMANNET, explain_no_subjects, is_outfit, near_miss
 from ._safe_pickle import load_pickle
 
 
@@ -80,13 +80,8 @@ class MVHumanNetDataParser(HumanDataParser):
     def find_subjects(self, root: Path) -> Dict[str, Path]:
         found = subject_folders(root, is_outfit)
         if not found:
-            problem = near_miss(root, self.config.same_layout)
-            if problem is not None:
-                raise HumanDataError(problem)
-            hint = other_dataset(root, self.config.same_layout)
-            if hint:
-                raise HumanDataError(f"{root}: no MVHumanNet outfit (<outfit id>/camera_extrinsics.json with "
-                                     f"camera_scale.pkl){hint}")
+            explain_no_subjects(root, self.config.same_layout,
+                                "no MVHumanNet outfit (<outfit id>/camera_extrinsics.json with camera_scale.pkl)")
         return found
 
     def check_subject_folder(self, wanted: str, root: Path) -> None:
