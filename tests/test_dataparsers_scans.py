@@ -24,13 +24,13 @@ from gmnerf_ns.data.parsers import smpl_proxy
 from gmnerf_ns.data.parsers.multigarment import MultiGarmentDataParserConfig
 from gmnerf_ns.data.parsers.thuman2 import THuman2DataParserConfig
 from gmnerf_ns.data.view_loader import load_view
+from gmnerf_ns.geometry._reference import reference_rasterize
 from tests.fixtures_human import (
     make_fake_smpl,
     make_fake_smplx,
     make_multigarment,
     make_thuman2,
     project,
-    reference_rasterize,
     write_obj,
 )
 

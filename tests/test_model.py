@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from nerfstudio.data.scene_box import SceneBox
 
+from gmnerf_ns.model._reference import reference_view_attention
 from gmnerf_ns.model.attention import VertexRegistration, ViewAttention, window_offsets
 from gmnerf_ns.model.gmnerf_model import GMNeRFModel, GMNeRFModelConfig, ray_box_intersection
 from gmnerf_ns.model.losses import PerceptualLossConfig
@@ -59,17 +60,9 @@ def test_view_attention_equals_standard_multi_head_attention():
     valid = torch.rand(7, 9) > 0.4
     valid[0] = False  # a point with no valid token attends over all of them
 
-    def reference(q):
-        n, t = k.shape[:2]
-        qh = att.to_q(q).view(n, 1, 2, 4)
-        kh, vh = att.to_k(k).view(n, t, 2, 4), att.to_v(v).view(n, t, 2, 4)
-        logits = (qh * kh).sum(-1) / 2.0
-        mask = valid | ~valid.any(1, keepdim=True)
-        w = torch.softmax(logits.masked_fill(~mask[..., None], float("-inf")), dim=1)
-        return att.to_out((w[..., None] * vh).sum(1).reshape(n, -1)), w.mean(-1)
-
+    assert (att.num_heads, att.head_dim) == (2, 4)
     out, weights, _ = att(q, k, v, valid)
-    ref_out, ref_weights = reference(q)
+    ref_out, ref_weights = reference_view_attention(att, q, k, v, valid)
     assert torch.allclose(out, ref_out, atol=1e-5) and torch.allclose(weights, ref_weights, atol=1e-6)
     grad, = torch.autograd.grad(out.square().sum(), q)
     ref_grad, = torch.autograd.grad(ref_out.square().sum(), q)

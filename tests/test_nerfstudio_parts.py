@@ -1,7 +1,8 @@
 """nerfstudio's components used in place of our own compute what ours computed.
 
-Each test keeps the replaced implementation as a reference twin. The shipped pretrained weights were trained with
-the references, so the encodings must agree feature for feature, in the same order.
+Each test checks ours against the replaced implementation, kept in ``gmnerf_ns/model/_reference.py``. The shipped
+pretrained weights were trained with the references, so the encodings must agree feature for feature, in the same
+order.
 """
 
 from __future__ import annotations
@@ -10,28 +11,9 @@ import pytest
 import torch
 from nerfstudio.utils.math import intersect_aabb
 
+from gmnerf_ns.model._reference import reference_positional_encoding, reference_slab_test
 from gmnerf_ns.model.attention import PositionalEncoding
 from gmnerf_ns.model.gmnerf_model import ray_box_intersection
-
-
-def reference_slab_test(origins, directions, bbox):
-    """The slab test ``ray_box_intersection`` was before it used nerfstudio's ``intersect_aabb``."""
-    inv = 1.0 / torch.where(directions.abs() < 1e-9, torch.full_like(directions, 1e-9), directions)
-    t0 = (bbox[0] - origins) * inv
-    t1 = (bbox[1] - origins) * inv
-    near = torch.minimum(t0, t1).max(dim=-1).values.clamp(min=0.0)
-    far = torch.maximum(t0, t1).min(dim=-1).values
-    hit = far > near
-    return near, torch.where(hit, far, near), hit
-
-
-def reference_positional_encoding(x, num_frequencies):
-    """The encoding the pretrained weights were trained with: [x, sin(2^k pi x), cos(2^k pi x)], k < F."""
-    if num_frequencies == 0:
-        return x
-    freqs = 2.0 ** torch.arange(num_frequencies, dtype=x.dtype) * torch.pi
-    scaled = x[..., None] * freqs  # (N, D, F)
-    return torch.cat([x, torch.sin(scaled).flatten(-2), torch.cos(scaled).flatten(-2)], dim=-1)
 
 
 def test_ray_box_intersection_equals_the_slab_test():

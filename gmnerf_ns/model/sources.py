@@ -97,7 +97,7 @@ def proxy_depth_maps(sources: SourceViews, resolution: int = 128, use_mesh: bool
         zbuffer = _mesh_depth(sources, K, h, w)
     else:
         uv, depth = project_to_views(sources.vertices, K, sources.rotations, sources.translations)
-        zbuffer = _splat_depth(uv, depth, h, w)
+        zbuffer = splat_depth(uv, depth, h, w)
     return zbuffer.clamp(max=BACKGROUND_DEPTH)[:, None]
 
 
@@ -118,7 +118,11 @@ def vertex_visibility(
     return inside_image(uv, depth, height, width) & (depth <= front + depth_tolerance)
 
 
-def _splat_depth(uv: Float[Tensor, "m V 2"], depth: Float[Tensor, "m V"], h: int, w: int) -> Float[Tensor, "m h w"]:
+def splat_depth(uv: Float[Tensor, "m V 2"], depth: Float[Tensor, "m V"], h: int, w: int) -> Float[Tensor, "m h w"]:
+    """Z-buffer of vertex depths splatted at their (u, v) pixels and min-pooled 3x3 (``inf`` where none is near).
+
+    Vertices outside the image or behind the camera are ignored (fixed shapes: no boolean indexing, no host sync).
+    """
     m = uv.shape[0]
     inside = inside_image(uv, depth, h, w)
     px = uv[..., 0].floor().long().clamp(0, w - 1)
