@@ -19,19 +19,17 @@ one image so the 2D renderer and the perceptual loss see the full patch [PAPER, 
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Float
-from nerfstudio.cameras.cameras import Cameras, CameraType
+from jaxtyping import Float
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import OrientedBox
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils.external import TCNN_EXISTS
-from nerfstudio.utils.math import intersect_aabb
 from torch import Tensor, nn
 from torch.nn import Parameter
 
@@ -42,8 +40,10 @@ from gmnerf_ns.model.field import EncodedSources, GMNeRFField
 from gmnerf_ns.model.losses import PerceptualLoss, PerceptualLossConfig, mask_loss
 from gmnerf_ns.model.neural_renderer import NeuralRenderer
 from gmnerf_ns.model.precision import AUTOCAST_DTYPES, compile_errors, compile_modules, networks_autocast, to_fp32
+from gmnerf_ns.model.rays import camera_rays, pixel_centres, ray_box_intersection  # noqa: F401 (imported from here)
+from gmnerf_ns.model.rendering import render_box_rays, render_in_chunks, render_partial_gradient
 from gmnerf_ns.model.sources import BACKGROUND_DEPTH, SourceViews, proxy_depth_maps, sample_maps, vertex_visibility
-from gmnerf_ns.model.volume import ProxyVolume, dilate, grid_shape, normalize_points, sample_volume, splat_to_grid
+from gmnerf_ns.model.volume import ProxyVolume, dilate, grid_shape, normalize_points, splat_to_grid
 
 SourceProvider = Callable[[int, int], SourceViews]
 """(subject_index, frame_id) -> the protocol's source views of that subject-frame."""
@@ -335,60 +335,16 @@ class GMNeRFModel(Model):
     ) -> Dict[str, Tensor]:
         """Volume-renders rays against the proxy box: rgb (R,3), features (R,C), accumulation (R,1), depth (R,1).
 
-        Sampling and compositing are written out rather than taken from nerfstudio's ``UniformSampler`` and
-        ``RaySamples.get_weights``: only samples near the proxy reach the field (the occupancy skip, a compaction those
-        classes have no place for), the stratified jitter draws one position per bin (``UniformSampler`` jitters the
-        bin edges, so training would sample differently), and the weights are the cumulative product the shipped
-        weights were trained with.
+        Stratified samples in the box, the field only near the proxy, alpha compositing: see
+        gmnerf_ns/model/rendering.py.
         """
-        bbox = encoded.sources.bbox
-        near, far, hit = ray_box_intersection(origins, directions, bbox)
-        num_rays, num_samples = origins.shape[0], self.config.num_samples
-        steps = torch.linspace(0.0, 1.0, num_samples + 1, device=origins.device)[:-1]
-        offsets = torch.rand(num_rays, num_samples, device=origins.device) if perturb else torch.full(
-            (num_rays, num_samples), 0.5, device=origins.device)
-        span = (far - near).clamp(min=0.0)  # (R,)
-        t = near[:, None] + (steps[None] + offsets / num_samples) * span[:, None]  # (R, S)
-        delta = (span / num_samples)[:, None].expand_as(t)
-        points = origins[:, None] + t[..., None] * directions[:, None]  # (R, S, 3)
-
-        flat = points.reshape(-1, 3)
-        box = normalize_points(flat, bbox)
-        occ = sample_volume(encoded.occupancy, box, padding_mode="zeros")
-        active = (occ.reshape(-1) > 1e-3) & hit[:, None].expand(-1, num_samples).reshape(-1)
-        idx = active.nonzero(as_tuple=True)[0]
-        channels = self.config.feature_dim
-        density = flat.new_zeros(flat.shape[0], 1)
-        rgb = flat.new_zeros(flat.shape[0], 3)
-        feats = flat.new_zeros(flat.shape[0], channels)
-        if idx.numel() > 0:
-            dirs = directions[:, None].expand(-1, num_samples, -1).reshape(-1, 3)
-            out = self.field(flat[idx], dirs[idx], encoded)
-            density = density.index_copy(0, idx, out["density"])
-            rgb = rgb.index_copy(0, idx, out["rgb"])
-            feats = feats.index_copy(0, idx, out["features"])
-        elif torch.is_grad_enabled() and self.training:
-            # no sample of these rays is near the proxy: the render is constant. Keep a (zero-gradient) graph to the
-            # field so that backward() works when nothing else carries gradient (neural_renderer=False)
-            density = density + 0.0 * sum(p.view(-1)[0] for p in self.field.parameters())
-        density, rgb, feats = (x.view(num_rays, num_samples, -1) for x in (density, rgb, feats))
-        alpha = 1.0 - torch.exp(-density[..., 0] * delta)  # (R, S)
-        trans = torch.cumprod(torch.cat([alpha.new_ones(num_rays, 1), 1.0 - alpha + 1e-10], dim=1), dim=1)[:, :-1]
-        weights = (alpha * trans)[..., None]  # (R, S, 1)
-        acc = weights.sum(1)
-        return {
-            "rgb": (weights * rgb).sum(1),
-            "features": (weights * feats).sum(1),
-            "accumulation": acc,
-            "depth": (weights[..., 0] * t).sum(1, keepdim=True) / acc.clamp(min=1e-6),
-        }
+        return render_box_rays(self.field, origins, directions, encoded, self.config.num_samples,
+                               self.config.feature_dim, perturb, keep_graph=torch.is_grad_enabled() and self.training)
 
     def _render_chunks(self, origins: Tensor, directions: Tensor, encoded: EncodedSources, perturb: bool,
                        chunk: Optional[int] = None):
-        chunk = chunk or self.config.eval_num_rays_per_chunk
-        parts = [self.render_rays(origins[i : i + chunk], directions[i : i + chunk], encoded, perturb)
-                 for i in range(0, origins.shape[0], chunk)]
-        return parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        return render_in_chunks(lambda o, d: self.render_rays(o, d, encoded, perturb), origins, directions,
+                                chunk or self.config.eval_num_rays_per_chunk)
 
     def forward(  # type: ignore[override]
         self,
@@ -420,32 +376,16 @@ class GMNeRFModel(Model):
         y0, x0, ph, pw = patch if patch is not None else (0, 0, int(cam.height), int(cam.width))
         factor = 2 if self.config.neural_renderer else 1
         h, w = math.ceil(ph / factor), math.ceil(pw / factor)
-        ys = y0 + (torch.arange(h, device=self.device, dtype=torch.float32) + 0.5) * factor
-        xs = x0 + (torch.arange(w, device=self.device, dtype=torch.float32) + 0.5) * factor
-        coords = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).view(-1, 2)
-        origins, directions = camera_rays(cam.to(self.device), coords)
+        origins, directions = camera_rays(cam.to(self.device), pixel_centres(y0, x0, h, w, factor, self.device))
 
-        num_rays = origins.shape[0]
-        grad_rays = torch.zeros(num_rays, dtype=torch.bool, device=self.device)
-        grad_index = torch.arange(num_rays, device=self.device)
         if self.training and torch.is_grad_enabled():
-            k = max(1, int(round(self.config.grad_ray_fraction * num_rays)))
-            perm = torch.randperm(num_rays, device=self.device)
-            gi, ni = perm[:k], perm[k:]
-            grad_rays[gi] = True
-            grad_index = gi
-            with_grad = self.render_rays(origins[gi], directions[gi], encoded, perturb=True)
-            if ni.numel() > 0:
-                # in chunks of whole-image renders' size (or k rays if larger): their transient buffers stay within
-                # what an eval render needs, and each chunk costs a field call (about 900 ops) and a host sync
-                chunk = max(k, self.config.eval_num_rays_per_chunk)
-                with torch.no_grad():
-                    without = self._render_chunks(origins[ni], directions[ni], encoded, perturb=True, chunk=chunk)
-            rays = {}
-            for key, value in with_grad.items():
-                out = value.new_zeros(num_rays, value.shape[-1]).index_copy(0, gi, value)
-                rays[key] = out.index_copy(0, ni, without[key]) if ni.numel() > 0 else out
+            rays, grad_rays, grad_index = render_partial_gradient(
+                lambda o, d: self.render_rays(o, d, encoded, perturb=True),
+                lambda o, d, chunk: self._render_chunks(o, d, encoded, perturb=True, chunk=chunk),
+                origins, directions, self.config.grad_ray_fraction, self.config.eval_num_rays_per_chunk)
         else:
+            grad_rays = torch.zeros(origins.shape[0], dtype=torch.bool, device=self.device)
+            grad_index = torch.arange(origins.shape[0], device=self.device)
             rays = self._render_chunks(origins, directions, encoded, perturb=False)
 
         def image(key: str) -> Tensor:
@@ -556,42 +496,3 @@ def _downsample(image: Float[Tensor, "H W C"], h: int, w: int) -> Float[Tensor, 
     """Area-downsamples an image to (h, w) (the half-resolution target of the feature image)."""
     return F.adaptive_avg_pool2d(image.permute(2, 0, 1)[None], (h, w))[0].permute(1, 2, 0)
 
-
-def ray_box_intersection(
-    origins: Float[Tensor, "R 3"], directions: Float[Tensor, "R 3"], bbox: Float[Tensor, "2 3"]
-) -> Tuple[Float[Tensor, "R"], Float[Tensor, "R"], Bool[Tensor, "R"]]:
-    """Near/far distances of each ray through the box (near clamped at 0), and whether it hits at all.
-
-    nerfstudio's ``intersect_aabb`` slab test, with two changes: direction components below 1e-9 are nudged to 1e-9
-    (its division gives 0/0 = NaN for an axis-parallel ray starting on a face plane), and a miss reads near = far = 0
-    rather than its 1e10, so that the samples of a missing ray stay finite.
-    """
-    directions = torch.where(directions.abs() < 1e-9, torch.full_like(directions, 1e-9), directions)
-    near, far = intersect_aabb(origins, directions, bbox.reshape(6))
-    hit = far > near
-    near = torch.where(hit, near, 0.0)
-    return near, torch.where(hit, far, near), hit
-
-
-def camera_rays(camera: Cameras, coords_yx: Float[Tensor, "R 2"]) -> Tuple[Float[Tensor, "R 3"], Float[Tensor, "R 3"]]:
-    """World-space rays of one camera through the given (y, x) image coordinates (pixel centres at +0.5).
-
-    An undistorted pinhole camera (every camera the gm-nerf dataparsers make) is unprojected here with nerfstudio's
-    formulas: nerfstudio's general ray generation dispatches on camera types with boolean masks, about ten host syncs
-    per call. Other cameras (fisheye, equirectangular, distortion; e.g. from ``ns-render`` camera paths) use
-    nerfstudio's ray generation on a metadata-free copy, so no per-ray metadata is gathered.
-    """
-    if camera.distortion_params is None and int(camera.camera_type.reshape(-1)[0]) == CameraType.PERSPECTIVE.value:
-        y = coords_yx[:, 0]
-        x = coords_yx[:, 1]
-        fx, fy, cx, cy = (v.reshape(()) for v in (camera.fx, camera.fy, camera.cx, camera.cy))
-        c2w = camera.camera_to_worlds.reshape(3, 4)
-        local = torch.stack([(x - cx) / fx, -((y - cy) / fy), -torch.ones_like(x)], -1)  # OpenCV -> OpenGL axes
-        directions = torch.sum(local[:, None, :] * c2w[:, :3], dim=-1)
-        directions = directions / torch.linalg.vector_norm(directions, dim=-1, keepdim=True)
-        return c2w[:, 3].expand_as(directions), directions
-    bare = copy.copy(camera)
-    bare.metadata = None
-    bare.times = None
-    bundle = bare.generate_rays(camera_indices=0, coords=coords_yx)
-    return bundle.origins.view(-1, 3), bundle.directions.view(-1, 3)
