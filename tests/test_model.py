@@ -10,8 +10,9 @@ from nerfstudio.data.scene_box import SceneBox
 
 from gmnerf_ns.model._reference import reference_view_attention
 from gmnerf_ns.model.attention import VertexRegistration, ViewAttention, window_offsets
-from gmnerf_ns.model.gmnerf_model import GMNeRFModel, GMNeRFModelConfig, ray_box_intersection
+from gmnerf_ns.model.gmnerf_model import GMNeRFModel, GMNeRFModelConfig
 from gmnerf_ns.model.losses import PerceptualLossConfig
+from gmnerf_ns.model.rays import ray_box_intersection
 from gmnerf_ns.model.sources import proxy_depth_maps, vertex_visibility
 from gmnerf_ns.model.volume import grid_shape, normalize_points, splat_to_grid
 from tests.scene import cylinder_sources, nerfstudio_camera, target_image

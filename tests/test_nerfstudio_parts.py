@@ -13,7 +13,7 @@ from nerfstudio.utils.math import intersect_aabb
 
 from gmnerf_ns.model._reference import reference_positional_encoding, reference_slab_test
 from gmnerf_ns.model.attention import PositionalEncoding
-from gmnerf_ns.model.gmnerf_model import ray_box_intersection
+from gmnerf_ns.model.rays import ray_box_intersection
 
 
 def test_ray_box_intersection_equals_the_slab_test():

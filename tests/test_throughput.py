@@ -20,7 +20,7 @@ from gmnerf_ns.model._reference import (
     reference_splat_depth,
     reference_splat_to_grid,
 )
-from gmnerf_ns.model.gmnerf_model import camera_rays
+from gmnerf_ns.model.rays import camera_rays
 from gmnerf_ns.model.sources import splat_depth
 from gmnerf_ns.model.volume import dilate, sample_volume, splat_to_grid
 from gmnerf_ns.synth.body import BodyModel
