@@ -15,29 +15,19 @@ number of subjects on disk.
 * At ns-train's start (``test_mode`` 'val', first rank): :mod:`gmnerf_ns.data.preflight` warns about cameras that do
   not see their person and images or masks of another size than their intrinsics; training goes on.
 
-Determinism, background decoding and distributed training: sample k of the i-th training step of rank r of W
-processes, with P = ``subjects_per_step`` samples per step, is sample number ``g = (i * W + r) * P + k`` (with P = 1:
-the i-th ``next_train`` call builds ``g = i * W + r``). Its target view is position ``g mod N`` of an epoch order seeded
-by (``seed``, ``g // N``), and its source views and patch come from a ``random.Random`` seeded by (``seed``, ``g``). The
-epoch order is a permutation of the N training views; with P > 1 it is rearranged (:func:`spread_steps`) so that the P
-samples of a step show different subjects, else different subject-frames, where the data allows. A sample is therefore
-a pure function of (seed, P, g, the files): ranks sample disjoint views, W ranks x P samples see exactly the samples one
-process sees in W consecutive steps, background workers (``num_workers``) can decode the next ``prefetch_batches``
-steps ahead without the sequence depending on thread timing, and resuming needs only the number of samples drawn so
-far, which is saved with the pipeline (:meth:`GMNeRFDataManager.get_extra_state`).
+Determinism, background decoding and distributed training: every training sample has a global number, and is a
+pure function of (seed, ``subjects_per_step``, its number, the files) (:mod:`gmnerf_ns.data.sampling`), so ranks
+sample disjoint views, background workers (``num_workers``, :mod:`gmnerf_ns.data.view_cache`) can decode the next
+``prefetch_batches`` steps ahead without the sequence depending on thread timing, and resuming needs only the number
+of samples drawn so far, which is saved with the pipeline (:meth:`GMNeRFDataManager.get_extra_state`).
 """
 
 from __future__ import annotations
 
-import math
 import random
-import threading
 import warnings
-from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Type
 
 import numpy as np
@@ -60,7 +50,19 @@ from gmnerf_ns.data.human_record import (
 )
 from gmnerf_ns.data.parsers.auto import AutoDataParserConfig
 from gmnerf_ns.data.preflight import warn_preflight
-from gmnerf_ns.data.proxy_jitter import jitter_proxy
+from gmnerf_ns.data.sampling import (
+    EpochOrders,
+    choose_patch,
+    choose_train_sources,
+    draws_after,
+    eval_rng,
+    samples_consumed,
+    spread_steps,  # noqa: F401 - imported from here by existing code
+    train_rng,
+    train_sample_number,
+)
+from gmnerf_ns.data.source_views import load_sources
+from gmnerf_ns.data.view_cache import Prefetcher, ViewCache, single_threaded_torch  # noqa: F401 - as spread_steps
 from gmnerf_ns.data.view_loader import load_view
 from gmnerf_ns.model.sources import SourceViews
 
@@ -131,56 +133,6 @@ class GMNeRFDataManagerConfig(FullImageDatamanagerConfig):
         validate_all(check.done, lambda: getattr(self.dataparser, "validate", lambda _: None)("--"))
 
 
-def single_threaded_torch() -> None:
-    """Runs a decoding thread's torch ops on one intra-op thread. The decoding threads already run beside the training
-    thread and each other; intra-op threads of their own would put several OpenMP teams, each as wide as the machine,
-    on the same cores, and every parallel region of an oversubscribed team waits at its barrier for descheduled
-    threads, which made prefetching steps many times slower (benchmarks/throughput/README.md). With OpenMP the count
-    is per thread: the training thread keeps its own, fixed in ``__init__`` before the pool starts."""
-    torch.set_num_threads(1)
-
-
-def spread_steps(order: Sequence[int], subjects: Sequence[int], frames: Sequence[int], per_step: int,
-                 first: int = 0, lookahead: int = 8) -> np.ndarray:
-    """Rearranges an epoch's order of target views so that the ``per_step`` consecutive samples of each training step
-    show different subjects, else different subject-frames, wherever the next ``lookahead * per_step`` waiting views
-    offer one.
-
-    Greedy and deterministic: each place of a step takes the earliest waiting view of a subject not yet in the step,
-    else of a subject-frame not yet in it, else the earliest. Every view still comes exactly once and at most
-    ``lookahead * per_step`` places before its place in ``order`` (an epoch stays a shuffle of its views), and an order
-    whose steps are already diverse (and any order with ``per_step`` 1) is unchanged.
-
-    Args:
-        order: (N,) the epoch's permutation of the training views.
-        subjects: (N,) subject index of each view (indexed by view, not by position in ``order``).
-        frames: (N,) frame id of each view.
-        per_step: samples per step.
-        first: samples of the epoch's first step (the rest of a step that began in the epoch before); 0 = a whole step.
-        lookahead: waiting views considered per place, in steps.
-
-    Returns:
-        (N,) the rearranged order.
-    """
-    waiting: List[int] = []
-    upcoming = iter(int(v) for v in order)
-    spread: List[int] = []
-    size = first or per_step
-    while len(spread) < len(order):
-        step_subjects, step_frames = set(), set()
-        for _ in range(min(size, len(order) - len(spread))):
-            waiting.extend(v for _, v in zip(range(lookahead * per_step - len(waiting)), upcoming))
-            pick = next((i for i, v in enumerate(waiting) if subjects[v] not in step_subjects), None)
-            if pick is None:
-                pick = next((i for i, v in enumerate(waiting) if (subjects[v], frames[v]) not in step_frames), 0)
-            view = waiting.pop(pick)
-            step_subjects.add(subjects[view])
-            step_frames.add((subjects[view], frames[view]))
-            spread.append(view)
-        size = per_step
-    return np.asarray(spread, dtype=np.asarray(order).dtype)
-
-
 class GMNeRFDataManager(FullImageDatamanager):
     """See the module docstring."""
 
@@ -199,15 +151,9 @@ class GMNeRFDataManager(FullImageDatamanager):
         sampler's whole state)."""
         self.eval_draws = 0
         """``next_eval``/``next_eval_image`` calls made so far by this process."""
-        self._cache: "OrderedDict[Path, Tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
-        self._cache_lock = threading.Lock()
-        self._epoch_orders: Dict[int, np.ndarray] = {}
-        self._pending: Dict[int, Future] = {}
-        self._pool: Optional[ThreadPoolExecutor] = None
-        if config.num_workers > 0:
-            torch.get_num_threads()  # fixes this thread's intra-op thread count before the workers set theirs
-            self._pool = ThreadPoolExecutor(config.num_workers, thread_name_prefix="gmnerf-decode",
-                                            initializer=single_threaded_torch)
+        # load_view is looked up at each call, so it can be replaced in this module (slow-decoding tests)
+        self.view_cache = ViewCache(config.view_cache_size, lambda view: load_view(view))  # noqa: PLW0108
+        self.prefetcher = Prefetcher(config.num_workers)
         self._reported: set = set()
         self.train_collection: HumanCollection = self.train_dataset.metadata["human"]
         self.eval_collection: HumanCollection = self.eval_dataset.metadata["human"]
@@ -219,6 +165,9 @@ class GMNeRFDataManager(FullImageDatamanager):
                 index = self.subject_names.index(subject.name)
                 for frame in subject.frames:
                     self._frames.setdefault((index, frame.frame_id), (subject, frame, collection))
+        meta, per_step = self.train_dataset.cameras.metadata, config.subjects_per_step
+        self.epoch_orders = EpochOrders(config.seed, per_step, meta["subject_index"][:, 0].tolist(),
+                                        meta["frame_id"][:, 0].tolist())
         first_eval = self.eval_collection.subjects[0]
         self.default_source_key = (self.subject_names.index(first_eval.name), first_eval.frames[0].frame_id)
         if test_mode == "val" and self.sampler_rank == 0:  # ns-train ("test"/"inference": ns-eval, ns-render)
@@ -246,26 +195,14 @@ class GMNeRFDataManager(FullImageDatamanager):
 
         Thread-safe (the background workers call it). The cache holds uint8/bool tensors, a quarter of the float size.
         """
-        key = view.image_path
-        with self._cache_lock:
-            item = self._cache.get(key)
-            if item is not None:
-                self._cache.move_to_end(key)
-        if item is None:
-            image, mask = load_view(view)
-            if not mask.any():
-                raise HumanDataError(f"{view.image_path}: the foreground mask is empty")
-            item = (torch.from_numpy(image), torch.from_numpy(mask[..., None]))
-            with self._cache_lock:
-                self._cache[key] = item
-                while len(self._cache) > self.config.view_cache_size:
-                    self._cache.popitem(last=False)
-        return item[0].float() / 255.0, item[1].float()
+        return self.view_cache.load(view)
 
     def cache_bytes(self) -> int:
         """Bytes of decoded pixels held by the view cache."""
-        with self._cache_lock:
-            return sum(i.nbytes + m.nbytes for i, m in self._cache.values())
+        return self.view_cache.nbytes()
+
+    _pool = property(lambda self: self.prefetcher.pool)  # the decoding threads (None without workers)
+    _pending = property(lambda self: self.prefetcher.pending)  # samples handed to them, by sample number
 
     def frame(self, subject_index: int, frame_id: int) -> Tuple[SubjectRecord, FrameRecord, HumanCollection]:
         key = (subject_index, frame_id)
@@ -278,35 +215,9 @@ class GMNeRFDataManager(FullImageDatamanager):
                       padding: float, jitter: Optional[random.Random] = None) -> SourceViews:
         """Loads m source views and the proxy of a subject-frame (randomly misfit by ``proxy_jitter`` when a training
         sample's ``jitter`` stream is given)."""
-        images, masks, Ks, Rs, Ts = [], [], [], [], []
-        for cam in cameras:
-            view = frame.views[cam]
-            image, mask = self.load(view)
-            images.append(image.permute(2, 0, 1))
-            masks.append(mask.permute(2, 0, 1))
-            Ks.append(view.output_intrinsics)
-            Rs.append(np.asarray(view.R))
-            Ts.append(np.asarray(view.T).reshape(3))
-        expected = None if subject.faces is None else int(subject.faces.max()) + 1
-        verts = load_vertices(frame)
-        if expected is not None and verts.shape[0] < expected:
-            raise HumanDataError(f"{frame.vertices_path}: {verts.shape[0]} vertices but the faces index {expected}")
-        if jitter is not None and self.config.proxy_jitter > 0:
-            verts = jitter_proxy(verts, np.random.default_rng(jitter.getrandbits(64)), self.config.proxy_jitter)
-        as_tensor = lambda x: torch.from_numpy(np.stack(x)).float()  # noqa: E731
-        return SourceViews(
-            images=torch.stack(images),
-            masks=torch.stack(masks),
-            intrinsics=as_tensor(Ks),
-            rotations=as_tensor(Rs),
-            translations=as_tensor(Ts),
-            vertices=torch.from_numpy(verts),
-            bbox=torch.from_numpy(proxy_bbox(verts, padding)),
-            faces=None if subject.faces is None else torch.from_numpy(np.asarray(subject.faces, dtype=np.int64)),
-            subject_index=self.subject_names.index(subject.name),
-            frame_id=frame.frame_id,
-            camera_indices=tuple(int(c) for c in cameras),
-        )
+        misfit = self.config.proxy_jitter if jitter is not None else 0.0
+        return load_sources(self.load, subject, frame, cameras, padding, self.subject_names.index(subject.name),
+                            misfit, jitter)
 
     def source_views(self, subject_index: int, frame_id: int) -> SourceViews:
         """The protocol's source views of a subject-frame (the model's provider for ns-eval/ns-render/viewer)."""
@@ -318,40 +229,14 @@ class GMNeRFDataManager(FullImageDatamanager):
                              rng: Optional[random.Random] = None) -> Tuple[int, ...]:
         """m source cameras for a training step, never including ``target``."""
         rng = rng or random.Random(self.config.seed)
-        num_cams, m = len(subject.camera_names), self.num_source_views
-        mode = self.config.train_source_views
-        if self.config.train_num_source_views is not None and mode != "protocol":
-            low, high = self.config.train_num_source_views
-            m = max(1, min(rng.randint(low, high), num_cams - 1))
-        if num_cams <= m:
-            raise HumanDataError(f"subject {subject.name} has {num_cams} cameras; need more than m={m}")
-        if mode == "protocol":
-            cams = self.train_collection.inputs_for(subject, m)
-            if target not in cams:
-                return cams
-        if mode in ("ring", "protocol"):
-            for _ in range(16):
-                offset = rng.uniform(0, num_cams / m)
-                cams = tuple(sorted({int(offset + i * num_cams / m) % num_cams for i in range(m)}))
-                if target not in cams and len(cams) == m:
-                    return cams
-        others = [c for c in range(num_cams) if c != target]
-        return tuple(sorted(rng.sample(others, m)))
+        return choose_train_sources(subject.name, len(subject.camera_names), target, self.config.train_source_views,
+                                    self.num_source_views, self.config.train_num_source_views,
+                                    lambda m: self.train_collection.inputs_for(subject, m), rng)
 
     def choose_patch(self, mask: torch.Tensor, rng: Optional[random.Random] = None) -> Tuple[int, int, int, int]:
         """(y0, x0, height, width) of a training patch, usually centred on a foreground pixel."""
         rng = rng or random.Random(self.config.seed)
-        height, width = mask.shape[:2]
-        size_y, size_x = min(self.config.patch_size, height), min(self.config.patch_size, width)
-        if rng.random() < self.config.foreground_patch_probability:
-            ys, xs = torch.nonzero(mask[..., 0] > 0.5, as_tuple=True)
-            k = rng.randrange(len(ys))
-            cy, cx = int(ys[k]), int(xs[k])
-        else:
-            cy, cx = rng.randrange(height), rng.randrange(width)
-        y0 = min(max(cy - size_y // 2, 0), height - size_y)
-        x0 = min(max(cx - size_x // 2, 0), width - size_x)
-        return y0, x0, size_y, size_x
+        return choose_patch(mask, self.config.patch_size, self.config.foreground_patch_probability, rng)
 
     def _camera(self, dataset: InputDataset, index: int) -> Cameras:
         return dataset.cameras[index : index + 1].to(self.device)
@@ -383,32 +268,20 @@ class GMNeRFDataManager(FullImageDatamanager):
         return dataset.cameras[index : index + 1], batch
 
     def train_sample_number(self, draw: int, k: int = 0) -> int:
-        """Global number ``g`` of sample ``k`` of this process's ``draw``-th training step (see the module docstring)."""
-        return (draw * self.sampler_world_size + self.sampler_rank) * self.config.subjects_per_step + k
+        """Global number ``g`` of sample ``k`` of this process's ``draw``-th training step (see
+        :mod:`gmnerf_ns.data.sampling`)."""
+        return train_sample_number(draw, k, self.sampler_rank, self.sampler_world_size, self.config.subjects_per_step)
 
     def train_target_index(self, sample: int) -> int:
         """Target view of training sample ``g``: position ``g mod N`` of the order of epoch ``g // N`` (the epoch's
         permutation, spread over steps by :func:`spread_steps` when ``subjects_per_step`` > 1)."""
-        count = len(self.train_dataset)
-        epoch, position = divmod(sample, count)
-        order = self._epoch_orders.get(epoch)
-        if order is None:
-            order = np.random.default_rng([self.config.seed, epoch]).permutation(count)
-            per_step = self.config.subjects_per_step
-            if per_step > 1:
-                meta = self.train_dataset.cameras.metadata
-                order = spread_steps(order, meta["subject_index"][:, 0].tolist(), meta["frame_id"][:, 0].tolist(),
-                                     per_step, first=(-epoch * count) % per_step)
-            # a step can straddle two epochs: keep this one and the one before
-            self._epoch_orders = {e: o for e, o in self._epoch_orders.items() if e == epoch - 1}
-            self._epoch_orders[epoch] = order
-        return int(order[position])
+        return self.epoch_orders.target(sample)
 
     def make_train_sample(self, sample: int, index: int) -> Tuple[Cameras, Dict]:
         """(CPU camera, batch) of training sample ``g`` with target ``index``; replaces unreadable samples."""
         last: Optional[HumanDataError] = None
         for attempt in range(max(1, self.config.max_bad_samples_in_a_row)):
-            rng = random.Random(f"gmnerf-train:{self.config.seed}:{sample}:{attempt}")
+            rng = train_rng(self.config.seed, sample, attempt)
             if attempt:
                 index = rng.randrange(len(self.train_dataset))
             try:
@@ -423,7 +296,7 @@ class GMNeRFDataManager(FullImageDatamanager):
 
     def _report_skip(self, err: HumanDataError) -> None:
         message = f"skipping a training sample: {err}"
-        with self._cache_lock:
+        with self.view_cache.lock:
             if message in self._reported:
                 return
             self._reported.add(message)
@@ -433,21 +306,20 @@ class GMNeRFDataManager(FullImageDatamanager):
         """Hands the samples of training step ``draw`` to the decoding threads (those not handed over already)."""
         for k in range(self.config.subjects_per_step):
             sample = self.train_sample_number(draw, k)
-            if self._pool is not None and sample not in self._pending:
-                self._pending[sample] = self._pool.submit(self.make_train_sample, sample,
-                                                          self.train_target_index(sample))
+            if self.prefetcher.pool is not None and sample not in self.prefetcher.pending:
+                self.prefetcher.submit(sample, self.make_train_sample, sample, self.train_target_index(sample))
 
     def _next_train_step(self) -> List[Tuple[Cameras, Dict]]:
         """The samples of this process's next training step; the workers start on the ``prefetch_batches`` after."""
         draw = self.train_draws
         self.train_draws += 1
         samples = [self.train_sample_number(draw, k) for k in range(self.config.subjects_per_step)]
-        if self._pool is None:
+        if self.prefetcher.pool is None:
             pairs = [self.make_train_sample(sample, self.train_target_index(sample)) for sample in samples]
         else:
             for ahead in range(self.config.prefetch_batches + 1):
                 self._submit(draw + ahead)
-            pairs = [self._pending.pop(sample).result() for sample in samples]
+            pairs = [self.prefetcher.take(sample) for sample in samples]
         return [(camera.to(self.device), batch) for camera, batch in pairs]
 
     def next_train(self, step: int) -> Tuple[Cameras, Dict]:
@@ -467,7 +339,7 @@ class GMNeRFDataManager(FullImageDatamanager):
     def _eval_rng(self) -> random.Random:
         draw = self.eval_draws
         self.eval_draws += 1
-        return random.Random(f"gmnerf-eval:{self.config.seed}:{self.sampler_rank}:{draw}")
+        return eval_rng(self.config.seed, self.sampler_rank, draw)
 
     def next_eval(self, step: int) -> Tuple[Cameras, Dict]:
         rng = self._eval_rng()
@@ -500,7 +372,8 @@ class GMNeRFDataManager(FullImageDatamanager):
         return {
             "format": 1,
             "seed": self.config.seed,
-            "train_samples_consumed": self.train_draws * self.sampler_world_size * self.config.subjects_per_step,
+            "train_samples_consumed": samples_consumed(self.train_draws, self.sampler_world_size,
+                                                       self.config.subjects_per_step),
             "subjects_per_step": self.config.subjects_per_step,
             "eval_draws": self.eval_draws,
         }
@@ -518,22 +391,13 @@ class GMNeRFDataManager(FullImageDatamanager):
             warnings.warn(f"checkpoint drew {state.get('subjects_per_step', 1)} samples per step, "
                           f"--pipeline.datamanager.subjects-per-step is {per_step}; continuing after the samples it "
                           "drew, in this setting's order", HumanDataWarning, stacklevel=2)
-        # Whole steps of this run's world size and samples per step; a different world size (or samples per step)
-        # continues from the same global sample.
-        self.train_draws = math.ceil(int(state["train_samples_consumed"]) / (self.sampler_world_size * per_step))
+        self.train_draws = draws_after(state["train_samples_consumed"], self.sampler_world_size, per_step)
         self.eval_draws = int(state.get("eval_draws", 0))
-        for future in self._pending.values():
-            future.cancel()
-        self._pending.clear()
+        self.prefetcher.drop()
 
     def close(self) -> None:
         """Stops the background workers (pending samples are dropped)."""
-        for future in self._pending.values():
-            future.cancel()
-        self._pending.clear()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        self.prefetcher.close()
 
     @property
     def fixed_indices_eval_dataloader(self) -> "LazyEvalViews":
