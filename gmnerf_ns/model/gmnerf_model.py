@@ -12,6 +12,8 @@ Call graph of one render::
       field (geometry code + view attention) -> density, colour, feature -> volume rendering
     neural renderer                                 half-resolution feature image -> full-resolution RGB + mask
 
+Rays and the box test are in rays.py; sampling, empty-space skipping and compositing in rendering.py.
+
 Training renders a random patch that overlaps the person; CIPS-3D partial gradient backpropagation renders only a
 random ``grad_ray_fraction`` of the feature-image rays with autograd and the rest under ``no_grad``, scattered into
 one image so the 2D renderer and the perceptual loss see the full patch [PAPER, "Efficient Training"].
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Literal, Optional, Tuple, Type
+from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,8 @@ from torch.nn import Parameter
 
 from gmnerf_ns.geometry.camera_math import project_to_views
 from gmnerf_ns.model.attention import VertexRegistration, masked_view_mean, window_offsets
+from gmnerf_ns.model.conditioning import SourceConditioning, SourceProvider  # noqa: F401 (imported from here)
+from gmnerf_ns.model.config_checks import check_model_options
 from gmnerf_ns.model.encoder import ImageEncoderConfig
 from gmnerf_ns.model.field import EncodedSources, GMNeRFField
 from gmnerf_ns.model.losses import PerceptualLoss, PerceptualLossConfig, mask_loss
@@ -44,9 +48,6 @@ from gmnerf_ns.model.rays import camera_rays, pixel_centres, ray_box_intersectio
 from gmnerf_ns.model.rendering import render_box_rays, render_in_chunks, render_partial_gradient
 from gmnerf_ns.model.sources import BACKGROUND_DEPTH, SourceViews, proxy_depth_maps, sample_maps, vertex_visibility
 from gmnerf_ns.model.volume import ProxyVolume, dilate, grid_shape, normalize_points, splat_to_grid
-
-SourceProvider = Callable[[int, int], SourceViews]
-"""(subject_index, frame_id) -> the protocol's source views of that subject-frame."""
 
 
 @dataclass
@@ -136,46 +137,10 @@ class GMNeRFModelConfig(ModelConfig):
         Raises:
             OptionError: naming each option out of range (as ``--pipeline.model.num-samples``) and its range.
         """
-        from gmnerf_ns.core.options import OptionCheck, group_norm_channels
-
-        check = OptionCheck(self, prefix)
-        check.integer("registration_window", low=1)
-        check.require(not isinstance(self.registration_window, int) or self.registration_window < 1
-                      or self.registration_window % 2 == 1,
-                      "registration_window", "must be odd (a k x k window centred on the projection)")
-        check.number("registration_spacing", low=0.0, low_open=True)
-        for name in ("vertex_code_dim", "num_samples", "appearance_dim", "hidden_dim", "feature_dim", "renderer_width",
-                     "max_proxy_vertices", "eval_num_rays_per_chunk", "volume_resolution", "visibility_resolution"):
-            check.integer(name, low=1)
-        check.integer("pe_frequencies", low=0)
-        check.require(self.autocast in AUTOCAST_DTYPES, "autocast", f"must be one of {', '.join(AUTOCAST_DTYPES)}")
-        check.require(isinstance(self.compile_networks, bool), "compile_networks", "must be true or false")
-        channels = self.volume_channels
-        check.require(len(channels) > 0 and all(isinstance(c, int) and c >= 1 and group_norm_channels(c)
-                                                for c in channels),
-                      "volume_channels", "must be one or more channel counts, each 1-7 or a multiple of 8 (GroupNorm)")
-        check.number("grad_ray_fraction", low=0.0, high=1.0, low_open=True)
-        for name in ("occupancy_margin", "visibility_tolerance", "rgb_loss_mult", "perceptual_loss_mult",
-                     "mask_loss_mult", "lowres_rgb_loss_mult", "opacity_loss_mult"):
-            check.number(name, low=0.0)
-        encoder = self.encoder
-        check.integer("encoder.channels", low=1, value=encoder.channels)
-        if encoder.backbone == "small" and isinstance(encoder.channels, int):
-            check.require(all(group_norm_channels(c * encoder.channels) for c in (1, 2, 4)), "encoder.channels",
-                          "must be 1, 2, 4 or a multiple of 8 (GroupNorm over 1x, 2x and 4x this many channels)",
-                          value=encoder.channels)
-        check.integer("encoder.out_channels", low=1, value=encoder.out_channels)
-        perceptual = self.perceptual_loss
-        check.require(len(perceptual.layers) == len(perceptual.layer_weights), "perceptual_loss.layer_weights",
-                      f"must have one weight per layer of --{prefix.lstrip('-')}.perceptual-loss.layers "
-                      f"({len(perceptual.layers)})", value=perceptual.layer_weights)
-        check.require(all(isinstance(w, (int, float)) and math.isfinite(w) and w >= 0
-                          for w in perceptual.layer_weights),
-                      "perceptual_loss.layer_weights", "must be numbers >= 0", value=perceptual.layer_weights)
-        check.done()
+        check_model_options(self, prefix)
 
 
-class GMNeRFModel(Model):
+class GMNeRFModel(SourceConditioning, Model):
     """Renders a person from m source views and a posed body proxy."""
 
     config: GMNeRFModelConfig
@@ -215,11 +180,7 @@ class GMNeRFModel(Model):
         if cfg.compile_networks:  # lazy: compiled at the first call; parameters and state_dict keys unchanged
             compile_modules(self.field.appearance, self.field.geometry_mlp, self.field.feature_mlp, self.renderer)
         self._perceptual: Optional[PerceptualLoss] = None
-        self.source_provider: Optional[SourceProvider] = None
-        """Set by the pipeline: finds source views for cameras that only carry subject/frame metadata."""
-        self.default_source_key: Optional[Tuple[int, int]] = None
-        """(subject_index, frame_id) used for cameras without metadata (the viewer); set with :meth:`set_condition`."""
-        self._encoding_cache: Optional[Tuple[Tuple[int, int], EncodedSources]] = None
+        self.init_conditioning()
 
     @property
     def perceptual(self) -> PerceptualLoss:
@@ -293,38 +254,6 @@ class GMNeRFModel(Model):
         height, width = sources.image_size
         return torch.cat([sample_maps(feature_maps, uv, height, width), sample_maps(sources.images, uv, height, width)],
                          dim=-1)
-
-    def source_key(self, camera: Cameras) -> Tuple[int, int]:
-        """(subject_index, frame_id) a camera asks to be conditioned on (the default subject for bare cameras)."""
-        meta = camera.metadata or {}
-        if "subject_index" in meta and "frame_id" in meta:
-            key = (int(meta["subject_index"].reshape(-1)[0]), int(meta["frame_id"].reshape(-1)[0]))
-        elif self.default_source_key is not None:
-            key = self.default_source_key
-        else:
-            raise RuntimeError(
-                "gm-nerf renders a person from source views: the camera carries no subject/frame metadata and no "
-                "default subject is set (the datamanager sets one; pass --pipeline.datamanager... or pick one in the "
-                "viewer)"
-            )
-        return key
-
-    def set_condition(self, subject_index: int, frame_id: int) -> None:
-        """Conditions cameras without subject/frame metadata (the viewer, camera paths) on this subject-frame.
-
-        Drops the cached encoding: it is keyed by subject-frame, but a stale one should not outlive a choice.
-        """
-        self.default_source_key = (int(subject_index), int(frame_id))
-        self.clear_encoding_cache()
-
-    def clear_encoding_cache(self) -> None:
-        """Forgets the encoded source views kept between full-image renders (the next render encodes again)."""
-        self._encoding_cache = None
-
-    @property
-    def cached_condition(self) -> Optional[Tuple[int, int]]:
-        """(subject_index, frame_id) whose encoding the next full-image render may reuse; None if none is cached."""
-        return None if self._encoding_cache is None else self._encoding_cache[0]
 
     def render_rays(
         self,
@@ -415,14 +344,7 @@ class GMNeRFModel(Model):
     @torch.no_grad()
     def get_outputs_for_camera(self, camera: Cameras, obb_box: Optional[OrientedBox] = None) -> Dict[str, Tensor]:
         """Full-image render for ns-eval, ns-render and the viewer: sources come from the camera's subject/frame."""
-        key = self.source_key(camera)
-        if self._encoding_cache is not None and self._encoding_cache[0] == key and not self.training:
-            encoded = self._encoding_cache[1]
-        else:
-            if self.source_provider is None:
-                raise RuntimeError("gm-nerf has no source-view provider: build it through GMNeRFPipeline")
-            encoded = self.encode(self.source_provider(*key))
-            self._encoding_cache = (key, encoded)
+        encoded = self.encoded_for(camera)
         with compile_errors(self.config.compile_networks):
             outputs = self.get_outputs(camera, encoded=encoded)
         outputs.pop("grad_rays", None)  # training-only and 1-D: ns-render dataset and the viewer show every output
