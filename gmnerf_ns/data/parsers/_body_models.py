@@ -35,6 +35,10 @@ REGISTRATION_SITES = {
     "smpl": "https://smpl.is.tue.mpg.de (register, download SMPL; smplx needs chumpy-free pkl files)",
     "smplx": "https://smpl-x.is.tue.mpg.de (register, download SMPL-X)",
 }
+REGISTRATION_SITES["smplh"] = f"https://mano.is.tue.mpg.de (SMPL+H; see also {REGISTRATION_SITES['smpl']})"
+
+MODEL_FILES = {"smpl": ("{G}.pkl",), "smplh": ("{G}.pkl", "{G}.npz"), "smplx": ("{G}.npz", "{G}.pkl")}
+"""File names ``smplx`` looks for in ``<body-model-dir>/<model type>/``, in order ({G}: e.g. ``SMPLX_NEUTRAL``)."""
 
 TEMPLATE_SIZES = {6890: "smpl", 10475: "smplx"}
 """Vertex count of each template (SMPL-H shares SMPL's mesh), to find faces for a vertices-only proxy."""
@@ -79,10 +83,11 @@ class BodyParams:
 
 
 def model_file(body_model_dir: Optional[Path], model_type: str, gender: str) -> Path:
-    """The model file ``smplx`` will load, or an error naming the expected path and where to register for it."""
-    names = {"smpl": [f"SMPL_{gender.upper()}.pkl"], "smplx": [f"SMPLX_{gender.upper()}.npz",
-                                                               f"SMPLX_{gender.upper()}.pkl"]}[model_type]
-    expected = [Path(body_model_dir or "<body-model-dir>") / model_type / n for n in names]
+    """The model file ``smplx`` will load for ``model_type``/``gender``, or an error naming the expected path and where
+    to register for it."""
+    stem = f"{model_type.upper()}_{gender.upper()}"
+    expected = [Path(body_model_dir or "<body-model-dir>") / model_type / n.format(G=stem)
+                for n in MODEL_FILES[model_type]]
     if body_model_dir is not None:
         for path in expected:
             if path.is_file():
@@ -91,22 +96,6 @@ def model_file(body_model_dir: Optional[Path], model_type: str, gender: str) -> 
         f"the {model_type.upper()} body model is needed for the proxy: expected {expected[0]}"
         + (f" (or {expected[1]})" if len(expected) > 1 else "")
         + f"; pass --body-model-dir with your own copy. The model is licensed per user: {REGISTRATION_SITES[model_type]}"
-    )
-
-
-def model_path(body_model_dir: Optional[Path], model_type: str, gender: str) -> Path:
-    """The model file ``smplx`` will load for ``model_type``/``gender``, or an error naming the expected path."""
-    if model_type != "smplh":
-        return model_file(body_model_dir, model_type, gender)
-    names = [f"SMPLH_{gender.upper()}.pkl", f"SMPLH_{gender.upper()}.npz"]
-    expected = [Path(body_model_dir or "<body-model-dir>") / "smplh" / n for n in names]
-    for path in expected if body_model_dir is not None else []:
-        if path.is_file():
-            return path
-    raise HumanDataError(
-        f"the SMPLH body model is needed for the proxy: expected {expected[0]} (or {expected[1]}); pass "
-        f"--body-model-dir with your own copy. The model is licensed per user: https://mano.is.tue.mpg.de "
-        f"(SMPL+H; see also {REGISTRATION_SITES['smpl']})"
     )
 
 
@@ -227,7 +216,7 @@ class BodyModels:
         self._models: Dict[tuple, Any] = {}
 
     def path(self, model_type: str, gender: Optional[str] = None) -> Path:
-        return model_path(self.body_model_dir, model_type, gender or self.gender)
+        return model_file(self.body_model_dir, model_type, gender or self.gender)
 
     def model(self, model_type: str, gender: Optional[str] = None, hand_pca: Optional[int] = None,
               flat_hand_mean: bool = True, num_betas: int = 10, num_expression: int = 10):
