@@ -100,7 +100,7 @@ class GeneBodyDataParser(HumanDataParser):
         for sub in ("image", "mask", "smpl"):
             if not (folder / sub).is_dir():
                 raise HumanDataError(f"{folder}: missing the {sub}/ folder of a GeneBody subject"
-                                     f"{other_dataset(folder, self.config.same_layout)}")
+                                     f"{self.layout_hint(folder)}")
         on_disk = sorted(p.name for p in (folder / "image").iterdir() if p.is_dir() and p.name.isdigit())
         unannotated = [v for v in on_disk if v not in cams]
         if unannotated:

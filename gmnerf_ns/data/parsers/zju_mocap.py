@@ -107,7 +107,7 @@ class ZJUMocapDataParser(HumanDataParser):
             cameras = _read_cameras(require_key(annots, "cams", annots_path, "annots"), annots_path,
                                     0.5 if self.config.opencv_pixel_centres else 0.0)
         except HumanDataError as err:  # another dataset's annots.npy (GeneBody's)? say which
-            raise HumanDataError(f"{err}{other_dataset(folder, self.config.same_layout)}") from err
+            raise HumanDataError(f"{err}{self.layout_hint(folder)}") from err
         ims = require_key(annots, "ims", annots_path, "annots")
         if not isinstance(ims, (list, tuple, np.ndarray)) or len(ims) == 0:
             raise HumanDataError(f"{annots_path}: 'ims' should be a non-empty list of frames")
