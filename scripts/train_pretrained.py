@@ -14,6 +14,9 @@ Usage (2 CPU cores: about 5 minutes for the world, then about 0.5 s per step)::
 
     python scripts/train_pretrained.py --steps 8000
     python scripts/train_pretrained.py --steps 8000 --only export     # re-export a finished run
+
+Run again with the same options, a stopped run resumes from its newest checkpoint, exactly as if never stopped;
+``train_seconds`` sums the sessions. Under ``nice -n 19`` it takes only the CPU time other work leaves.
 """
 
 from __future__ import annotations
@@ -31,12 +34,12 @@ import tyro
 
 ROOT = Path(__file__).resolve().parent.parent
 WORLD_OPTIONS = (
-    "--num-subjects 160 --num-test-subjects 8 --num-cameras 6 --max-num-cameras 16 --num-frames 3 --resolution 256 "
+    "--num-test-subjects 8 --num-cameras 6 --max-num-cameras 16 --num-frames 3 --resolution 256 "
     "--camera-distance 2.2 4.2 --camera-height 0.3 2.6 --zoom-out 0.75 1.0 --aspect 0.8 1.25 --light-variety 1 "
     "--shape-variety 0.5 --proxy-pose-noise 0.08 --proxy-shape-error 0.25 --proxy-offset 0.03 --misfit-per-subject "
     "--mask-error 1 --seed 100"
 )
-"""``gmnerf-synth`` options of the training world."""
+"""``gmnerf-synth`` options of the training world, besides ``--num-subjects``."""
 
 
 @dataclass
@@ -49,6 +52,8 @@ class Recipe:
     """ns-train output folder."""
     steps: int = 8000
     """Training steps (the learning rate decays over all of them)."""
+    subjects: int = 160
+    """People in the training world."""
     seed: int = 0
     """Training sampler seed."""
     workers: int = 2
@@ -62,14 +67,23 @@ class Recipe:
     def run_dir(self) -> Path:
         return self.runs / "pretrained" / "gm-nerf-small" / f"world-seed{self.seed}-{self.steps}"
 
-    def train_command(self) -> list:
+    @property
+    def world_options(self) -> str:
+        return f"--num-subjects {self.subjects} {WORLD_OPTIONS}"
+
+    def train_command(self, resume: bool = False) -> list:
+        """The ns-train command; ``resume`` continues the run from its newest checkpoint (exact resume)."""
         decay = [f"--optimizers.{group}.scheduler.max-steps {self.steps}" for group in ("encoder", "fields", "renderer")]
         return shlex.split(
             f"ns-train gm-nerf-small --data {self.world} --output-dir {self.runs} --experiment-name pretrained "
             f"--timestamp world-seed{self.seed}-{self.steps} --max-num-iterations {self.steps} --steps-per-save 500 "
             f"--steps-per-eval-batch 500 --steps-per-eval-image 2500 --vis tensorboard "
             f"--pipeline.datamanager.seed {self.seed} " + " ".join(decay)
+            + (f" --load-dir {self.run_dir / 'nerfstudio_models'}" if resume else "")
         )
+
+    def checkpoints(self) -> list:
+        return sorted((self.run_dir / "nerfstudio_models").glob("step-*.ckpt"))
 
 
 def run(command: list) -> None:
@@ -79,25 +93,31 @@ def run(command: list) -> None:
 
 def main(recipe: Recipe) -> None:
     if recipe.only in (None, "world"):
-        run(["gmnerf-synth", "--out", str(recipe.world), *shlex.split(WORLD_OPTIONS), "--workers",
+        run(["gmnerf-synth", "--out", str(recipe.world), *shlex.split(recipe.world_options), "--workers",
              str(recipe.workers), "--skip-if-complete"])
     if recipe.only in (None, "train"):
+        seconds = recipe.run_dir / "train_seconds.txt"  # summed over the sessions of a resumed run
+        before = float(seconds.read_text()) if seconds.exists() else 0.0
         start = time.time()
-        run(recipe.train_command())
-        (recipe.run_dir / "train_seconds.txt").write_text(f"{time.time() - start:.0f}\n")
+        try:
+            run(recipe.train_command(resume=bool(recipe.checkpoints())))
+        finally:
+            if recipe.run_dir.is_dir():
+                seconds.write_text(f"{before + time.time() - start:.0f}\n")
     if recipe.only in (None, "export"):
         from gmnerf_ns.cli.pretrained import export_weights
 
         seconds = recipe.run_dir / "train_seconds.txt"
-        checkpoints = sorted((recipe.run_dir / "nerfstudio_models").glob("step-*.ckpt"))
+        checkpoints = recipe.checkpoints()
         if not seconds.exists() and checkpoints:  # an unfinished run: config.yml is written when training starts
             elapsed = checkpoints[-1].stat().st_mtime - (recipe.run_dir / "config.yml").stat().st_mtime
             seconds.write_text(f"{elapsed:.0f}\n")
         card = {
             "recipe": "scripts/train_pretrained.py",
-            "command": f"python scripts/train_pretrained.py --steps {recipe.steps} --seed {recipe.seed}",
-            "world": f"gmnerf-synth {WORLD_OPTIONS}",
-            "train": shlex.join(Recipe(steps=recipe.steps, seed=recipe.seed).train_command()),  # default paths
+            "command": f"python scripts/train_pretrained.py --steps {recipe.steps} --subjects {recipe.subjects} "
+                       f"--seed {recipe.seed}",
+            "world": f"gmnerf-synth {recipe.world_options}",
+            "train": shlex.join(Recipe(steps=recipe.steps, subjects=recipe.subjects, seed=recipe.seed).train_command()),
             "train_seconds": int(float(seconds.read_text())) if seconds.exists() else None,
             "machine": "2 CPU cores (shared), torch CPU",
         }
