@@ -22,7 +22,10 @@ Run again with the same options, a stopped run resumes from its newest checkpoin
 from __future__ import annotations
 
 import json
+import re
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -58,6 +61,13 @@ class Recipe:
     """Training sampler seed."""
     workers: int = 2
     """gmnerf-synth worker processes."""
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    """Training device (ns-train's --machine.device-type)."""
+    steps_per_save: int = 500
+    """Steps between checkpoints (a stopped run resumes from the newest)."""
+    resume_from: Optional[Path] = None
+    """A checkpoint of this run trained elsewhere (the GPU kit returns one) to continue from, when it is newer than
+    the run's own newest."""
     only: Optional[Literal["world", "train", "export"]] = None
     """Run one step only."""
     export_to: Path = ROOT / "gmnerf_ns" / "assets" / "pretrained"
@@ -76,19 +86,55 @@ class Recipe:
         decay = [f"--optimizers.{group}.scheduler.max-steps {self.steps}" for group in ("encoder", "fields", "renderer")]
         return shlex.split(
             f"ns-train gm-nerf-small --data {self.world} --output-dir {self.runs} --experiment-name pretrained "
-            f"--timestamp world-seed{self.seed}-{self.steps} --max-num-iterations {self.steps} --steps-per-save 500 "
+            f"--timestamp world-seed{self.seed}-{self.steps} --max-num-iterations {self.steps} "
+            f"--steps-per-save {self.steps_per_save} "
             f"--steps-per-eval-batch 500 --steps-per-eval-image 2500 --vis tensorboard "
             f"--pipeline.datamanager.seed {self.seed} " + " ".join(decay)
+            + (f" --machine.device-type {self.device}" if self.device != "cpu" else "")
             + (f" --load-dir {self.run_dir / 'nerfstudio_models'}" if resume else "")
         )
 
     def checkpoints(self) -> list:
-        return sorted((self.run_dir / "nerfstudio_models").glob("step-*.ckpt"))
+        """The run's checkpoints, oldest first."""
+        return sorted((self.run_dir / "nerfstudio_models").glob("step-*.ckpt"), key=checkpoint_step)
+
+    def take_checkpoint(self) -> None:
+        """Copies :attr:`resume_from` into the run's checkpoints when it is newer than the run's newest."""
+        if self.resume_from is None:
+            return
+        if not self.resume_from.is_file():
+            sys.exit(f"--resume-from {self.resume_from}: file not found")
+        own = self.checkpoints()
+        if own and checkpoint_step(own[-1]) >= checkpoint_step(self.resume_from):
+            print(f"{self.resume_from}: the run's own {own[-1].name} is as new; kept", flush=True)
+            return
+        (self.run_dir / "nerfstudio_models").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.resume_from, self.run_dir / "nerfstudio_models" / self.resume_from.name)
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step in a checkpoint's name (``step-000001500.ckpt``)."""
+    match = re.fullmatch(r"step-(\d+)\.ckpt", path.name)
+    if match is None:
+        sys.exit(f"{path}: not a checkpoint name (step-<number>.ckpt)")
+    return int(match.group(1))
+
+
+TOOLS = {"ns-train": "nerfstudio.scripts.train", "gmnerf-synth": "gmnerf_ns.cli.synth"}
+"""Tools run as modules of this interpreter, whatever the console scripts' shebangs say."""
 
 
 def run(command: list) -> None:
+    """Runs a tool; SIGTERM is passed on to it, so a time limit on this script stops the training too."""
     print("$", shlex.join(command), flush=True)
-    subprocess.run(command, check=True)
+    process = subprocess.Popen([sys.executable, "-m", TOOLS[command[0]], *command[1:]])
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum))
+    try:
+        code = process.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code != 0:
+        raise subprocess.CalledProcessError(code, command)
 
 
 def main(recipe: Recipe) -> None:
@@ -98,6 +144,7 @@ def main(recipe: Recipe) -> None:
     if recipe.only in (None, "train"):
         seconds = recipe.run_dir / "train_seconds.txt"  # summed over the sessions of a resumed run
         before = float(seconds.read_text()) if seconds.exists() else 0.0
+        recipe.take_checkpoint()
         start = time.time()
         try:
             run(recipe.train_command(resume=bool(recipe.checkpoints())))
