@@ -1,5 +1,5 @@
-"""scripts/benchmark.py (code in scripts/bench/): the --quick smoke run writes its files with every system and finite
-metrics; target logic."""
+"""benchmarks/quality/benchmark.py (code in benchmarks/quality/bench/): the --quick smoke run writes its files with
+every system and finite metrics; target logic."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))  # the benchmark is development tooling, not part of the package
+BENCHMARK = ROOT / "benchmarks" / "quality"
+sys.path.insert(0, str(BENCHMARK))  # the benchmark is development tooling, not part of the package
 
 from bench.report import evaluate_targets  # noqa: E402
 from bench.settings import FULL_RES, GM_SYSTEMS, NERFACTO, NO_ATTENTION, NO_PROXY, QUICK, REFERENCE  # noqa: E402
@@ -30,7 +31,7 @@ def quick_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("benchmark")
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--out", str(tmp / "benchmarks"),
+        [sys.executable, str(BENCHMARK / "benchmark.py"), "--quick", "--out", str(tmp / "benchmarks"),
          "--run-name", "ci", "--data", str(tmp / "data")],
         cwd=tmp, capture_output=True, text=True, timeout=600, check=False)
     elapsed = time.perf_counter() - start
@@ -50,7 +51,7 @@ def test_quick_run_writes_table_plots_and_json(quick_run):
         assert heading in table
     for system in [*GM_SYSTEMS, NERFACTO]:
         assert f"| {system} |" in table
-    assert "python scripts/benchmark.py --quick" in table
+    assert "python benchmarks/quality/benchmark.py --quick" in table
     tmp = str(quick_run.parents[1])  # absolute paths appear only where the command line itself named them
     doc = json.loads((quick_run / "results.json").read_text())
     assert tmp not in json.dumps({k: v for k, v in doc.items() if k != "command"})
@@ -134,7 +135,7 @@ def test_resume_reuses_finished_measurements_and_refuses_other_settings(quick_ru
     tmp = quick_run.parents[1]
     work = tmp / "work-resumed"
     shutil.copytree(tmp / "outputs" / "benchmark-work" / "ci", work)  # a copy: the other tests read the original
-    base = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--out", str(tmp / "resumed"),
+    base = [sys.executable, str(BENCHMARK / "benchmark.py"), "--quick", "--out", str(tmp / "resumed"),
             "--run-name", "ci", "--data", str(tmp / "data"), "--work-dir", str(work), "--resume",
             "--systems", REFERENCE, "--skip-speed"]
     proc = subprocess.run(base, cwd=tmp, capture_output=True, text=True, timeout=600, check=False)

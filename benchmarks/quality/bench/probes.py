@@ -1,6 +1,6 @@
 """Instruments attached to a gm-nerf model from the outside: activation memory and time per model phase, CUDA peak.
 
-What they measure and why: benchmarks/README.md, *Measurements*.
+What they measure and why: benchmarks/quality/README.md, *Measurements*.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Benchmark orchestrator: plan the measurements, run each in a forked child process, assemble results.json and the
-report. Usage and what is measured: benchmarks/README.md.
+report. Usage and what is measured: benchmarks/quality/README.md.
 
 Children are forked after the heavy imports (torch, nerfstudio, gmnerf_ns), so each starts in about a second and its
 ``ru_maxrss`` is its own peak. The parent does no tensor work, so forking is safe.
@@ -111,12 +111,13 @@ def combine_nerfacto(fits: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="scripts/benchmark.py", description="gm-nerf-small vs its ablations vs per-subject nerfacto: quality, "
-        "speed and memory, same data split and wall-clock training budget per system (benchmarks/README.md).")
+        prog="benchmarks/quality/benchmark.py",
+        description="gm-nerf-small vs its ablations vs per-subject nerfacto: quality, speed and memory, same data "
+        "split and wall-clock training budget per system (benchmarks/quality/README.md).")
     add = parser.add_argument
     add("--quick", action="store_true", help="smoke test for CI: tiny data, 2 s per system")
     add("--run-name", default=None, help="folder name under --out (default: <mode>-<date>-<time>)")
-    add("--out", type=Path, default=Path("benchmarks"), help="parent folder of the run folder")
+    add("--out", type=Path, default=Path("benchmarks/quality/results"), help="parent folder of the run folder")
     add("--data", type=Path, default=None, help="dataset folder (default: the mode's, generated when missing)")
     add("--budget-seconds", type=float, default=None, help="training budget per system (default 600, quick 2)")
     add("--threads", type=int, default=1, help="torch CPU threads in every measurement (default 1)")
@@ -220,7 +221,8 @@ def assemble(argv: List[str], mode: Mode, run_name: str, started: _dt.datetime, 
     runner.loads.append(load_sample("end"))
     finished = _dt.datetime.now()
     return {
-        "format": 2, "run_name": run_name, "mode": mode.name, "command": "python scripts/benchmark.py " + shlex.join(argv),
+        "format": 2, "run_name": run_name, "mode": mode.name,
+        "command": "python benchmarks/quality/benchmark.py " + shlex.join(argv),
         "started": started.isoformat(timespec="seconds"), "finished": finished.isoformat(timespec="seconds"),
         "wall_seconds": (finished - started).total_seconds(), "data": data, "work_dir": str(runner.work),
         "machine": machine, "load": summarize_load(runner.loads, machine),

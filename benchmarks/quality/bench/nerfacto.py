@@ -1,5 +1,5 @@
 """Per-subject nerfacto baseline: one held-out subject-frame's input views as a nerfstudio ``transforms.json`` scene,
-and nerfacto's config for it (what differs from nerfstudio's nerfacto and why: benchmarks/README.md)."""
+and nerfacto's config for it (what differs from nerfstudio's nerfacto and why: benchmarks/quality/README.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""results.json -> results.md (tables and PASS/FAIL targets only; what they mean: benchmarks/README.md) and plots."""
+"""results.json -> results.md (tables and PASS/FAIL targets only; what they mean: benchmarks/quality/README.md)
+and plots."""
 
 from __future__ import annotations
 
@@ -122,7 +123,7 @@ def evaluate_targets(doc: Doc) -> List[Dict[str, Any]]:
 def _header(doc: Doc) -> List[str]:
     load = doc["load"]
     lines = [f"# Benchmark `{doc['run_name']}` ({doc['mode']} mode)", "",
-             "What each number means and how it is measured: `benchmarks/README.md`.", ""]
+             "What each number means and how it is measured: `benchmarks/quality/README.md`.", ""]
     if doc["mode"] == "quick":
         lines += ["> **QUICK MODE**: a smoke test of the plumbing; the numbers say nothing about the methods.", ""]
     if load["under_load"]:

@@ -25,7 +25,8 @@ GM_SYSTEMS: Dict[str, Dict[str, Any]] = {
     "grad_ray_fraction=1.0": {"grad_ray_fraction": 1.0},
     "perceptual_loss_mult=0": {"perceptual_loss_mult": 0.0},
 }
-"""gm-nerf-small and its ablations as ``GMNeRFModelConfig`` overrides (what each one tests: benchmarks/README.md)."""
+"""gm-nerf-small and its ablations as ``GMNeRFModelConfig`` overrides (what each one tests:
+benchmarks/quality/README.md)."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ TARGETS: Tuple[Target, ...] = (
     Target("training peak memory, full / partial gradient", "memory_reduction", ">=", 2.0),
     Target(f"held-out PSNR gain over {NO_ATTENTION} (dB)", f"psnr_gain:{NO_ATTENTION}", ">", 0.0),
 )
-"""The benchmark issue's targets (their rationale: benchmarks/README.md, *Targets*)."""
+"""The benchmark issue's targets (their rationale: benchmarks/quality/README.md, *Targets*)."""
 
 
 def slug(name: str) -> str:

@@ -1,6 +1,0 @@
-"""Benchmark of gm-nerf-small, its ablations and per-subject nerfacto (development tooling, not installed).
-
-Run by ``scripts/benchmark.py``; usage and what is measured: ``benchmarks/README.md``. :mod:`settings` holds the modes,
-systems and targets (data), :mod:`tasks` one measurement each, :mod:`run` plans, runs and assembles them,
-:mod:`report` writes the tables and plots.
-"""
