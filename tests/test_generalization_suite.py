@@ -1,5 +1,5 @@
-"""The generalization suite's seed pooling (scripts/generalization_suite.py): runs named ``...-seedN`` are pooled per
-model, and a model's difference to the reference uses the training seeds both have."""
+"""The generalization suite's seed pooling (benchmarks/generalization/generalization_suite.py): runs named
+``...-seedN`` are pooled per model, and a model's difference to the reference uses the training seeds both have."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def suite():
-    spec = importlib.util.spec_from_file_location("generalization_suite", ROOT / "scripts" / "generalization_suite.py")
+    path = ROOT / "benchmarks" / "generalization" / "generalization_suite.py"
+    spec = importlib.util.spec_from_file_location("generalization_suite", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["generalization_suite"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

@@ -13,7 +13,7 @@
 # (seconds after this script starts) is stopped and not exported. Measured on 16-core GPU machines: ten runs at once
 # (H200, OMP_NUM_THREADS=2) made about 15 steps/s together; one run alone (H100, torch's default 16 threads, before
 # the decoding threads were made single-threaded) only 1-1.7 steps/s. Each finished run's last checkpoint is exported
-# (model weights only), one tar per variant. Evaluate them with scripts/generalization_suite.py.
+# (model weights only), one tar per variant. Evaluate them with benchmarks/generalization/generalization_suite.py.
 #
 #   OUT=out bash benchmarks/generalization/train_ablations.sh                      # on a GPU machine
 #   OUT=out DEVICE=cpu SUBJECTS=4 STEPS=6 SAVE=2 PROFILE=0 RUNS="full:0 regmean:0" \

@@ -1,6 +1,6 @@
 """The ablation tables restricted to rig16, the suite's one rig whose targets were never source views when these runs
 were evaluated (rig6 and rig10 then scored one source view as a target each). Reads the per-person numbers in
-``results.json`` beside this file and pools them the way ``scripts/generalization_suite.py report`` does.
+``results.json`` beside this file and pools them the way ``generalization_suite.py report`` (one folder up) does.
 
     python benchmarks/generalization/ablation/rig16_table.py   # writes rig16.md beside this file
 """
@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Dict, List
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[2]
 
 
 def load_suite():
-    spec = importlib.util.spec_from_file_location("generalization_suite", ROOT / "scripts" / "generalization_suite.py")
+    spec = importlib.util.spec_from_file_location("generalization_suite", HERE.parent / "generalization_suite.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["generalization_suite"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

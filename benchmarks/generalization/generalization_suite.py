@@ -8,13 +8,13 @@ evaluated with ``ns-eval`` on every (rig, misfit) dataset; the report gives PSNR
 per person, then the mean and a 95% confidence interval over people per rig and per misfit level, and for every model
 after the first its paired difference to the first.
 
-    python scripts/generalization_suite.py generate                       # the 13 datasets
-    python scripts/generalization_suite.py evaluate --models pretrained outputs/.../config.yml
-    python scripts/generalization_suite.py report --models pretrained outputs/.../config.yml
+    python benchmarks/generalization/generalization_suite.py generate    # the 13 datasets
+    python benchmarks/generalization/generalization_suite.py evaluate --models pretrained outputs/.../config.yml
+    python benchmarks/generalization/generalization_suite.py report --models pretrained outputs/.../config.yml
 
 ``pretrained`` is the shipped model (through ``gmnerf-pretrained``); any other entry is a run's ``config.yml``.
-Results go to ``benchmarks/generalization/`` (``results.json``, ``README.md`` table); ns-eval outputs are kept under
-``--work`` so an interrupted evaluation resumes.
+Results go to this file's folder, ``benchmarks/generalization/`` (``results.json``, ``table.md``); ns-eval outputs
+are kept under ``--work`` so an interrupted evaluation resumes.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import yaml
 
 from gmnerf_ns.training.nerfstudio_patches import install_yaml_guard
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
 
 RIGS: Dict[str, Tuple[int, str, Tuple[int, ...]]] = {
     # name: (seed, gmnerf-synth rig options, target views: camera indices that are never among the 4 evenly spaced
@@ -227,8 +227,8 @@ class Suite:
     """``pretrained`` (the shipped model) and/or runs' config.yml files; differences are taken to the first."""
     work: Path = Path("outputs/generalization")
     """Datasets, retargeted runs and raw ns-eval outputs."""
-    out: Path = ROOT / "benchmarks" / "generalization"
-    """Where results.json and README.md go."""
+    out: Path = HERE
+    """Where results.json and table.md go (default: this file's folder)."""
     workers: int = 2
     """gmnerf-synth worker processes."""
     parts: List[Literal["rigs", "conditions"]] = field(default_factory=lambda: ["rigs", "conditions"])
