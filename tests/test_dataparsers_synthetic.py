@@ -153,7 +153,7 @@ def test_protocol_presets_load():
 
 
 def test_dataparser_configs_register():
-    from gmnerf_ns.data.human_dataparser import HumanDataParserConfig
+    from gmnerf_ns.data.parsers.base import HumanDataParserConfig
     from gmnerf_ns.training import dataparser_configs as registry
 
     specs = [registry.synthetic_dataparser, registry.zju_mocap_dataparser, registry.genebody_dataparser,

@@ -22,10 +22,12 @@ SPLIT = {"protocol": "synthetic", "train_subjects": ("subject_000",), "test_subj
 
 def test_layouts_sit_below_the_parsers_and_auto_above():
     graph = import_graph(module_files())
+    shared = {f"{PACKAGE}.{name}" for name in ("auto", "base", "scale")}  # gmnerf-auto, the base class, units
     parsers = [m for m in graph if m.startswith(f"{PACKAGE}.") and not m.rsplit(".", 1)[1].startswith("_")
-               and m != f"{PACKAGE}.auto"]
+               and m not in shared]
     assert len(parsers) >= 9
-    assert not [m for m in graph[f"{PACKAGE}._layouts"] if m.startswith(f"{PACKAGE}.")]  # no parser, no helper
+    below = [m for m in graph[f"{PACKAGE}._layouts"] if m.startswith(f"{PACKAGE}.")]
+    assert below == [f"{PACKAGE}.base"]  # no parser, no helper: only the base class (the data root's name)
     assert [m for m in parsers if f"{PACKAGE}.auto" in graph[m]] == []
     assert f"{PACKAGE}._layouts" in graph[f"{PACKAGE}.auto"]
     for name in ("easymocap", "genebody", "mvhumannet", "zju_mocap"):  # their errors name other datasets

@@ -62,6 +62,18 @@ def test_every_moved_module_is_gone_and_its_new_module_exists():
     assert moved_name(unmoved) == unmoved
     assert moved_name("gmnerf_ns.dataparsers.zju_mocap.ZJUMocapDataParserConfig") == \
         "gmnerf_ns.data.parsers.zju_mocap.ZJUMocapDataParserConfig"
+    assert moved_name("gmnerf_ns.data.human_dataparser.HumanDataParser") == "gmnerf_ns.data.parsers.base.HumanDataParser"
+
+
+def test_a_config_naming_the_parser_base_at_its_old_path_loads():
+    """The parser base moved from gmnerf_ns/data/human_dataparser.py to the parsers it is the base of; saved runs name
+    it (as the auto dataparser's ``_target``) and keep loading."""
+    from gmnerf_ns.data.parsers.base import HumanDataParser
+
+    text = (OLD / "run" / "config.yml").read_text()
+    assert "!!python/name:gmnerf_ns.data.human_dataparser.HumanDataParser" in text
+    config = load(text)
+    assert config.pipeline.datamanager.dataparser._target is HumanDataParser
 
 
 @pytest.mark.parametrize("method", ["gm_nerf", "gm_nerf_finetune"])

@@ -103,6 +103,7 @@ MOVED_MODULES = {
     "gmnerf_ns.camera_math": "gmnerf_ns.geometry.camera_math",
     "gmnerf_ns.checkpoints": "gmnerf_ns.core.checkpoints",
     "gmnerf_ns.dataparser_configs": "gmnerf_ns.training.dataparser_configs",
+    "gmnerf_ns.data.human_dataparser": "gmnerf_ns.data.parsers.base",
     "gmnerf_ns.dataparsers": "gmnerf_ns.data.parsers",
     "gmnerf_ns.dataparsers._body_models": "gmnerf_ns.data.parsers._body_models",
     "gmnerf_ns.dataparsers._derived": "gmnerf_ns.data.parsers._derived",

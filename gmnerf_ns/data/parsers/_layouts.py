@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Collection, List, Optional, Tuple
 
 from gmnerf_ns.core.errors import HumanDataError
-from gmnerf_ns.data.human_dataparser import DATA_ROOT_ENV
+from gmnerf_ns.data.parsers.base import DATA_ROOT_ENV
 
 ZJU = "zju-mocap"
 GENEBODY = "genebody"

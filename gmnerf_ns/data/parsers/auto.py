@@ -38,7 +38,7 @@ from typing import NamedTuple, Optional, Tuple, Type
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from gmnerf_ns.core.errors import HumanDataError
-from gmnerf_ns.data.human_dataparser import (
+from gmnerf_ns.data.parsers.base import (
     DATA_ROOT_ENV,
     HumanDataParser,
     HumanDataParserConfig,

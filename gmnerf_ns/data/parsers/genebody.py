@@ -29,8 +29,8 @@ import numpy as np
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from gmnerf_ns.core.errors import HumanDataError
-from gmnerf_ns.data.human_dataparser import HumanDataParser, HumanDataParserConfig
 from gmnerf_ns.data.human_record import FrameRecord, SubjectRecord, ViewRecord, check_camera, load_vertices
+from gmnerf_ns.data.parsers.base import HumanDataParser, HumanDataParserConfig
 from gmnerf_ns.data.protocol import FrameSampling
 
 from ._files import DatasetFolder, finite_array, load_pickled_dict, read_obj_faces, require_key, warn

@@ -26,8 +26,8 @@ from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
 import numpy as np
 
 from gmnerf_ns.core.errors import HumanDataError
-from gmnerf_ns.data.human_dataparser import HumanDataParser, HumanDataParserConfig
 from gmnerf_ns.data.human_record import FrameRecord, SubjectRecord, ViewRecord, check_camera
+from gmnerf_ns.data.parsers.base import HumanDataParser, HumanDataParserConfig
 from gmnerf_ns.data.protocol import FrameSampling
 
 from ._body_models import BodyModels, BodyParams

@@ -31,8 +31,8 @@ import numpy as np
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from gmnerf_ns.core.errors import HumanDataError
-from gmnerf_ns.data.human_dataparser import HumanDataParser, HumanDataParserConfig
 from gmnerf_ns.data.human_record import FrameRecord, SubjectRecord, ViewRecord, check_camera
+from gmnerf_ns.data.parsers.base import HumanDataParser, HumanDataParserConfig
 from gmnerf_ns.data.protocol import FrameSampling
 
 from ._body_models import BodyModels, easymocap_params, read_person_list

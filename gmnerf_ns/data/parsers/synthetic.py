@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Type
 
 from gmnerf_ns.core.errors import HumanDataError
-from gmnerf_ns.data.human_dataparser import DATA_ROOT_ENV, HumanDataParser, data_root
 from gmnerf_ns.data.human_record import SubjectRecord
+from gmnerf_ns.data.parsers.base import DATA_ROOT_ENV, HumanDataParser, data_root
 from gmnerf_ns.data.protocol import FrameSampling
 
 from .zju_mocap import ZJUMocapDataParser, ZJUMocapDataParserConfig

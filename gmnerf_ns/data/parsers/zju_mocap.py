@@ -15,7 +15,6 @@ from typing import ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 import numpy as np
 
 from gmnerf_ns.core.errors import HumanDataError
-from gmnerf_ns.data.human_dataparser import HumanDataParser, HumanDataParserConfig, data_root
 from gmnerf_ns.data.human_record import (
     FrameRecord,
     SubjectRecord,
@@ -24,6 +23,7 @@ from gmnerf_ns.data.human_record import (
     full_image_crop,
     load_vertices,
 )
+from gmnerf_ns.data.parsers.base import HumanDataParser, HumanDataParserConfig, data_root
 from gmnerf_ns.data.protocol import FrameSampling
 
 from ._files import DatasetFolder, finite_array, image_size, load_pickled_dict, require_key, warn
