@@ -1,5 +1,5 @@
 """The sync-free training step: fixed-shape rewrites compute what the boolean-indexed originals computed, and a
-gm-nerf-small step stays within the sync budget (scripts/profile_step.py)."""
+gm-nerf-small step stays within the sync budget (benchmarks/throughput/profile_step.py)."""
 
 from __future__ import annotations
 
@@ -144,7 +144,8 @@ def test_every_method_uses_fused_adam():
 
 
 def _profile_step_module():
-    spec = importlib.util.spec_from_file_location("profile_step", ROOT / "scripts" / "profile_step.py")
+    path = ROOT / "benchmarks" / "throughput" / "profile_step.py"
+    spec = importlib.util.spec_from_file_location("profile_step", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["profile_step"] = module
     spec.loader.exec_module(module)

@@ -61,7 +61,7 @@ if [ "$PROFILE" = 1 ]; then
   # gm-nerf-small first: it is the model trained below, so a failure here stops the script at once
   for method in gm-nerf-small gm-nerf; do
     res=""; [ $method = gm-nerf ] && res="--resolution 512"
-    $PIN timeout 100 python3 scripts/profile_step.py --method $method --device "$DEVICE" --steps 20 \
+    $PIN timeout 100 python3 benchmarks/throughput/profile_step.py --method $method --device "$DEVICE" --steps 20 \
       --warmup 3 $res --json-path "$WORK/logs/profile-$method-$DEVICE.json" > "$WORK/logs/profile-$method.log" 2>&1
     status=$?
     echo "[$(elapsed)s] profile $method (exit $status): $(tail -5 "$WORK/logs/profile-$method.log" | tr '\n' ' ')"

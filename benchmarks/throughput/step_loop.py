@@ -1,7 +1,7 @@
 """Wall and process-CPU time per training step as ns-train runs it: the pipeline's own step (data from the
 datamanager's prefetching decode threads, forward, loss, backward, optimizer), without the trainer's logging, evals
-and checkpoints. ``scripts/profile_step.py`` times the phases apart with synchronous data; this loop shows what the
-decode threads and the torch thread count do to a whole step.
+and checkpoints. ``profile_step.py`` (beside this file) times the phases apart with synchronous data; this loop shows
+what the decode threads and the torch thread count do to a whole step.
 
     python benchmarks/throughput/step_loop.py --data DIR [--threads N] [--workers N] [--steps N]
 

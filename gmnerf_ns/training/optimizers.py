@@ -3,9 +3,9 @@
 nerfstudio's ``AdamOptimizerConfig`` builds ``torch.optim.Adam`` with torch's default implementation, the per-tensor
 loop: for each parameter it reads the step counter back to the host (``.item()``, a device sync on CUDA) and launches
 about ten small kernels. gm-nerf has about a hundred parameter tensors, so the optimizer step alone issued about a
-hundred syncs and a thousand ops per training step (``scripts/profile_step.py``). ``fused=True`` updates every
-tensor of a group in one kernel with the step kept on the device, on CPU and CUDA alike; the update is the same Adam.
-Checkpoints are unchanged (the optimizer's state dict has the same layout).
+hundred syncs and a thousand ops per training step (``benchmarks/throughput/profile_step.py``). ``fused=True``
+updates every tensor of a group in one kernel with the step kept on the device, on CPU and CUDA alike; the update is
+the same Adam. Checkpoints are unchanged (the optimizer's state dict has the same layout).
 """
 
 from __future__ import annotations

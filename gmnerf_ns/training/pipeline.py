@@ -117,8 +117,8 @@ class GMNeRFPipeline(VanillaPipeline):
         return self.train_loss_dict_for_samples(self.datamanager.next_train_samples(step))
 
     def train_loss_dict_for(self, camera, batch) -> StepResult:
-        """(outputs, losses, metrics) of one training sample: the step after the data (scripts/profile_step.py times
-        it apart from the data)."""
+        """(outputs, losses, metrics) of one training sample: the step after the data
+        (benchmarks/throughput/profile_step.py times it apart from the data)."""
         outputs = self._model(camera, sources=batch["sources"], patch=batch["patch"])
         metrics = self.model.get_metrics_dict(outputs, batch)
         return outputs, self.model.get_loss_dict(outputs, batch, metrics), metrics

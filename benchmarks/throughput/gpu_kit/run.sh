@@ -7,7 +7,7 @@
 #   3. in order, each under a hard timeout and only while time is left before the deadline:
 #      small    ns-train gm-nerf-small, 400 steps, window 200:400
 #      full     ns-train gm-nerf, 300 steps, window 100:300
-#      profile  scripts/profile_step.py for both methods on the same data
+#      profile  benchmarks/throughput/profile_step.py for both methods on the same data
 #      extras   gm-nerf --pipeline.model.autocast bf16; gm-nerf-small --pipeline.datamanager.subjects-per-step 4;
 #               gm-nerf --pipeline.model.compile-networks True
 #      nvidia-smi samples the GPU every 200 ms during each ns-train run;
@@ -201,7 +201,7 @@ profile() {  # METHOD DATA RESOLUTION CAP
   if [ -z "$limit" ]; then note "profile $1: not run ($(left) s left before the deadline)"; return; fi
   say "profile_step.py $1, timeout ${limit}s"
   # shellcheck disable=SC2086
-  timeout -k 10 "$limit" "$PY" "$REPO/scripts/profile_step.py" --method "$1" --device "$DEVICE" \
+  timeout -k 10 "$limit" "$PY" "$HERE/../profile_step.py" --method "$1" --device "$DEVICE" \
     --steps "${GPU_KIT_PROFILE_STEPS:-20}" --warmup 3 --data "$2" --resolution "$3" \
     --json-path "$WORK/logs/profile-$1.json" ${GPU_KIT_PROFILE_ARGS:-} > "$WORK/logs/profile-$1.log" 2>&1 \
     || note "profile $1: exit $? ($(tail -n 1 "$WORK/logs/profile-$1.log"))"

@@ -1,8 +1,8 @@
 """Where a gm-nerf training step spends its time, and how many kernels and host syncs it issues.
 
-    python scripts/profile_step.py --method gm-nerf-small --device cpu --steps 5
-    python scripts/profile_step.py --method gm-nerf --device cuda --steps 20 --data data/synthetic
-    python scripts/profile_step.py --method gm-nerf-small --device cpu --steps 4 --subjects-per-step 2
+    python benchmarks/throughput/profile_step.py --method gm-nerf-small --device cpu --steps 5
+    python benchmarks/throughput/profile_step.py --method gm-nerf --device cuda --steps 20 --data data/synthetic
+    python benchmarks/throughput/profile_step.py --method gm-nerf-small --device cpu --steps 4 --subjects-per-step 2
 
 Prints milliseconds per step split into data (building the batch: decoding, sources, patch), forward+loss and
 backward+step (optimizer and scheduler), then the aten ops per step and the sync-forcing ops per step (``nonzero``,
