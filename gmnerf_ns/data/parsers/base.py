@@ -46,6 +46,7 @@ from gmnerf_ns.data.protocol import FrameSampling, Protocol, load_protocol
 from gmnerf_ns.geometry.camera_math import opencv_w2c_to_nerfstudio_c2w
 
 from .scale import check_scale, unit_advice
+from .subject_reader import MISSING, UNFIT, SkipFrame, SubjectReader
 
 DATA_ROOT_ENV = "GMNERF_DATA"
 """Environment variable naming the folder that short dataset names (``zju/313``, ``synthetic``) resolve against."""
@@ -99,7 +100,7 @@ class HumanDataParserConfig(DataParserConfig):
 
 
 class HumanDataParser(DataParser):
-    """Base class: subclasses implement :meth:`find_subjects` and :meth:`parse_subject`."""
+    """Base class: subclasses implement :meth:`find_subjects` and :meth:`read_subject`."""
 
     config: HumanDataParserConfig
     subject_file: Optional[str] = None
@@ -114,9 +115,47 @@ class HumanDataParser(DataParser):
         """Maps subject name -> folder for every subject found under ``root`` (or ``root`` itself if it is one)."""
         raise NotImplementedError
 
-    def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
-        """Reads one subject's annotations into a :class:`SubjectRecord` with the sampled frames."""
+    def read_subject(self, name: str, folder: Path, resolution: int) -> SubjectReader:
+        """One subject's files (its cameras, frames, views, proxies, faces) for :meth:`parse_subject`; views are
+        ``resolution`` pixels high."""
         raise NotImplementedError
+
+    def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
+        """The subject's :class:`SubjectRecord` with its ``frames`` that have every file, read through
+        :meth:`read_subject`: frames lacking a view file or a body fit are skipped with one warning per kind, no frame
+        left is an error, and the faces must index the first proxy's vertices."""
+        with self.read_subject(name, folder, resolution) as subject:
+            available = subject.frame_ids()
+            sampled = frames.select(available)
+            if not sampled:
+                raise HumanDataError(f"{subject.source}: frame sampling {frames} selects none of its {len(available)} "
+                                     "frames")
+            subject.prepare(sampled)
+            skipped: Dict[str, List[str]] = {MISSING: [], UNFIT: []}
+            views = {}
+            for frame in sampled:
+                try:
+                    views[frame] = subject.views(frame)
+                except SkipFrame as skip:
+                    skipped[skip.kind].append(skip.detail)
+            if skipped[MISSING]:
+                _warn(f"{subject.where}: skipped {len(skipped[MISSING])} frame(s) with missing {subject.missing_files}, "
+                      f"e.g. {skipped[MISSING][0]}")
+            proxies = subject.proxies(list(views), lambda skip: skipped[skip.kind].append(skip.detail))
+            if skipped[UNFIT]:
+                _warn(subject.unfit_warning(skipped[UNFIT]))
+            subject.finish()
+            records = tuple(FrameRecord(subject=name, frame_id=subject.frame_id(frame), views=views[frame],
+                                        vertices_path=proxies[frame], vertices_scale=subject.vertices_scale)
+                            for frame in views if frame in proxies)
+            if not records:
+                raise HumanDataError(subject.no_frames())
+            num_vertices = load_vertices(records[0]).shape[0]  # validates shape / NaN once, with the file name
+            faces = subject.faces(records)
+            if faces is not None and faces.size and (faces.min() < 0 or faces.max() >= num_vertices):
+                raise HumanDataError(subject.faces_error(faces, num_vertices, records[0]))
+            return SubjectRecord(name=name, camera_names=tuple(subject.camera_names), frames=records, faces=faces,
+                                 gt_mesh_dir=subject.gt_mesh_dir, camera_ids=subject.camera_ids)
 
     def dataset_split(self, root: Path) -> Optional[Tuple[List[str], List[str]]]:
         """The dataset's own (train, test) subject split, if it ships one; used when the protocol lists none."""
@@ -318,6 +357,10 @@ def cameras_from_views(views: List[ViewRecord]) -> Cameras:
         height=torch.tensor([[v.out_size[1]] for v in views], dtype=torch.long),
         camera_type=CameraType.PERSPECTIVE,
     )
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, HumanDataWarning, stacklevel=4)
 
 
 def _evenly(n: int, k: int) -> List[int]:

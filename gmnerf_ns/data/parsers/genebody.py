@@ -29,12 +29,12 @@ import numpy as np
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from gmnerf_ns.core.errors import HumanDataError
-from gmnerf_ns.data.human_record import FrameRecord, SubjectRecord, ViewRecord, check_camera, load_vertices
+from gmnerf_ns.data.human_record import FrameRecord, ViewRecord, check_camera
 from gmnerf_ns.data.parsers.base import HumanDataParser, HumanDataParserConfig
-from gmnerf_ns.data.protocol import FrameSampling
 
 from ._files import DatasetFolder, finite_array, load_pickled_dict, read_obj_faces, require_key, warn
 from ._layouts import GENEBODY, other_dataset
+from .subject_reader import SubjectReader, require_files
 
 CACHE_VERSION = 1
 
@@ -90,75 +90,8 @@ class GeneBodyDataParser(HumanDataParser):
             out.append([s for s in names if s in present])
         return out[0], out[1]
 
-    def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
-        inside = DatasetFolder(folder)  # its files, symlinks included, must stay inside the subject folder
-        annots_path = inside.check(folder / "annots.npy", what="annotations file")
-        cams = require_key(load_pickled_dict(annots_path, "GeneBody annotations"), "cams", annots_path, "annots")
-        if not isinstance(cams, dict):
-            raise HumanDataError(f"{annots_path}: 'cams' should map view names ('00', '01', ...) to K/D/c2w")
-        cams = {_view_name(k): v for k, v in cams.items()}
-        for sub in ("image", "mask", "smpl"):
-            if not (folder / sub).is_dir():
-                raise HumanDataError(f"{folder}: missing the {sub}/ folder of a GeneBody subject"
-                                     f"{self.layout_hint(folder)}")
-        on_disk = sorted(p.name for p in (folder / "image").iterdir() if p.is_dir() and p.name.isdigit())
-        unannotated = [v for v in on_disk if v not in cams]
-        if unannotated:
-            warn(f"{annots_path}: no camera for view folders {', '.join(unannotated)}; subject {name} skips them")
-        views = [v for v in on_disk if v in cams]
-        if not views:
-            raise HumanDataError(f"{folder / 'image'}: no view folder with a camera in {annots_path}")
-        absent = sorted(set(cams) - set(on_disk))
-        if absent:  # known for several subjects (e.g. joseph_matanda lacks 39, 40, 42-47)
-            CONSOLE.log(f"GeneBody {name}: views {', '.join(absent)} are not in the dataset; using {len(views)} views")
-        cameras = {v: self._camera(cams[v], f"{annots_path} view {v}") for v in views}
-
-        stems = {int(p.stem): p.stem for p in (folder / "smpl").glob("*.obj") if p.stem.isdigit()}
-        if not stems:
-            raise HumanDataError(f"{folder / 'smpl'}: no <frame>.obj proxy meshes")
-        frame_ids = frames.select(sorted(stems))
-        if not frame_ids:
-            raise HumanDataError(f"{folder}: frame sampling {frames} selects none of its {len(stems)} frames")
-
-        cache = _CropCache(self._cache_path(folder))
-        records, skipped, empty = [], [], []
-        for frame_id in frame_ids:
-            stem = stems[frame_id]
-            paths = [(folder / "image" / v / f"{stem}.jpg", folder / "mask" / v / f"mask{stem}.png") for v in views]
-            lost = [p for pair in paths for p in pair if not p.is_file()]
-            if lost:
-                skipped.append(f"frame {stem} ({lost[0]})")
-                continue
-            for image_path, mask_path in paths:
-                inside.check(image_path, what="image")
-                inside.check(mask_path, what="mask")
-            frame_views = []
-            for v, (image_path, mask_path) in zip(views, paths):
-                (height, width), box = cache.mask_box(mask_path)
-                if box is None:
-                    empty.append(mask_path)
-                K, dist, R, T = cameras[v]
-                frame_views.append(ViewRecord(
-                    image_path=image_path, mask_paths=(mask_path,), K=K, R=R, T=T, camera_name=v,
-                    out_size=(resolution, resolution), dist=dist if self.config.undistort else None,
-                    crop=gnr_crop(width, height, box, self.config.crop_padding), mask_threshold=128,
-                ))
-            records.append(FrameRecord(subject=name, frame_id=frame_id, views=tuple(frame_views),
-                                       vertices_path=inside.check(folder / "smpl" / f"{stem}.obj", what="proxy mesh"),
-                                       vertices_scale=1.0 / self.config.units_per_metre))
-        cache.save()
-        if skipped:
-            warn(f"{folder}: skipped {len(skipped)} frame(s) with missing files, e.g. {skipped[0]}")
-        if empty:
-            warn(f"{folder}: {len(empty)} empty mask(s), cropped to the whole image, e.g. {empty[0]}")
-        if not records:
-            raise HumanDataError(f"{folder}: no sampled frame has all its images and masks")
-        num_vertices = load_vertices(records[0]).shape[0]
-        faces = read_obj_faces(records[0].vertices_path)
-        if faces.min() < 0 or faces.max() >= num_vertices:
-            raise HumanDataError(f"{records[0].vertices_path}: faces index past its {num_vertices} vertices")
-        return SubjectRecord(name=name, camera_names=tuple(views), frames=tuple(records), faces=faces,
-                             camera_ids=tuple(int(v) for v in views))
+    def read_subject(self, name: str, folder: Path, resolution: int) -> "GeneBodySubject":
+        return GeneBodySubject(self, name, folder, resolution)
 
     def scale_advice(self, factor: float, what: str) -> str:
         """Names ``--units-per-metre`` with the value that would fix the scale: 1 (GeneBody's metres) or 2.87 (the
@@ -192,6 +125,85 @@ class GeneBodyDataParser(HumanDataParser):
             base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gmnerf_ns" / "genebody_crops"
         key = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:12]
         return Path(base) / f"{folder.name}-{key}.json"
+
+
+
+class GeneBodySubject(SubjectReader):
+    """One GeneBody subject folder: frames are the ``smpl/<frame>.obj`` numbers; views are GNR's mask crops."""
+
+    needs = "all its images and masks"
+
+    def __init__(self, parser: GeneBodyDataParser, name: str, folder: Path, resolution: int):
+        super().__init__(name, folder)
+        self.parser, self.config, self.resolution = parser, parser.config, resolution
+        self.inside = inside = DatasetFolder(folder)  # its files, symlinks included, must stay inside the folder
+        annots_path = inside.check(folder / "annots.npy", what="annotations file")
+        cams = require_key(load_pickled_dict(annots_path, "GeneBody annotations"), "cams", annots_path, "annots")
+        if not isinstance(cams, dict):
+            raise HumanDataError(f"{annots_path}: 'cams' should map view names ('00', '01', ...) to K/D/c2w")
+        cams = {_view_name(k): v for k, v in cams.items()}
+        for sub in ("image", "mask", "smpl"):
+            if not (folder / sub).is_dir():
+                raise HumanDataError(f"{folder}: missing the {sub}/ folder of a GeneBody subject"
+                                     f"{parser.layout_hint(folder)}")
+        on_disk = sorted(p.name for p in (folder / "image").iterdir() if p.is_dir() and p.name.isdigit())
+        unannotated = [v for v in on_disk if v not in cams]
+        if unannotated:
+            warn(f"{annots_path}: no camera for view folders {', '.join(unannotated)}; subject {name} skips them")
+        self.camera_names = views = tuple(v for v in on_disk if v in cams)
+        if not views:
+            raise HumanDataError(f"{folder / 'image'}: no view folder with a camera in {annots_path}")
+        absent = sorted(set(cams) - set(on_disk))
+        if absent:  # known for several subjects (e.g. joseph_matanda lacks 39, 40, 42-47)
+            CONSOLE.log(f"GeneBody {name}: views {', '.join(absent)} are not in the dataset; using {len(views)} views")
+        self.cameras = {v: parser._camera(cams[v], f"{annots_path} view {v}") for v in views}
+        self.camera_ids = tuple(int(v) for v in views)
+        self.stems = {int(p.stem): p.stem for p in (folder / "smpl").glob("*.obj") if p.stem.isdigit()}
+        if not self.stems:
+            raise HumanDataError(f"{folder / 'smpl'}: no <frame>.obj proxy meshes")
+        self.vertices_scale = 1.0 / self.config.units_per_metre
+        self.empty: List[Path] = []
+
+    def frame_ids(self) -> List[int]:
+        return sorted(self.stems)
+
+    def prepare(self, frames: Sequence[int]) -> None:
+        self.cache = _CropCache(self.parser._cache_path(self.folder))
+
+    def views(self, frame_id: int) -> Tuple[ViewRecord, ...]:
+        stem, folder = self.stems[frame_id], self.folder
+        paths = [(folder / "image" / v / f"{stem}.jpg", folder / "mask" / v / f"mask{stem}.png")
+                 for v in self.camera_names]
+        require_files(stem, [p for pair in paths for p in pair])
+        for image_path, mask_path in paths:
+            self.inside.check(image_path, what="image")
+            self.inside.check(mask_path, what="mask")
+        views = []
+        for v, (image_path, mask_path) in zip(self.camera_names, paths):
+            (height, width), box = self.cache.mask_box(mask_path)
+            if box is None:
+                self.empty.append(mask_path)
+            K, dist, R, T = self.cameras[v]
+            views.append(ViewRecord(
+                image_path=image_path, mask_paths=(mask_path,), K=K, R=R, T=T, camera_name=v,
+                out_size=(self.resolution, self.resolution), dist=dist if self.config.undistort else None,
+                crop=gnr_crop(width, height, box, self.config.crop_padding), mask_threshold=128,
+            ))
+        return tuple(views)
+
+    def proxy(self, frame_id: int) -> Path:
+        return self.inside.check(self.folder / "smpl" / f"{self.stems[frame_id]}.obj", what="proxy mesh")
+
+    def finish(self) -> None:
+        self.cache.save()
+        if self.empty:
+            warn(f"{self.folder}: {len(self.empty)} empty mask(s), cropped to the whole image, e.g. {self.empty[0]}")
+
+    def faces(self, frames: Sequence[FrameRecord]) -> Optional[np.ndarray]:
+        return read_obj_faces(frames[0].vertices_path)
+
+    def faces_error(self, faces: np.ndarray, num_vertices: int, first: FrameRecord) -> str:
+        return f"{first.vertices_path}: faces index past its {num_vertices} vertices"
 
 
 def _view_name(key) -> str:

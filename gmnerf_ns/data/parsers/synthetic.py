@@ -8,16 +8,14 @@ surfaces), ``body_model.npz`` (proxy faces) and ``subject.json``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Type
 
 from gmnerf_ns.core.errors import HumanDataError
-from gmnerf_ns.data.human_record import SubjectRecord
 from gmnerf_ns.data.parsers.base import DATA_ROOT_ENV, HumanDataParser, data_root
-from gmnerf_ns.data.protocol import FrameSampling
 
-from .zju_mocap import ZJUMocapDataParser, ZJUMocapDataParserConfig
+from .zju_mocap import ZJUMocapDataParser, ZJUMocapDataParserConfig, ZJUSubject
 
 
 @dataclass
@@ -66,7 +64,8 @@ class SyntheticDataParser(ZJUMocapDataParser):
             raise HumanDataError(f'{path}: expected {{"train": [...], "test": [...]}} lists of subject names')
         return [str(s) for s in split["train"]], [str(s) for s in split["test"]]
 
-    def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
-        record = super().parse_subject(name, folder, frames, resolution)
-        meshes = folder / "meshes"
-        return replace(record, gt_mesh_dir=meshes) if meshes.is_dir() else record
+    def read_subject(self, name: str, folder: Path, resolution: int) -> ZJUSubject:
+        subject = super().read_subject(name, folder, resolution)
+        if (folder / "meshes").is_dir():
+            subject.gt_mesh_dir = folder / "meshes"
+        return subject

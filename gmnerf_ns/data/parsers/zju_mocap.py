@@ -21,13 +21,12 @@ from gmnerf_ns.data.human_record import (
     ViewRecord,
     check_camera,
     full_image_crop,
-    load_vertices,
 )
 from gmnerf_ns.data.parsers.base import HumanDataParser, HumanDataParserConfig, data_root
-from gmnerf_ns.data.protocol import FrameSampling
 
 from ._files import DatasetFolder, finite_array, image_size, load_pickled_dict, require_key, warn
 from ._layouts import CAMERA_FOLDER, ZJU_LAYOUT, other_dataset
+from .subject_reader import SubjectReader, require_files
 
 Camera = Tuple[np.ndarray, Optional[np.ndarray], np.ndarray, np.ndarray]
 """(K, D (5,) or None, R, T in metres) of one camera."""
@@ -99,87 +98,99 @@ class ZJUMocapDataParser(HumanDataParser):
             return {root.name: root}
         return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and (p / "annots.npy").is_file()}
 
-    def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
-        inside = DatasetFolder(folder)  # annots.npy may only name files of this subject folder
-        annots_path = inside.check(folder / "annots.npy", what="annotations file")
+    def read_subject(self, name: str, folder: Path, resolution: int) -> "ZJUSubject":
+        return ZJUSubject(self, name, folder, resolution)
+
+    def stored_image_height(self, record: SubjectRecord) -> Optional[int]:
+        return min(view.source_crop_size[1] for view in record.frames[0].views)  # whole images, resized
+
+
+
+class ZJUSubject(SubjectReader):
+    """One ``CoreView_<id>`` folder: frames are the positions in ``annots['ims']``."""
+
+    def __init__(self, parser: ZJUMocapDataParser, name: str, folder: Path, resolution: int):
+        super().__init__(name, folder)
+        self.config, self.resolution = parser.config, resolution
+        self.inside = inside = DatasetFolder(folder)  # annots.npy may only name files of this subject folder
+        self.source = annots_path = inside.check(folder / "annots.npy", what="annotations file")
         annots = load_pickled_dict(annots_path, "ZJU-MoCap annotations")
         try:
-            cameras = _read_cameras(require_key(annots, "cams", annots_path, "annots"), annots_path,
-                                    0.5 if self.config.opencv_pixel_centres else 0.0)
+            self.cameras = _read_cameras(require_key(annots, "cams", annots_path, "annots"), annots_path,
+                                         0.5 if self.config.opencv_pixel_centres else 0.0)
         except HumanDataError as err:  # another dataset's annots.npy (GeneBody's)? say which
-            raise HumanDataError(f"{err}{self.layout_hint(folder)}") from err
-        ims = require_key(annots, "ims", annots_path, "annots")
+            raise HumanDataError(f"{err}{parser.layout_hint(folder)}") from err
+        self.ims = ims = require_key(annots, "ims", annots_path, "annots")
         if not isinstance(ims, (list, tuple, np.ndarray)) or len(ims) == 0:
             raise HumanDataError(f"{annots_path}: 'ims' should be a non-empty list of frames")
         first = _frame_images(ims, 0, annots_path, inside)
-        folders, present = _camera_folders(name, folder, annots_path, first, len(cameras))
-        mask_dirs = [d for d in self.config.mask_dirs if (folder / d).is_dir()]
-        if not mask_dirs:
+        self.folders, self.present = _camera_folders(name, folder, annots_path, first, len(self.cameras))
+        self.mask_dirs = [d for d in self.config.mask_dirs if (folder / d).is_dir()]
+        if not self.mask_dirs:
             raise HumanDataError(f"{folder}: no mask folder; expected one of {', '.join(self.config.mask_dirs)}")
         verts_dir = folder / "new_vertices"
         if not (self.config.use_new_fits and verts_dir.is_dir()):
             verts_dir = folder / "vertices"
         if not verts_dir.is_dir():
             raise HumanDataError(f"{folder}: no proxy vertices folder; expected {verts_dir} (or new_vertices/)")
+        self.verts_dir = verts_dir
+        self.camera_names = tuple(self.folders[i] for i in self.present)
+        self.camera_ids = tuple(_camera_id(self.folders[i], i) for i in self.present)
+        self.ids: Dict[int, int] = {}
+        self.vertices: Dict[int, Path] = {}
 
-        positions = frames.select(list(range(len(ims))))
-        if not positions:
-            raise HumanDataError(f"{annots_path}: frame sampling {frames} selects none of its {len(ims)} frames")
-        # Naming scheme (original vs NHP-renamed) and stored size per camera, from the first sampled frame.
-        rels0 = _frame_images(ims, positions[0], annots_path, inside)
-        renamed = {i: _pick_name(folder, rels0[i]) for i in present}
-        sizes = {i: image_size(inside.check(_image_path(folder, rels0[i], renamed[i]), annots_path, "image"))
-                 for i in present}
+    def frame_ids(self) -> List[int]:
+        return list(range(len(self.ims)))
 
-        records, skipped = [], []
-        for pos in positions:
-            rels = _frame_images(ims, pos, annots_path, inside)
-            if len(rels) != len(cameras):
-                raise HumanDataError(f"{annots_path}: ims[{pos}] lists {len(rels)} images, expected {len(cameras)}")
-            frame_id = _frame_number(rels[present[0]], annots_path)
-            views = [self._view(folder, rels[i], renamed[i], mask_dirs, cameras[i], folders[i], sizes[i], resolution)
-                     for i in present]
-            for view in views:
-                inside.check(view.image_path, annots_path, "image")
-                for mask in view.mask_paths:
-                    inside.check(mask, annots_path, "mask")
-            record = FrameRecord(subject=name, frame_id=frame_id, views=tuple(views),
-                                 vertices_path=inside.check(verts_dir / f"{frame_id}.npy", what="proxy vertices"))
-            if self.config.check_files:
-                lost = [p for p in [record.vertices_path] + [v.image_path for v in views] if not p.exists()]
-                if lost:
-                    skipped.append(f"frame {frame_id} ({lost[0]})")
-                    continue
-            records.append(record)
-        if skipped:
-            warn(f"{folder}: skipped {len(skipped)} frame(s) with missing files, e.g. {skipped[0]}")
-        if not records:
-            raise HumanDataError(f"{folder}: no sampled frame has all its files")
-        num_vertices = load_vertices(records[0]).shape[0]  # validates shape / NaN once, with the file name
-        return SubjectRecord(
-            name=name,
-            camera_names=tuple(folders[i] for i in present),
-            frames=tuple(records),
-            faces=_read_faces(inside.check(folder / "body_model.npz", what="body model"), num_vertices),
-            camera_ids=tuple(_camera_id(folders[i], i) for i in present),
-        )
+    def prepare(self, frames: Sequence[int]) -> None:
+        """Naming scheme (original vs NHP-renamed) and stored size per camera, from the first sampled frame."""
+        rels0 = _frame_images(self.ims, frames[0], self.source, self.inside)
+        self.renamed = {i: _pick_name(self.folder, rels0[i]) for i in self.present}
+        self.sizes = {i: image_size(self.inside.check(_image_path(self.folder, rels0[i], self.renamed[i]),
+                                                      self.source, "image")) for i in self.present}
 
-    def _view(self, folder: Path, rel: str, renamed: bool, mask_dirs: Sequence[str], camera: Camera, camera_name: str,
-              size: Tuple[int, int], resolution: int) -> ViewRecord:
-        """One camera's view of a frame: image ``rel`` (stored ``size``, resized to ``resolution`` rows)."""
-        K, dist, R, T = camera
-        width, height = size
+    def views(self, position: int) -> Tuple[ViewRecord, ...]:
+        rels = _frame_images(self.ims, position, self.source, self.inside)
+        if len(rels) != len(self.cameras):
+            raise HumanDataError(f"{self.source}: ims[{position}] lists {len(rels)} images, expected "
+                                 f"{len(self.cameras)}")
+        frame_id = self.ids[position] = _frame_number(rels[self.present[0]], self.source)
+        views = tuple(self._view(rels[i], i) for i in self.present)
+        for view in views:
+            self.inside.check(view.image_path, self.source, "image")
+            for mask in view.mask_paths:
+                self.inside.check(mask, self.source, "mask")
+        vertices = self.vertices[position] = self.inside.check(self.verts_dir / f"{frame_id}.npy",
+                                                               what="proxy vertices")
+        if self.config.check_files:
+            require_files(frame_id, [vertices] + [v.image_path for v in views])
+        return views
+
+    def _view(self, rel: str, i: int) -> ViewRecord:
+        """Camera ``i``'s view of a frame: image ``rel`` (its stored size resized to the protocol's rows)."""
+        K, dist, R, T = self.cameras[i]
+        width, height = self.sizes[i]
         return ViewRecord(
-            image_path=_image_path(folder, rel, renamed),
-            mask_paths=_mask_paths(folder, rel, mask_dirs),
-            K=K, R=R, T=T, camera_name=camera_name,
-            out_size=(int(round(width * resolution / height)), resolution),
+            image_path=_image_path(self.folder, rel, self.renamed[i]),
+            mask_paths=_mask_paths(self.folder, rel, self.mask_dirs),
+            K=K, R=R, T=T, camera_name=self.folders[i],
+            out_size=(int(round(width * self.resolution / height)), self.resolution),
             dist=dist if self.config.undistort else None,
             crop=full_image_crop(width, height),
         )
 
-    def stored_image_height(self, record: SubjectRecord) -> Optional[int]:
-        return min(view.source_crop_size[1] for view in record.frames[0].views)  # whole images, resized
+    def proxy(self, position: int) -> Path:
+        return self.vertices[position]
+
+    def frame_id(self, position: int) -> int:
+        return self.ids[position]
+
+    def faces(self, frames: Sequence[FrameRecord]) -> Optional[np.ndarray]:
+        self.faces_path = self.inside.check(self.folder / "body_model.npz", what="body model")
+        return _read_faces(self.faces_path)
+
+    def faces_error(self, faces: np.ndarray, num_vertices: int, first: FrameRecord) -> str:
+        return f"{self.faces_path}: 'faces' index vertices up to {faces.max()} but the proxy has {num_vertices}"
 
 
 def _read_cameras(cams: dict, path: Path, centre_shift: float) -> List[Camera]:
@@ -296,7 +307,7 @@ def _camera_id(folder_name: str, position: int) -> int:
     return int(match.group(1)) - 1 if match else position
 
 
-def _read_faces(path: Path, num_vertices: int) -> Optional[np.ndarray]:
+def _read_faces(path: Path) -> Optional[np.ndarray]:
     """Proxy faces from ``body_model.npz`` (written by gmnerf-synth and render_scans), if the file exists."""
     if not path.is_file():
         return None
@@ -309,6 +320,4 @@ def _read_faces(path: Path, num_vertices: int) -> Optional[np.ndarray]:
         raise HumanDataError(f"{path}: cannot read body model faces ({err})") from err
     if faces.ndim != 2 or faces.shape[1] != 3 or not np.issubdtype(faces.dtype, np.integer):
         raise HumanDataError(f"{path}: 'faces' has shape {faces.shape} / dtype {faces.dtype}; expected (F, 3) integers")
-    if faces.size and (faces.min() < 0 or faces.max() >= num_vertices):
-        raise HumanDataError(f"{path}: 'faces' index vertices up to {faces.max()} but the proxy has {num_vertices}")
     return faces.astype(np.int64)
