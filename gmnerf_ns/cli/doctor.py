@@ -47,7 +47,14 @@ from rich.table import Table
 
 from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.core.weights import OFFLINE_ENV, TORCHVISION_URLS, expected_weights_path, weights_availability
-from gmnerf_ns.data.human_record import FrameRecord, HumanDataWarning, SubjectRecord, ViewRecord, load_vertices
+from gmnerf_ns.data.human_record import (
+    FrameRecord,
+    HumanDataWarning,
+    SubjectRecord,
+    ViewRecord,
+    load_subject_vertices,
+    load_vertices,
+)
 from gmnerf_ns.data.preflight import check_collections, problem_lines, project_proxy
 
 Status = Literal["ok", "info", "warn", "error"]
@@ -359,11 +366,7 @@ def _check_vertices(frames: List[Tuple[SubjectRecord, FrameRecord]], sample: int
     for i in chosen_frames:
         subject, frame = frames[i]
         try:
-            expected = None if subject.faces is None else int(subject.faces.max()) + 1
-            verts = load_vertices(frame)
-            if expected is not None and verts.shape[0] < expected:
-                raise HumanDataError(f"{frame.vertices_path}: {verts.shape[0]} vertices but the faces index {expected}")
-            vertices[(subject.name, frame.frame_id)] = verts
+            vertices[(subject.name, frame.frame_id)] = load_subject_vertices(subject, frame)
         except HumanDataError as err:
             vertex_problems.append(str(err))
     return _summarise("dataset", "proxy vertices", vertex_problems, len(chosen_frames), "frames"), vertices

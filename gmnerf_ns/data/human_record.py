@@ -213,6 +213,16 @@ def load_vertices(frame: FrameRecord, expected_count: Optional[int] = None) -> n
     return verts * np.float32(frame.vertices_scale)
 
 
+def load_subject_vertices(subject: SubjectRecord, frame: FrameRecord) -> np.ndarray:
+    """Loads a frame's proxy vertices (:func:`load_vertices`), refusing fewer than the subject's faces index (the
+    proxy is meshed with those faces)."""
+    expected = None if subject.faces is None else int(subject.faces.max()) + 1
+    verts = load_vertices(frame)
+    if expected is not None and verts.shape[0] < expected:
+        raise HumanDataError(f"{frame.vertices_path}: {verts.shape[0]} vertices but the faces index {expected}")
+    return verts
+
+
 def read_obj_vertices(path: Path) -> np.ndarray:
     """Reads the ``v x y z`` lines of a Wavefront OBJ file."""
     rows = []

@@ -8,8 +8,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from gmnerf_ns.core.errors import HumanDataError
-from gmnerf_ns.data.human_record import FrameRecord, SubjectRecord, ViewRecord, load_vertices, proxy_bbox
+from gmnerf_ns.data.human_record import FrameRecord, SubjectRecord, ViewRecord, load_subject_vertices, proxy_bbox
 from gmnerf_ns.data.proxy_jitter import jitter_proxy
 from gmnerf_ns.model.sources import SourceViews
 
@@ -28,10 +27,7 @@ def load_sources(load: Callable[[ViewRecord], Tuple[torch.Tensor, torch.Tensor]]
         Ks.append(view.output_intrinsics)
         Rs.append(np.asarray(view.R))
         Ts.append(np.asarray(view.T).reshape(3))
-    expected = None if subject.faces is None else int(subject.faces.max()) + 1
-    verts = load_vertices(frame)
-    if expected is not None and verts.shape[0] < expected:
-        raise HumanDataError(f"{frame.vertices_path}: {verts.shape[0]} vertices but the faces index {expected}")
+    verts = load_subject_vertices(subject, frame)
     if jitter is not None and proxy_jitter > 0:
         verts = jitter_proxy(verts, np.random.default_rng(jitter.getrandbits(64)), proxy_jitter)
     as_tensor = lambda x: torch.from_numpy(np.stack(x)).float()  # noqa: E731
