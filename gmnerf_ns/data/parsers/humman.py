@@ -26,14 +26,14 @@ from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
 import numpy as np
 
 from gmnerf_ns.core.errors import HumanDataError
-from gmnerf_ns.data.human_record import FrameRecord, SubjectRecord, ViewRecord, check_camera
+from gmnerf_ns.data.human_record import FrameRecord, ViewRecord, check_camera
 from gmnerf_ns.data.parsers.base import HumanDataParser, HumanDataParserConfig
-from gmnerf_ns.data.protocol import FrameSampling
 
 from ._body_models import BodyModels, BodyParams
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, finite_array, image_size, require_key, subject_folders, warn
 from ._layouts import HUMMAN, is_sequence
+from .subject_reader import UNFIT, SkipFrame, SubjectReader, require_files
 
 COLOR_CAMERA = re.compile(r"^kinect_color_(\d+)$")
 SMPL_KEYS = {"global_orient": 3, "body_pose": 69, "betas": -1, "transl": 3}
@@ -86,68 +86,8 @@ class HuMManDataParser(HumanDataParser):
             out.append([n for n in names if n in present])
         return out[0], out[1]
 
-    def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
-        inside = DatasetFolder(folder)  # its files, symlinks included, must stay inside the sequence folder
-        cameras = self._cameras(inside.check(folder / "cameras.json", what="cameras file"))
-        present = [(number, K, R, T) for number, K, R, T in cameras
-                   if (folder / "kinect_color" / f"kinect_{number:03d}").is_dir()]
-        lost = [f"kinect_{n:03d}" for n, *_ in cameras if n not in {p[0] for p in present}]
-        if not present:
-            raise HumanDataError(f"{folder / 'kinect_color'}: none of the color camera folders of cameras.json exist "
-                                 f"(kinect_{cameras[0][0]:03d}, ...)")
-        if lost:
-            warn(f"{folder}: color camera folders {', '.join(lost)} are missing; sequence {name} goes on without them")
-        color_dirs = [folder / "kinect_color" / f"kinect_{n:03d}" for n, *_ in present]
-        stems = sorted((p.stem for p in color_dirs[0].glob("*.png") if p.stem.isdigit()), key=int)
-        if not stems:
-            raise HumanDataError(f"{color_dirs[0]}: no <frame>.png color images")
-        sampled = frames.select(stems)
-        if not sampled:
-            raise HumanDataError(f"{folder}: frame sampling {frames} selects none of its {len(stems)} frames")
-        sizes = [image_size(inside.check(d / f"{sampled[0]}.png", what="image")) for d in color_dirs]
-        out_size, crops = common_frame(sizes, resolution)
-        mask_dir = folder / self.config.mask_dir
-        if not mask_dir.is_dir():
-            raise HumanDataError(f"{mask_dir}: no mask folder (kinect_mask/ from matting for every split, "
-                                 "kinect_mask_manual/ for the test split; --mask-dir)")
-
-        models = BodyModels(self.config.body_model_dir, self.config.gender)
-        try:
-            model_file = models.path("smpl")
-        except HumanDataError as err:
-            raise HumanDataError(f"{folder / 'smpl_params'}: HuMMan ships SMPL parameters only; {err}") from None
-        cache = DerivedFiles(self.config.cache_dir, "proxies", folder, f"humman|{model_file}|{self.config.gender}")
-        records, missing, unfit = [], [], []
-        for stem in sampled:
-            images = [d / f"{stem}.png" for d in color_dirs]
-            if not all(p.is_file() for p in images):
-                missing.append(f"frame {stem} ({next(p for p in images if not p.is_file())})")
-                continue
-            params = folder / "smpl_params" / f"{stem}.npz"
-            if not params.is_file():
-                unfit.append(f"frame {stem} ({params})")
-                continue
-            masks = [mask_dir / f"kinect_{n:03d}" / f"{stem}.png" for n, *_ in present]
-            for image, mask in zip(images, masks):
-                inside.check(image, what="image")
-                inside.check(mask, what="mask")
-            inside.check(params, what="SMPL fit")
-            views = tuple(
-                ViewRecord(image_path=image, mask_paths=(mask,), K=K, R=R, T=T, camera_name=f"kinect_color_{n:03d}",
-                           out_size=out_size, crop=crop, mask_threshold=self.config.mask_threshold)
-                for image, mask, (n, K, R, T), crop in zip(images, masks, present, crops)
-            )
-            vertices = cache.vertices(stem, [params, model_file], partial(_posed, models, params))
-            records.append(FrameRecord(subject=name, frame_id=int(stem), views=views, vertices_path=vertices))
-        if missing:
-            warn(f"{folder}: skipped {len(missing)} frame(s) with missing images, e.g. {missing[0]}")
-        if unfit:
-            warn(f"{folder / 'smpl_params'}: {len(unfit)} frame(s) have no SMPL fit and are skipped, e.g. {unfit[0]}")
-        if not records:
-            raise HumanDataError(f"{folder}: no sampled frame has its color images and an SMPL fit")
-        return SubjectRecord(name=name, camera_names=tuple(f"kinect_color_{n:03d}" for n, *_ in present),
-                             frames=tuple(records), faces=models.faces("smpl"),
-                             camera_ids=tuple(n for n, *_ in present))
+    def read_subject(self, name: str, folder: Path, resolution: int) -> "HuMManSubject":
+        return HuMManSubject(self, name, folder, resolution)
 
     def _cameras(self, path: Path) -> List[Tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         """(Kinect number, K, R, T) of each ``kinect_color_*`` camera; the depth cameras are left out."""
@@ -172,6 +112,77 @@ class HuMManDataParser(HumanDataParser):
                 K[:2, 2] += 0.5
             out.append((number, K, R, T))
         return out
+
+
+
+class HuMManSubject(SubjectReader):
+    """One HuMMan-Recon sequence: frames are the (sparse) ``kinect_color`` image numbers, proxies its posed SMPL fits."""
+
+    missing_files = "images"
+    needs = "its color images and an SMPL fit"
+    fit_name = "SMPL"
+
+    def __init__(self, parser: HuMManDataParser, name: str, folder: Path, resolution: int):
+        super().__init__(name, folder)
+        self.config, self.resolution = parser.config, resolution
+        self.inside = inside = DatasetFolder(folder)  # its files, symlinks included, must stay inside the folder
+        cameras = parser._cameras(inside.check(folder / "cameras.json", what="cameras file"))
+        self.present = present = [(number, K, R, T) for number, K, R, T in cameras
+                                  if (folder / "kinect_color" / f"kinect_{number:03d}").is_dir()]
+        lost = [f"kinect_{n:03d}" for n, *_ in cameras if n not in {p[0] for p in present}]
+        if not present:
+            raise HumanDataError(f"{folder / 'kinect_color'}: none of the color camera folders of cameras.json exist "
+                                 f"(kinect_{cameras[0][0]:03d}, ...)")
+        if lost:
+            warn(f"{folder}: color camera folders {', '.join(lost)} are missing; sequence {name} goes on without them")
+        self.color_dirs = [folder / "kinect_color" / f"kinect_{n:03d}" for n, *_ in present]
+        self.stems = sorted((p.stem for p in self.color_dirs[0].glob("*.png") if p.stem.isdigit()), key=int)
+        if not self.stems:
+            raise HumanDataError(f"{self.color_dirs[0]}: no <frame>.png color images")
+        self.camera_names = tuple(f"kinect_color_{n:03d}" for n, *_ in present)
+        self.camera_ids = tuple(n for n, *_ in present)
+        self.fits_where = folder / "smpl_params"
+
+    def frame_ids(self) -> List[str]:
+        return self.stems
+
+    def prepare(self, frames: Sequence[str]) -> None:
+        sizes = [image_size(self.inside.check(d / f"{frames[0]}.png", what="image")) for d in self.color_dirs]
+        self.out_size, self.crops = common_frame(sizes, self.resolution)
+        self.mask_dir = self.folder / self.config.mask_dir
+        if not self.mask_dir.is_dir():
+            raise HumanDataError(f"{self.mask_dir}: no mask folder (kinect_mask/ from matting for every split, "
+                                 "kinect_mask_manual/ for the test split; --mask-dir)")
+        self.models = BodyModels(self.config.body_model_dir, self.config.gender)
+        try:
+            self.model_file = self.models.path("smpl")
+        except HumanDataError as err:
+            raise HumanDataError(f"{self.fits_where}: HuMMan ships SMPL parameters only; {err}") from None
+        self.cache = DerivedFiles(self.config.cache_dir, "proxies", self.folder,
+                                  f"humman|{self.model_file}|{self.config.gender}")
+
+    def views(self, stem: str) -> Tuple[ViewRecord, ...]:
+        images = [d / f"{stem}.png" for d in self.color_dirs]
+        require_files(stem, images)
+        masks = [self.mask_dir / f"kinect_{n:03d}" / f"{stem}.png" for n, *_ in self.present]
+        for image, mask in zip(images, masks):
+            self.inside.check(image, what="image")
+            self.inside.check(mask, what="mask")
+        return tuple(
+            ViewRecord(image_path=image, mask_paths=(mask,), K=K, R=R, T=T, camera_name=f"kinect_color_{n:03d}",
+                       out_size=self.out_size, crop=crop, mask_threshold=self.config.mask_threshold)
+            for image, mask, (n, K, R, T), crop in zip(images, masks, self.present, self.crops)
+        )
+
+    def proxy(self, stem: str) -> Path:
+        params = self.fits_where / f"{stem}.npz"
+        if not params.is_file():
+            raise SkipFrame(f"frame {stem} ({params})", UNFIT)
+        self.inside.check(params, what="SMPL fit")
+        return self.cache.vertices(stem, [params, self.model_file], partial(_posed, self.models, params))
+
+    def faces(self, frames: Sequence[FrameRecord]) -> Optional[np.ndarray]:
+        return self.models.faces("smpl")
 
 
 def _posed(models: BodyModels, path: Path) -> np.ndarray:

@@ -31,15 +31,15 @@ import numpy as np
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from gmnerf_ns.core.errors import HumanDataError
-from gmnerf_ns.data.human_record import FrameRecord, SubjectRecord, ViewRecord, check_camera
+from gmnerf_ns.data.human_record import FrameRecord, ViewRecord, check_camera
 from gmnerf_ns.data.parsers.base import HumanDataParser, HumanDataParserConfig
-from gmnerf_ns.data.protocol import FrameSampling
 
 from ._body_models import BodyModels, easymocap_params, read_person_list
 from ._derived import DerivedFiles, common_frame
-from ._files import DatasetFolder, finite_array, image_size, read_obj_faces, subject_folders, warn
+from ._files import DatasetFolder, finite_array, image_size, read_obj_faces, subject_folders
 from ._layouts import MVHUMANNET, explain_no_subjects, is_outfit, near_miss
 from ._safe_pickle import load_pickle
+from .subject_reader import UNFIT, SkipFrame, SubjectReader, require_files
 
 
 @dataclass
@@ -92,66 +92,8 @@ class MVHumanNetDataParser(HumanDataParser):
             if problem is not None:
                 raise HumanDataError(problem)
 
-    def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
-        image_root = _first_dir(folder, self.config.image_dirs, "image")
-        mask_root = _first_dir(folder, self.config.mask_dirs, "mask")
-        scale = read_camera_scale(folder / "camera_scale.pkl")
-        calibrated = self._cameras(folder, scale)
-        inside = DatasetFolder(folder)  # camera names may not lead out of the outfit folder
-        for cam in calibrated:
-            inside.check(image_root / cam[0], folder / "camera_extrinsics.json", f"camera {cam[0]!r} folder")
-            inside.check(mask_root / cam[0], folder / "camera_extrinsics.json", f"camera {cam[0]!r} folder")
-        present = [(i, cam) for i, cam in enumerate(calibrated) if (image_root / cam[0]).is_dir()]
-        if not present:
-            raise HumanDataError(f"{image_root}: none of the {len(calibrated)} calibrated cameras has an image folder "
-                                 f"(e.g. {calibrated[0][0]})")
-        if len(present) < len(calibrated):  # known: some people were captured by fewer cameras
-            CONSOLE.log(f"MVHumanNet {name}: {len(present)} of {len(calibrated)} calibrated cameras have images")
-        first_dir = image_root / present[0][1][0]
-        numbers = sorted(int(p.name.split("_")[0]) for p in first_dir.glob("*_img.jpg") if p.name.split("_")[0].isdigit())
-        if not numbers:
-            raise HumanDataError(f"{first_dir}: no <frame>_img.jpg images")
-        sampled = frames.select(numbers)
-        if not sampled:
-            raise HumanDataError(f"{folder}: frame sampling {frames} selects none of its {len(numbers)} frames")
-
-        full_sizes = [cam[4] for _, cam in present]
-        sizes = [image_size(inside.check(image_root / cam[0] / f"{sampled[0]:04d}_img.jpg", what="image"))
-                 for _, cam in present]
-        shift = 0.5 if self.config.opencv_pixel_centres else 0.0
-        Ks = [_stored_intrinsics(cam[1], full, size, folder / "camera_extrinsics.json", cam[0], shift)
-              for (_, cam), full, size in zip(present, full_sizes, sizes)]
-        out_size, crops = common_frame(sizes, resolution)
-        bodies = _Bodies(folder, self.config)
-        records, missing, unfit = [], [], []
-        for number in sampled:
-            images = [image_root / cam[0] / f"{number:04d}_img.jpg" for _, cam in present]
-            lost = [p for p in images if not p.is_file()]
-            if lost:
-                missing.append(f"frame {number} ({lost[0]})")
-                continue
-            for path in images + [mask_root / cam[0] / f"{number:04d}_img_fmask.png" for _, cam in present]:
-                inside.check(path, what="image or mask")
-            fit = number // self.config.frame_step - 1
-            proxy = bodies.proxy(fit) if number % self.config.frame_step == 0 and fit >= 0 else None
-            if proxy is None:
-                unfit.append(f"frame {number} (fit {fit:06d})")
-                continue
-            views = tuple(
-                ViewRecord(image_path=image, mask_paths=(mask_root / cam[0] / f"{number:04d}_img_fmask.png",), K=K,
-                           R=cam[2], T=cam[3], camera_name=cam[0], out_size=out_size, crop=crop,
-                           mask_threshold=self.config.mask_threshold)
-                for image, (_, cam), K, crop in zip(images, present, Ks, crops)
-            )
-            records.append(FrameRecord(subject=name, frame_id=number, views=views, vertices_path=proxy))
-        if missing:
-            warn(f"{folder}: skipped {len(missing)} frame(s) with missing images, e.g. {missing[0]}")
-        if unfit:
-            warn(f"{bodies.where}: {len(unfit)} frame(s) have no SMPL-X fit and are skipped, e.g. {unfit[0]}")
-        if not records:
-            raise HumanDataError(f"{folder}: no sampled frame has its images and an SMPL-X fit (in {bodies.where})")
-        return SubjectRecord(name=name, camera_names=tuple(cam[0] for _, cam in present), frames=tuple(records),
-                             faces=bodies.faces(records[0].vertices_path), camera_ids=tuple(i for i, _ in present))
+    def read_subject(self, name: str, folder: Path, resolution: int) -> "MVHumanNetSubject":
+        return MVHumanNetSubject(self, name, folder, resolution)
 
     def _cameras(self, folder: Path, scale: float) -> List[tuple]:
         """(name, K (OpenCV, full resolution), R, T metres, full (W, H)) per calibrated camera, in file order."""
@@ -180,6 +122,78 @@ class MVHumanNetDataParser(HumanDataParser):
             full = (int(round(2 * K[0, 2] + 1)), int(round(2 * K[1, 2] + 1)))  # centred principal point: W = 2 cx + 1
             cameras.append((name, K, R, T, full))
         return cameras
+
+
+
+class MVHumanNetSubject(SubjectReader):
+    """One outfit folder: frames are the image numbers (5, 10, ...), fit ``i`` belongs to frame ``frame_step (i + 1)``."""
+
+    missing_files = "images"
+    fit_name = "SMPL-X"
+
+    def __init__(self, parser: MVHumanNetDataParser, name: str, folder: Path, resolution: int):
+        super().__init__(name, folder)
+        self.config, self.resolution = parser.config, resolution
+        self.image_root = image_root = _first_dir(folder, self.config.image_dirs, "image")
+        self.mask_root = mask_root = _first_dir(folder, self.config.mask_dirs, "mask")
+        calibrated = parser._cameras(folder, read_camera_scale(folder / "camera_scale.pkl"))
+        self.inside = inside = DatasetFolder(folder)  # camera names may not lead out of the outfit folder
+        for cam in calibrated:
+            inside.check(image_root / cam[0], folder / "camera_extrinsics.json", f"camera {cam[0]!r} folder")
+            inside.check(mask_root / cam[0], folder / "camera_extrinsics.json", f"camera {cam[0]!r} folder")
+        self.present = present = [(i, cam) for i, cam in enumerate(calibrated) if (image_root / cam[0]).is_dir()]
+        if not present:
+            raise HumanDataError(f"{image_root}: none of the {len(calibrated)} calibrated cameras has an image folder "
+                                 f"(e.g. {calibrated[0][0]})")
+        if len(present) < len(calibrated):  # known: some people were captured by fewer cameras
+            CONSOLE.log(f"MVHumanNet {name}: {len(present)} of {len(calibrated)} calibrated cameras have images")
+        first_dir = image_root / present[0][1][0]
+        self.numbers = sorted(int(p.name.split("_")[0]) for p in first_dir.glob("*_img.jpg")
+                              if p.name.split("_")[0].isdigit())
+        if not self.numbers:
+            raise HumanDataError(f"{first_dir}: no <frame>_img.jpg images")
+        self.camera_names = tuple(cam[0] for _, cam in present)
+        self.camera_ids = tuple(i for i, _ in present)
+
+    def frame_ids(self) -> List[int]:
+        return self.numbers
+
+    def prepare(self, frames: Sequence[int]) -> None:
+        full_sizes = [cam[4] for _, cam in self.present]
+        sizes = [image_size(self.inside.check(self.image_root / cam[0] / f"{frames[0]:04d}_img.jpg", what="image"))
+                 for _, cam in self.present]
+        shift = 0.5 if self.config.opencv_pixel_centres else 0.0
+        self.Ks = [_stored_intrinsics(cam[1], full, size, self.folder / "camera_extrinsics.json", cam[0], shift)
+                   for (_, cam), full, size in zip(self.present, full_sizes, sizes)]
+        self.out_size, self.crops = common_frame(sizes, self.resolution)
+        self.bodies = _Bodies(self.folder, self.config)
+        self.fits_where = self.bodies.where
+        self.needs = f"its images and an SMPL-X fit (in {self.bodies.where})"
+
+    def views(self, number: int) -> Tuple[ViewRecord, ...]:
+        images = [self.image_root / cam[0] / f"{number:04d}_img.jpg" for _, cam in self.present]
+        require_files(number, images)
+        masks = [self.mask_root / cam[0] / f"{number:04d}_img_fmask.png" for _, cam in self.present]
+        for path in images + masks:
+            self.inside.check(path, what="image or mask")
+        return tuple(
+            ViewRecord(image_path=image, mask_paths=(mask,), K=K, R=cam[2], T=cam[3], camera_name=cam[0],
+                       out_size=self.out_size, crop=crop, mask_threshold=self.config.mask_threshold)
+            for image, mask, (_, cam), K, crop in zip(images, masks, self.present, self.Ks, self.crops)
+        )
+
+    def proxy(self, number: int) -> Path:
+        fit = number // self.config.frame_step - 1
+        proxy = self.bodies.proxy(fit) if number % self.config.frame_step == 0 and fit >= 0 else None
+        if proxy is None:
+            raise SkipFrame(f"frame {number} (fit {fit:06d})", UNFIT)
+        return proxy
+
+    def faces(self, frames: Sequence[FrameRecord]) -> Optional[np.ndarray]:
+        return self.bodies.faces(frames[0].vertices_path)
+
+    def faces_error(self, faces: np.ndarray, num_vertices: int, first: FrameRecord) -> str:
+        return f"{first.vertices_path}: {num_vertices} vertices, but the SMPL-X faces index {int(faces.max()) + 1}"
 
 
 def _stored_intrinsics(K: np.ndarray, full: Tuple[int, int], size: Tuple[int, int], path: Path, cam: str,
@@ -233,11 +247,8 @@ class _Bodies:
         return self.models.pose(easymocap_params(people[0], path))[0]
 
     def faces(self, first: Path) -> np.ndarray:
-        faces = self.models.faces("smplx") if self.models is not None else read_obj_faces(first)
-        count = int(np.load(first, mmap_mode="r").shape[0]) if first.suffix == ".npy" else None
-        if count is not None and faces.size and int(faces.max()) >= count:
-            raise HumanDataError(f"{first}: {count} vertices, but the SMPL-X faces index {int(faces.max()) + 1}")
-        return faces
+        """The SMPL-X template's faces (posed parameters), else the first fit mesh's."""
+        return self.models.faces("smplx") if self.models is not None else read_obj_faces(first)
 
 
 def read_camera_scale(path: Path) -> float:
