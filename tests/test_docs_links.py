@@ -1,4 +1,5 @@
-"""Relative links in the README, docs/ and benchmarks/ point at files that exist and at headings those files have."""
+"""Relative links in the README, the CHANGELOG, docs/ and benchmarks/ point at files that exist and at headings those
+files have."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 
 
 def markdown_files() -> List[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "benchmarks").rglob("*.md"))]
+    return [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.md")),
+            *sorted((ROOT / "benchmarks").rglob("*.md"))]
 
 
 def anchor(heading: str) -> str:
@@ -39,6 +41,12 @@ def broken_links(path: Path) -> List[str]:
         elif fragment and linked.suffix == ".md" and fragment not in anchors(linked):
             broken.append(f"{target} (no such heading)")
     return broken
+
+
+def test_the_changelog_and_every_benchmarks_readme_are_checked():
+    checked = {path.relative_to(ROOT).as_posix() for path in markdown_files()}
+    readmes = {path.relative_to(ROOT).as_posix() for path in (ROOT / "benchmarks").rglob("README.md")}
+    assert "CHANGELOG.md" in checked and "benchmarks/README.md" in readmes and readmes <= checked
 
 
 def test_links_resolve():
