@@ -34,14 +34,14 @@ import numpy as np
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from gmnerf_ns.core.errors import HumanDataError
-from gmnerf_ns.data.human_record import FrameRecord, SubjectRecord, ViewRecord, check_camera
+from gmnerf_ns.data.human_record import FrameRecord, ViewRecord, check_camera
 from gmnerf_ns.data.parsers.base import HumanDataParser, HumanDataParserConfig
-from gmnerf_ns.data.protocol import FrameSampling
 
 from ._body_models import BodyModels, BodyParams
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, finite_array, image_size, warn
 from ._layouts import DNA_RENDERING, is_main_smc
+from .subject_reader import UNFIT, SkipFrame, SubjectReader
 
 
 @dataclass
@@ -86,69 +86,8 @@ class DNARenderingDataParser(HumanDataParser):
             return {}
         return {p.stem: p for p in sorted(folder.glob("*.smc")) if is_main_smc(p)}
 
-    def parse_subject(self, name: str, folder: Path, frames: FrameSampling, resolution: int) -> SubjectRecord:
-        main_path, annots_path = folder, annotations_of(folder)
-        inside = DatasetFolder(dataset_folder(main_path))
-        if main_path != self.resolve_root():  # a main .smc named by --data is the user's choice
-            inside.check(main_path, what="DNA-Rendering file")
-        inside.check(annots_path, what="annotation file")
-        with _open(main_path) as main, _open(annots_path) as annots:
-            cameras = self._cameras(main, annots, main_path, annots_path)
-            color0 = main[cameras[0][0]][cameras[0][1]]["color"]
-            frame_ids = sorted(int(k) for k in color0.keys() if str(k).isdigit())
-            if not frame_ids:
-                raise HumanDataError(f"{main_path}: {cameras[0][0]}/{cameras[0][1]}/color holds no frames")
-            sampled = frames.select(frame_ids)
-            if not sampled:
-                raise HumanDataError(f"{main_path}: frame sampling {frames} selects none of its {len(frame_ids)} frames")
-            smplx = self._smplx(annots, annots_path)
-            gender = self._gender(main, main_path)
-            models = BodyModels(self.config.body_model_dir, gender)
-            try:
-                model_file = models.path("smplx")
-            except HumanDataError as err:
-                raise HumanDataError(f"{annots_path}: DNA-Rendering ships SMPL-X parameters only; {err}") from None
-            files = DerivedFiles(self.config.cache_dir, "dna_rendering", main_path,
-                                 f"{model_file}|{gender}|{self.config.apply_smplx_scale}")
-            extracted: Dict[int, List[Tuple[Path, Path]]] = {}
-            missing, unfit = [], []
-            for frame in sampled:
-                if frame >= smplx["count"]:
-                    unfit.append(frame)
-                    continue
-                try:
-                    extracted[frame] = [self._extract(main, annots, files, main_path, annots_path, group, cam, frame)
-                                        for group, cam, *_ in cameras]
-                except _Missing as lost:
-                    missing.append(f"frame {frame} ({lost})")
-            short_expression = [f for f in extracted if f >= len(smplx["expression"])]
-            records = []
-            if extracted:
-                sizes = [image_size(image) for image, _ in next(iter(extracted.values()))]
-                out_size, crops = common_frame(sizes, resolution)
-            for frame, paths in extracted.items():
-                params = _frame_params(smplx, frame, self.config.apply_smplx_scale)
-                vertices = files.vertices(f"smplx_{frame:06d}", [annots_path, model_file],
-                                          lambda params=params: models.pose(params)[0])
-                views = tuple(
-                    ViewRecord(image_path=image, mask_paths=(mask,), K=K, R=R, T=T, camera_name=f"{group}/{cam}",
-                               out_size=out_size, dist=dist if self.config.undistort else None, crop=crop,
-                               mask_threshold=self.config.mask_threshold)
-                    for (image, mask), (group, cam, K, dist, R, T), crop in zip(paths, cameras, crops)
-                )
-                records.append(FrameRecord(subject=name, frame_id=frame, views=views, vertices_path=vertices))
-        if missing:
-            warn(f"{main_path}: skipped {len(missing)} frame(s) with missing images or masks, e.g. {missing[0]}")
-        if unfit:
-            warn(f"{annots_path}: SMPLx/fullpose has {smplx['count']} frames; {len(unfit)} sampled frame(s) after it "
-                 f"have no fit and are skipped, e.g. frame {unfit[0]}")
-        if short_expression:
-            warn(f"{annots_path}: SMPLx/expression has {len(smplx['expression'])} frames, fewer than fullpose; "
-                 f"{len(short_expression)} frame(s) use a zero expression, e.g. frame {short_expression[0]}")
-        if not records:
-            raise HumanDataError(f"{main_path}: no sampled frame has its images, masks and an SMPL-X fit")
-        return SubjectRecord(name=name, camera_names=tuple(f"{g}/{c}" for g, c, *_ in cameras), frames=tuple(records),
-                             faces=models.faces("smplx"), camera_ids=tuple(int(c) for _, c, *_ in cameras))
+    def read_subject(self, name: str, folder: Path, resolution: int) -> "DNARenderingSubject":
+        return DNARenderingSubject(self, name, folder, resolution)
 
     def _cameras(self, main, annots, main_path: Path, annots_path: Path) -> List[tuple]:
         """(group, id, K, D, R, T) of every camera of the chosen groups, world-to-camera (``RT`` is camera-to-world)."""
@@ -238,6 +177,96 @@ class DNARenderingDataParser(HumanDataParser):
             CONSOLE.log(f"{path.name}: actor gender {value!r}; using the neutral SMPL-X model")
             value = "neutral"
         return value
+
+
+
+class DNARenderingSubject(SubjectReader):
+    """One sequence (its main and annotation ``.smc``, open while it is read): frames are the color frame numbers;
+    views and proxies are copied or posed into the cache."""
+
+    missing_files = "images or masks"
+    needs = "its images, masks and an SMPL-X fit"
+
+    def __init__(self, parser: DNARenderingDataParser, name: str, main_path: Path, resolution: int):
+        super().__init__(name, main_path)
+        self.parser, self.config, self.resolution = parser, parser.config, resolution
+        self.main_path, self.annots_path = main_path, annotations_of(main_path)
+        inside = DatasetFolder(dataset_folder(main_path))
+        if main_path != parser.resolve_root():  # a main .smc named by --data is the user's choice
+            inside.check(main_path, what="DNA-Rendering file")
+        inside.check(self.annots_path, what="annotation file")
+        self.main = self.annots = None
+        try:
+            self.main = _open(main_path)
+            self.annots = _open(self.annots_path)
+            self.cameras = parser._cameras(self.main, self.annots, main_path, self.annots_path)
+        except BaseException:
+            self.close()
+            raise
+        self.camera_names = tuple(f"{g}/{c}" for g, c, *_ in self.cameras)
+        self.camera_ids = tuple(int(c) for _, c, *_ in self.cameras)
+        self.short_expression: List[int] = []
+        self.out_size = None
+
+    def close(self) -> None:
+        for smc in (self.main, self.annots):
+            if smc is not None:
+                smc.close()
+
+    def frame_ids(self) -> List[int]:
+        group, cam = self.cameras[0][:2]
+        frame_ids = sorted(int(k) for k in self.main[group][cam]["color"].keys() if str(k).isdigit())
+        if not frame_ids:
+            raise HumanDataError(f"{self.main_path}: {group}/{cam}/color holds no frames")
+        return frame_ids
+
+    def prepare(self, frames: Sequence[int]) -> None:
+        self.smplx = self.parser._smplx(self.annots, self.annots_path)
+        gender = self.parser._gender(self.main, self.main_path)
+        self.models = BodyModels(self.config.body_model_dir, gender)
+        try:
+            self.model_file = self.models.path("smplx")
+        except HumanDataError as err:
+            raise HumanDataError(f"{self.annots_path}: DNA-Rendering ships SMPL-X parameters only; {err}") from None
+        self.files = DerivedFiles(self.config.cache_dir, "dna_rendering", self.main_path,
+                                  f"{self.model_file}|{gender}|{self.config.apply_smplx_scale}")
+
+    def views(self, frame: int) -> Tuple[ViewRecord, ...]:
+        if frame >= self.smplx["count"]:
+            raise SkipFrame(f"frame {frame}", UNFIT)
+        try:
+            paths = [self.parser._extract(self.main, self.annots, self.files, self.main_path, self.annots_path,
+                                          group, cam, frame) for group, cam, *_ in self.cameras]
+        except _Missing as lost:
+            raise SkipFrame(f"frame {frame} ({lost})") from None
+        if frame >= len(self.smplx["expression"]):
+            self.short_expression.append(frame)
+        if self.out_size is None:  # the first frame with its files sets the shape every view is padded to
+            self.out_size, self.crops = common_frame([image_size(image) for image, _ in paths], self.resolution)
+        return tuple(
+            ViewRecord(image_path=image, mask_paths=(mask,), K=K, R=R, T=T, camera_name=f"{group}/{cam}",
+                       out_size=self.out_size, dist=dist if self.config.undistort else None, crop=crop,
+                       mask_threshold=self.config.mask_threshold)
+            for (image, mask), (group, cam, K, dist, R, T), crop in zip(paths, self.cameras, self.crops)
+        )
+
+    def proxy(self, frame: int) -> Path:
+        params = _frame_params(self.smplx, frame, self.config.apply_smplx_scale)
+        return self.files.vertices(f"smplx_{frame:06d}", [self.annots_path, self.model_file],
+                                   lambda: self.models.pose(params)[0])
+
+    def unfit_warning(self, skipped: List[str]) -> str:
+        return (f"{self.annots_path}: SMPLx/fullpose has {self.smplx['count']} frames; {len(skipped)} sampled "
+                f"frame(s) after it have no fit and are skipped, e.g. {skipped[0]}")
+
+    def finish(self) -> None:
+        if self.short_expression:
+            warn(f"{self.annots_path}: SMPLx/expression has {len(self.smplx['expression'])} frames, fewer than "
+                 f"fullpose; {len(self.short_expression)} frame(s) use a zero expression, e.g. frame "
+                 f"{self.short_expression[0]}")
+
+    def faces(self, frames: Sequence[FrameRecord]) -> Optional[np.ndarray]:
+        return self.models.faces("smplx")
 
 
 class _Missing(Exception):
