@@ -15,7 +15,8 @@ from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import HumanDataWarning, load_vertices
 from gmnerf_ns.data.parsers._body_models import easymocap_params
 from gmnerf_ns.data.parsers.auto import AutoDataParserConfig
-from gmnerf_ns.data.parsers.easymocap import EasyMocapDataParser, EasyMocapDataParserConfig, read_cameras
+from gmnerf_ns.data.parsers.easymocap import EasyMocapDataParser, EasyMocapDataParserConfig
+from gmnerf_ns.data.parsers.easymocap_cameras import read_cameras
 from tests.fake_body_model import install_fake_smplx
 from tests.fixtures_human import easymocap_json, fraction_in_masks, make_easymocap_capture, write_opencv_yaml
 
