@@ -7,7 +7,9 @@ import shutil
 
 from rich.console import Console
 
-from gmnerf_ns.cli.doctor import DoctorConfig, render, run_checks
+from gmnerf_ns.cli.doctor import run_checks
+from gmnerf_ns.cli.doctor_options import DoctorConfig
+from gmnerf_ns.cli.doctor_table import render
 from tests.fixtures_human import make_genebody, make_mvhumannet
 
 

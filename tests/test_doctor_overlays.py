@@ -26,7 +26,9 @@ def doctor(data: Path, overlay_dir: Path, **kwargs):
     """(exit status, rows by item, all details and printed text as one whitespace-normalised string)."""
     from rich.console import Console
 
-    from gmnerf_ns.cli.doctor import DoctorConfig, render, run_checks
+    from gmnerf_ns.cli.doctor import run_checks
+    from gmnerf_ns.cli.doctor_options import DoctorConfig
+    from gmnerf_ns.cli.doctor_table import render
 
     config = DoctorConfig(data=data, resolution=RES, num_input_views=3, sample_views=4, sample_frames=4,
                           overlay_dir=overlay_dir, **kwargs)

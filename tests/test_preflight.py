@@ -124,7 +124,9 @@ def test_only_ns_train_runs_the_checks(data, tmp_path, monkeypatch):
 def test_the_doctor_reports_the_same_lines(data, tmp_path, monkeypatch):
     from rich.console import Console
 
-    from gmnerf_ns.cli.doctor import DoctorConfig, render, run_checks
+    from gmnerf_ns.cli.doctor import run_checks
+    from gmnerf_ns.cli.doctor_options import DoctorConfig
+    from gmnerf_ns.cli.doctor_table import render
 
     bad = bad_data(data, tmp_path, 2.0)
     lines = setup_warnings(bad, monkeypatch)

@@ -654,7 +654,9 @@ def doctor(data: Path, **kwargs):
     """(exit status, {(item, status)}, every row's details and the printed text as one whitespace-normalised string)."""
     from rich.console import Console
 
-    from gmnerf_ns.cli.doctor import DoctorConfig, render, run_checks
+    from gmnerf_ns.cli.doctor import run_checks
+    from gmnerf_ns.cli.doctor_options import DoctorConfig
+    from gmnerf_ns.cli.doctor_table import render
 
     kwargs.setdefault("overlay_subjects", 0)  # overlay pictures: tests/test_doctor_overlays.py
     config = DoctorConfig(data=data, resolution=48, num_input_views=3, sample_views=0, sample_frames=0, **kwargs)

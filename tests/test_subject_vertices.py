@@ -37,7 +37,9 @@ def test_fewer_vertices_than_the_faces_index_is_one_error(tmp_path):
 def test_source_loading_and_the_doctor_report_the_same_line(tmp_path):
     from rich.console import Console
 
-    from gmnerf_ns.cli.doctor import DoctorConfig, render, run_checks
+    from gmnerf_ns.cli.doctor import run_checks
+    from gmnerf_ns.cli.doctor_options import DoctorConfig
+    from gmnerf_ns.cli.doctor_table import render
     from gmnerf_ns.data.parsers.synthetic import SyntheticDataParserConfig
     from gmnerf_ns.data.source_views import load_sources
 

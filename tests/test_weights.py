@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from gmnerf_ns.cli.doctor import weights_check
+from gmnerf_ns.cli.doctor_environment import weights_check
 from gmnerf_ns.core import weights
 from gmnerf_ns.core.weights import (
     OFFLINE_ENV,
