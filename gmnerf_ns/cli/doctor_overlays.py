@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 import numpy as np
 
