@@ -37,12 +37,12 @@ import tyro
 
 ROOT = Path(__file__).resolve().parent.parent
 WORLD_OPTIONS = (
-    "--num-test-subjects 8 --num-cameras 6 --max-num-cameras 16 --num-frames 3 --resolution 256 "
+    "--num-cameras 6 --max-num-cameras 16 --num-frames 3 --resolution 256 "
     "--camera-distance 2.2 4.2 --camera-height 0.3 2.6 --zoom-out 0.75 1.0 --aspect 0.8 1.25 --light-variety 1 "
     "--shape-variety 0.5 --proxy-pose-noise 0.08 --proxy-shape-error 0.25 --proxy-offset 0.03 --misfit-per-subject "
     "--mask-error 1 --seed 100"
 )
-"""``gmnerf-synth`` options of the training world, besides ``--num-subjects``."""
+"""``gmnerf-synth`` options of the training world, besides its numbers of people."""
 
 
 @dataclass
@@ -57,6 +57,8 @@ class Recipe:
     """Training steps (the learning rate decays over all of them)."""
     subjects: int = 160
     """People in the training world."""
+    test_subjects: int = 8
+    """Of these, people held out (evaluated during training, never trained on)."""
     seed: int = 0
     """Training sampler seed."""
     workers: int = 2
@@ -79,7 +81,7 @@ class Recipe:
 
     @property
     def world_options(self) -> str:
-        return f"--num-subjects {self.subjects} {WORLD_OPTIONS}"
+        return f"--num-subjects {self.subjects} --num-test-subjects {self.test_subjects} {WORLD_OPTIONS}"
 
     def train_command(self, resume: bool = False) -> list:
         """The ns-train command; ``resume`` continues the run from its newest checkpoint (exact resume)."""
@@ -174,5 +176,8 @@ def main(recipe: Recipe) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Recipe, description=__doc__.split("\n\n")[0]))
+    try:
+        main(tyro.cli(Recipe, description=__doc__.split("\n\n")[0]))
+    except subprocess.CalledProcessError as err:
+        sys.exit(f"train_pretrained: {err.cmd[0]} stopped with exit status {err.returncode}")
     sys.exit(0)

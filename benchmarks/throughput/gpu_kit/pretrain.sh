@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The GPU kit's training stage (run.sh stage "pretrain"): trains the pretrained gm-nerf-small v2 run
+# (scripts/train_pretrained.py) on the accelerator for the time it is given, resuming from the newest checkpoint
+# carried in $KIT/resume/ (prepare.sh puts this machine's newest there), and returns the newest checkpoint in $OUT so
+# that the next run, here or on the CPU (train_pretrained.py --resume-from), goes on from it exactly.
+#
+#   pretrain.sh SECONDS      (run.sh's environment: PY, REPO, KIT, WORK, OUT, DEVICE)
+#
+# Knobs (environment): GPU_KIT_PRETRAIN_STEPS (40000), GPU_KIT_PRETRAIN_SUBJECTS (320) and
+# GPU_KIT_PRETRAIN_TEST_SUBJECTS (8): the run (its learning-rate schedule and world; they must match the carried
+# checkpoint's run); GPU_KIT_PRETRAIN_SAVE (250 steps between
+# checkpoints); GPU_KIT_PRETRAIN_WORKERS (world generation processes, default: the CPU count).
+set -u
+LIMIT=${1:?seconds}
+STEPS=${GPU_KIT_PRETRAIN_STEPS:-40000}
+SUBJECTS=${GPU_KIT_PRETRAIN_SUBJECTS:-320}
+TEST_SUBJECTS=${GPU_KIT_PRETRAIN_TEST_SUBJECTS:-8}
+SAVE=${GPU_KIT_PRETRAIN_SAVE:-250}
+WORKERS=${GPU_KIT_PRETRAIN_WORKERS:-$(nproc)}
+MAX_BYTES=$((16 * 1048576))  # the largest file a device call returns
+T0=$(date +%s)
+say() { echo "[gpu-kit pretrain] $*"; }
+RECIPE=("$PY" "$REPO/scripts/train_pretrained.py" --steps "$STEPS" --subjects "$SUBJECTS" --test-subjects "$TEST_SUBJECTS" --world "$WORK/world-v2"
+        --runs "$WORK/pretrain" --workers "$WORKERS" --device "$DEVICE" --steps-per-save "$SAVE")
+
+say "world: $SUBJECTS people"
+timeout -k 10 "$LIMIT" "${RECIPE[@]}" --only world > "$WORK/logs/pretrain-world.log" 2>&1 \
+  || { say "world generation failed: $(tail -n 1 "$WORK/logs/pretrain-world.log")"; exit 1; }
+RESUME=$(ls "$KIT"/resume/step-*.ckpt 2>/dev/null | sort -V | tail -n 1)
+REST=$(( LIMIT - ($(date +%s) - T0) ))
+if [ "$REST" -lt 60 ]; then say "not trained: $REST s left after the world"; exit 0; fi
+say "training ${REST} s${RESUME:+ from $(basename "$RESUME")}"
+timeout -k 20 "$REST" "${RECIPE[@]}" --only train ${RESUME:+--resume-from "$RESUME"} > "$WORK/logs/pretrain-train.log" 2>&1
+say "training stopped (exit $?)"
+
+RUN=$(ls -d "$WORK"/pretrain/pretrained/gm-nerf-small/* 2>/dev/null | head -n 1)
+NEWEST=$(ls "$RUN"/nerfstudio_models/step-*.ckpt 2>/dev/null | sort -V | tail -n 1)
+if [ -z "$NEWEST" ]; then say "no checkpoint written"; exit 1; fi
+mkdir -p "$WORK/logs/pretrain"
+cp "$RUN"/config.yml "$RUN"/train_seconds.txt "$RUN"/events.out.tfevents.* "$WORK/logs/pretrain/" 2>/dev/null
+if [ "$(stat -c %s "$NEWEST")" -gt "$MAX_BYTES" ]; then
+  say "$(basename "$NEWEST") is over 16 MiB: not returned"
+  exit 1
+fi
+cp "$NEWEST" "$OUT/" && say "returned $(basename "$NEWEST") ($(( $(stat -c %s "$NEWEST") / 1048576 )) MiB)"
