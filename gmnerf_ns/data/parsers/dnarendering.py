@@ -35,18 +35,21 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import FrameRecord, ViewRecord, check_camera
-from gmnerf_ns.data.parsers.base import HumanDataParser, HumanDataParserConfig
+from gmnerf_ns.data.parsers.base import HumanDataParser
 
 from ._body_models import BodyModels, BodyParams
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, finite_array, image_size, warn
 from ._layouts import DNA_RENDERING, is_main_smc
+from .body_model_config import BodyModelParserConfig
 from .subject_reader import UNFIT, SkipFrame, SubjectReader
 
 
 @dataclass
-class DNARenderingDataParserConfig(HumanDataParserConfig):
-    """DNA-Rendering: the root (main/ and annotations/), a folder of .smc files, or one main .smc file."""
+class DNARenderingDataParserConfig(BodyModelParserConfig):
+    """DNA-Rendering: the root (main/ and annotations/), a folder of .smc files, or one main .smc file. It ships SMPL-X
+    parameters only: --body-model-dir with smplx/SMPLX_<GENDER>.npz, the gender of the main .smc's actor by default
+    (as the official loader). Extracted images and masks are cached with the posed proxies (--cache-dir)."""
 
     same_layout: ClassVar[Tuple[str, ...]] = (DNA_RENDERING,)
     """Datasets laid out as this parser reads them (see _layouts.other_dataset)."""
@@ -61,16 +64,11 @@ class DNARenderingDataParserConfig(HumanDataParserConfig):
     """A mask pixel is foreground when its value is above this (the official loaders: mask / 255 >= 0.5)."""
     undistort: bool = True
     """Undistort images and masks with D, as the official 3DGS loader does (GIGA does not)."""
-    body_model_dir: Optional[Path] = None
-    """Your SMPL-X model files (smplx/SMPLX_<GENDER>.npz): DNA-Rendering ships SMPL-X parameters only."""
     gender: Literal["file", "neutral", "male", "female"] = "file"
-    """SMPL-X model gender: file = the main .smc's actor gender (as the official loader), else this one."""
     apply_smplx_scale: bool = False
     """Multiply the posed SMPL-X by SMPLx/scale (about the world origin). The official loader ignores it."""
     opencv_pixel_centres: bool = True
     """K is an OpenCV calibration (pixel centres at integers); cx, cy get +0.5."""
-    cache_dir: Optional[Path] = None
-    """Where extracted images, masks and posed proxies go; None = $XDG_CACHE_HOME/gmnerf_ns/dna_rendering (~/.cache)."""
 
 
 class DNARenderingDataParser(HumanDataParser):

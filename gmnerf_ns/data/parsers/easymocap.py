@@ -31,7 +31,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import FrameRecord, ViewRecord
-from gmnerf_ns.data.parsers.base import HumanDataParser, HumanDataParserConfig
+from gmnerf_ns.data.parsers.base import HumanDataParser
 
 from ._body_models import (
     TEMPLATE_SIZES,
@@ -43,6 +43,7 @@ from ._body_models import (
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, image_size, subject_folders, warn
 from ._layouts import EASYMOCAP, explain_no_subjects, is_capture
+from .body_model_config import BodyModelParserConfig
 from .easymocap_cameras import Camera, read_cameras
 from .subject_reader import UNFIT, SkipFrame, SubjectReader, require_files
 
@@ -52,8 +53,10 @@ MASK_DIRS = ("mask", "masks", "mask-schp")
 
 
 @dataclass
-class EasyMocapDataParserConfig(HumanDataParserConfig):
-    """A capture in EasyMocap's layout (intri.yml, extri.yml, images/, mask/, output*/smpl or output*/vertices)."""
+class EasyMocapDataParserConfig(BodyModelParserConfig):
+    """A capture in EasyMocap's layout (intri.yml, extri.yml, images/, mask/, output*/smpl or output*/vertices).
+    --body-model-dir poses the output*/smpl fits (EasyMocap fits with the neutral model); without it the vertices in
+    output*/vertices are used."""
 
     same_layout: ClassVar[Tuple[str, ...]] = (EASYMOCAP,)
     """Datasets laid out as this parser reads them (see _layouts.other_dataset)."""
@@ -68,21 +71,14 @@ class EasyMocapDataParserConfig(HumanDataParserConfig):
     """A mask pixel is foreground when its value is above this."""
     output_dir: Optional[str] = None
     """Fits folder inside the capture (holding smpl/ or vertices/); None = the output* folder that has them."""
-    body_model_dir: Optional[Path] = None
-    """Your SMPL/SMPL-H/SMPL-X model files, laid out as smplx expects (smpl/SMPL_NEUTRAL.pkl, smplx/SMPLX_NEUTRAL.npz);
-    needed to pose output*/smpl fits. Without it the vertices in output*/vertices are used."""
     body_model_type: Literal["auto", "smpl", "smplh", "smplx"] = "auto"
     """Body model of the fits; auto = from the pose length (EasyMocap's layouts, see _body_models.py)."""
-    gender: Literal["neutral", "male", "female"] = "neutral"
-    """Which model file (EasyMocap fits with the neutral model by default)."""
     person_id: Optional[int] = None
     """The person to use in a multi-person capture; None = the smallest id."""
     undistort: bool = True
     """Undistort images and masks with dist_<cam> (EasyMocap captures are stored raw)."""
     opencv_pixel_centres: bool = True
     """intri.yml is an OpenCV calibration (pixel centres at integers); cx, cy get +0.5 for our records' convention."""
-    cache_dir: Optional[Path] = None
-    """Where posed proxies are cached; None = $XDG_CACHE_HOME/gmnerf_ns/proxies (~/.cache)."""
 
 
 class EasyMocapDataParser(HumanDataParser):

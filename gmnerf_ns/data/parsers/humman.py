@@ -21,18 +21,19 @@ import re
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Optional, Tuple, Type
 
 import numpy as np
 
 from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import FrameRecord, ViewRecord, check_camera
-from gmnerf_ns.data.parsers.base import HumanDataParser, HumanDataParserConfig
+from gmnerf_ns.data.parsers.base import HumanDataParser
 
 from ._body_models import BodyModels, BodyParams
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, finite_array, image_size, require_key, subject_folders, warn
 from ._layouts import HUMMAN, is_sequence
+from .body_model_config import BodyModelParserConfig
 from .subject_reader import UNFIT, SkipFrame, SubjectReader, require_files
 
 COLOR_CAMERA = re.compile(r"^kinect_color_(\d+)$")
@@ -40,8 +41,9 @@ SMPL_KEYS = {"global_orient": 3, "body_pose": 69, "betas": -1, "transl": 3}
 
 
 @dataclass
-class HuMManDataParserConfig(HumanDataParserConfig):
-    """HuMMan-Recon: the release root (``pxxxxxx_axxxxxx`` sequences) or one sequence folder."""
+class HuMManDataParserConfig(BodyModelParserConfig):
+    """HuMMan-Recon: the release root (``pxxxxxx_axxxxxx`` sequences) or one sequence folder. HuMMan ships SMPL
+    parameters only: --body-model-dir with smpl/SMPL_NEUTRAL.pkl (its toolbox poses them with the neutral model)."""
 
     same_layout: ClassVar[Tuple[str, ...]] = (HUMMAN,)
     """Datasets laid out as this parser reads them (see _layouts.other_dataset)."""
@@ -54,14 +56,8 @@ class HuMManDataParserConfig(HumanDataParserConfig):
     """Mask folder: kinect_mask (matting, every split) or kinect_mask_manual (hand-annotated, test split only)."""
     mask_threshold: int = 127
     """A mask pixel is foreground when its value is above this (the matting masks are soft)."""
-    body_model_dir: Optional[Path] = None
-    """Your SMPL model files (smpl/SMPL_NEUTRAL.pkl); HuMMan ships SMPL parameters only."""
-    gender: Literal["neutral", "male", "female"] = "neutral"
-    """SMPL model file (the HuMMan toolbox poses the fits with the neutral model)."""
     opencv_pixel_centres: bool = True
     """cameras.json K is an OpenCV calibration (pixel centres at integers); cx, cy get +0.5."""
-    cache_dir: Optional[Path] = None
-    """Where posed proxies are cached; None = $XDG_CACHE_HOME/gmnerf_ns/proxies (~/.cache)."""
 
 
 class HuMManDataParser(HumanDataParser):

@@ -25,26 +25,29 @@ import json
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Optional, Tuple, Type
 
 import numpy as np
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import FrameRecord, ViewRecord, check_camera
-from gmnerf_ns.data.parsers.base import HumanDataParser, HumanDataParserConfig
+from gmnerf_ns.data.parsers.base import HumanDataParser
 
 from ._body_models import BodyModels, easymocap_params, read_person_list
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, finite_array, image_size, read_obj_faces, subject_folders
 from ._layouts import MVHUMANNET, explain_no_subjects, is_outfit, near_miss
 from ._safe_pickle import load_pickle
+from .body_model_config import BodyModelParserConfig
 from .subject_reader import UNFIT, SkipFrame, SubjectReader, require_files
 
 
 @dataclass
-class MVHumanNetDataParserConfig(HumanDataParserConfig):
-    """MVHumanNet: the dataset root (outfit id folders) or one outfit folder."""
+class MVHumanNetDataParserConfig(BodyModelParserConfig):
+    """MVHumanNet: the dataset root (outfit id folders) or one outfit folder. --body-model-dir (smplx/SMPLX_NEUTRAL.npz,
+    the neutral model as the dataset's own tools) poses smplx/smpl/*.json; without it the fits' meshes in
+    smplx/smplx_mesh/ are used."""
 
     same_layout: ClassVar[Tuple[str, ...]] = (MVHUMANNET,)
     """Datasets laid out as this parser reads them (see _layouts.other_dataset)."""
@@ -61,15 +64,8 @@ class MVHumanNetDataParserConfig(HumanDataParserConfig):
     """The masks are soft: foreground above this (GIGA's loader uses > 200)."""
     frame_step: int = 5
     """Image frame of fit i is frame_step * (i + 1) (the images are every 5th frame from 0005)."""
-    body_model_dir: Optional[Path] = None
-    """Your SMPL-X model files (smplx/SMPLX_NEUTRAL.npz) to pose smplx/smpl/*.json; without them the fits' meshes in
-    smplx/smplx_mesh/ are used."""
-    gender: Literal["neutral", "male", "female"] = "neutral"
-    """SMPL-X model file (the dataset's own tools use the neutral model)."""
     opencv_pixel_centres: bool = True
     """The calibration puts pixel centres at integers (principal point (W-1)/2); cx, cy get +0.5."""
-    cache_dir: Optional[Path] = None
-    """Where posed proxies are cached (with --body-model-dir); None = $XDG_CACHE_HOME/gmnerf_ns/proxies."""
 
 
 class MVHumanNetDataParser(HumanDataParser):
