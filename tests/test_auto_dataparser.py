@@ -196,7 +196,8 @@ def test_ns_train_cli(data_root):
 
 def test_gmnerf_synth_interrupted_before_any_subject_says_to_finish_it(tmp_path, monkeypatch):
     """Killed right after writing manifest.json: no subject and no split.json yet."""
-    from gmnerf_ns.synth.generator import SynthConfig, generate
+    from gmnerf_ns.synth.config import SynthConfig
+    from gmnerf_ns.synth.generator import generate
 
     out = tmp_path / "synthetic"
     config = SynthConfig(out=out, num_subjects=1, num_test_subjects=1, num_cameras=2, num_frames=1, resolution=16,

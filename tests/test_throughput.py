@@ -153,7 +153,8 @@ def _profile_step_module():
 
 
 def test_profile_step_reports_a_step_within_the_sync_budget(tmp_path):
-    from gmnerf_ns.synth.generator import SynthConfig, generate
+    from gmnerf_ns.synth.config import SynthConfig
+    from gmnerf_ns.synth.generator import generate
 
     # Built-in people (a real body mesh: small triangles at the visibility resolution, like SMPL on real data).
     data = generate(SynthConfig(out=tmp_path / "data", num_subjects=3, num_test_subjects=1, num_cameras=6,

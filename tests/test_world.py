@@ -14,7 +14,8 @@ from PIL import Image
 from gmnerf_ns.data.parsers._files import load_pickled_dict
 from gmnerf_ns.data.proxy_jitter import jitter_proxy
 from gmnerf_ns.synth.body import BodyModel
-from gmnerf_ns.synth.generator import SynthConfig, SynthError, generate
+from gmnerf_ns.synth.config import SynthConfig, SynthError
+from gmnerf_ns.synth.generator import generate
 from gmnerf_ns.synth.misfit import degrade_mask
 from tests.fixtures_human import make_synthetic_dataset, synthetic_datamanager
 

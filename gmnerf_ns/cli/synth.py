@@ -9,7 +9,8 @@ from typing import Optional
 
 import tyro
 
-from gmnerf_ns.synth.generator import SynthConfig, SynthError, dataset_complete, generate
+from gmnerf_ns.synth.config import SynthConfig, SynthError
+from gmnerf_ns.synth.generator import dataset_complete, generate
 
 
 def output_problem(out: Path) -> Optional[str]:
