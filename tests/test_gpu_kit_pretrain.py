@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import torch
@@ -52,3 +53,23 @@ def test_too_little_time_left_after_the_world_trains_nothing(tmp_path):
     out, stdout, _, _ = _pretrain(tmp_path, "short", tmp_path / "kit", seconds=59)
     assert "not trained" in stdout
     assert not list(out.glob("*.ckpt"))
+
+
+def test_run_sh_ends_with_the_pretrain_stage(tmp_path):
+    """run.sh's own path to the stage (dry mode, as tests/test_gpu_kit.py): the checkpoint comes back beside the
+    summary, and the run's config and event file are in the logs archive."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {**os.environ, "OUT": str(out), "GPU_KIT_WORK": str(work), "GPU_KIT_DEVICE": "cpu", "GPU_KIT_INSTALL": "0",
+           "GPU_KIT_PYTHON": sys.executable, "GPU_KIT_STAGES": "pretrain", "GPU_KIT_DIR": str(tmp_path / "kit"),
+           "GPU_KIT_SMALL_RESOLUTION": "48", "GPU_KIT_SUBJECTS": "2", "GPU_KIT_FRAMES": "1",
+           "GPU_KIT_PRETRAIN_STEPS": "2", "GPU_KIT_PRETRAIN_SUBJECTS": "3", "GPU_KIT_PRETRAIN_TEST_SUBJECTS": "1",
+           "GPU_KIT_PRETRAIN_SAVE": "2", "GPU_KIT_PRETRAIN_WORKERS": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "throughput" / "gpu_kit" / "run.sh")], env=env,
+                            capture_output=True, text=True, check=False, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "returned step-000000001.ckpt" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["logs.tar.gz", "step-000000001.ckpt", "summary.json",
+                                                     "summary.txt"]
+    with tarfile.open(out / "logs.tar.gz") as archive:
+        names = archive.getnames()
+    assert "logs/pretrain/config.yml" in names and "logs/pretrain/train_seconds.txt" in names

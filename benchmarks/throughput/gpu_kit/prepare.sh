@@ -8,7 +8,9 @@
 #   bash benchmarks/throughput/gpu_kit/prepare.sh
 #
 # Knobs (environment): GPU_KIT_DIR (default .gpu_kit), GPU_KIT_PYTHON_VERSION (3.12), GPU_KIT_EXTRA (more packages,
-# e.g. "tensorboard" if the image lacks it), GPU_KIT_LIMIT_MB (50), GPU_KIT_BUILD_PYTHON (.venv/bin/python).
+# e.g. "tensorboard" if the image lacks it), GPU_KIT_LIMIT_MB (50), GPU_KIT_BUILD_PYTHON (.venv/bin/python),
+# GPU_KIT_RESUME_RUN (the pretrained run whose newest checkpoint the pretrain stage resumes from;
+# outputs/pretrained/gm-nerf-small/world-seed0-40000).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 ROOT=$(pwd)
@@ -31,6 +33,15 @@ echo "[prepare] dependency wheels for CPython $PYV (x86-64 Linux) -> $KIT/wheels
 "$PY" "$HERE/kit.py" check-wheels "$KIT/wheels" --python-version "$PYV"
 echo '"""Empty stand-in: fpsample has no python 3.12 wheel; nerfstudio imports it but gm-nerf never calls it."""' \
   > "$KIT/stub/fpsample.py"
+
+# The pretrain stage goes on from this machine's newest checkpoint of the pretrained run, if there is one.
+RUN=${GPU_KIT_RESUME_RUN:-$ROOT/outputs/pretrained/gm-nerf-small/world-seed0-40000}
+NEWEST=$(ls "$RUN"/nerfstudio_models/step-*.ckpt 2>/dev/null | sort -V | tail -n 1)
+rm -rf "$KIT/resume"
+if [ -n "$NEWEST" ]; then
+  mkdir -p "$KIT/resume" && cp "$NEWEST" "$KIT/resume/"
+  echo "[prepare] the pretrain stage resumes from $NEWEST"
+fi
 
 kit_bytes=$(du -sb "$KIT" | cut -f1)
 tree_bytes=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}')

@@ -10,6 +10,8 @@
 #      profile  benchmarks/throughput/profile_step.py for both methods on the same data
 #      extras   gm-nerf --pipeline.model.autocast bf16; gm-nerf-small --pipeline.datamanager.subjects-per-step 4;
 #               gm-nerf --pipeline.model.compile-networks True
+#      pretrain all the time left: trains the pretrained gm-nerf-small v2 run (pretrain.sh), resuming from the checkpoint
+#               carried in $KIT/resume/, and returns its newest checkpoint in $OUT
 #      nvidia-smi samples the GPU every 200 ms during each ns-train run;
 #   4. writes $OUT/summary.txt, $OUT/summary.json (benchmarks/throughput/ns_train_timing.py per run) and
 #      $OUT/logs.tar.gz (logs, nvidia-smi samples, event files, configs, profile JSONs), even after a failure.
@@ -18,7 +20,7 @@
 # Knobs (environment): OUT (required; the device machine sets it), GPU_KIT_WORK (/tmp/gpu_kit), GPU_KIT_DIR (.gpu_kit),
 # GPU_KIT_DEVICE (cuda), GPU_KIT_PYTHON (python3), GPU_KIT_INSTALL (1; 0 = use GPU_KIT_PYTHON's packages as they are),
 # GPU_KIT_DEADLINE (450 s: no stage starts after it, each stage's timeout ends by it), GPU_KIT_STAGES
-# ("small full profile extras"), GPU_KIT_STEPS and GPU_KIT_WINDOW (override every run's steps and window),
+# ("small full profile extras pretrain"), GPU_KIT_STEPS and GPU_KIT_WINDOW (override every run's steps and window),
 # GPU_KIT_SMALL_RESOLUTION (256), GPU_KIT_FULL_RESOLUTION (512), GPU_KIT_SUBJECTS (6, one held out), GPU_KIT_FRAMES
 # (2), GPU_KIT_CAMERAS (8), GPU_KIT_TRAIN_ARGS (more ns-train options for every run), GPU_KIT_PROFILE_STEPS (20),
 # GPU_KIT_PROFILE_ARGS (more profile_step.py options).
@@ -35,7 +37,7 @@ PY=${GPU_KIT_PYTHON:-python3}
 INSTALL=${GPU_KIT_INSTALL:-1}
 DEADLINE=${GPU_KIT_DEADLINE:-450}
 RESERVE=15  # seconds kept for the summary and the archive
-STAGES=" ${GPU_KIT_STAGES:-small full profile extras} "
+STAGES=" ${GPU_KIT_STAGES:-small full profile extras pretrain} "
 SMALL_RES=${GPU_KIT_SMALL_RESOLUTION:-256}
 FULL_RES=${GPU_KIT_FULL_RESOLUTION:-512}
 TRAIN_ARGS=${GPU_KIT_TRAIN_ARGS:-}
@@ -217,5 +219,12 @@ case $STAGES in *" extras "*)
   train full-bf16 gm-nerf "$DATA_FULL" "$FULL_RES" 300 100:300 1 100 --pipeline.model.autocast bf16
   train small-p4 gm-nerf-small "$DATA_SMALL" "$SMALL_RES" 200 100:200 4 100
   train full-compile gm-nerf "$DATA_FULL" "$FULL_RES" 300 150:300 1 150 --pipeline.model.compile-networks True ;;
+esac
+case $STAGES in *" pretrain "*)
+  limit=$(limit_for 100000)
+  if [ -z "$limit" ]; then note "pretrain: not run ($(left) s left before the deadline)"
+  else PY=$PY REPO=$REPO KIT=$KIT WORK=$WORK OUT=$OUT DEVICE=$DEVICE bash "$HERE/pretrain.sh" "$limit" \
+         || note "pretrain: exit $? (logs/pretrain-*.log)"
+  fi ;;
 esac
 say "stages done"
