@@ -1,5 +1,5 @@
-"""Layout detection (gmnerf_ns/data/parsers/_layouts.py) sits below the parsers, which use it for their errors, and
-gmnerf-auto."""
+"""Layout detection (gmnerf_ns/data/parsers/_layouts.py, which asks each parser config's ``detect``) sits below the
+parsers, which use it for their errors, and gmnerf-auto."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from gmnerf_ns.data.parsers.multigarment import MultiGarmentDataParserConfig
 from gmnerf_ns.data.parsers.synthetic import SyntheticDataParserConfig
 from gmnerf_ns.data.parsers.thuman2 import THuman2DataParserConfig
 from gmnerf_ns.data.parsers.zju_mocap import ZJUMocapDataParserConfig
-from tests.fixtures_human import make_synthetic_dataset
+from tests.fixtures_human import make_synthetic_dataset, make_zju_subject
 from tests.test_import_graph import import_graph, module_files
 
 PACKAGE = "gmnerf_ns.data.parsers"
@@ -88,3 +88,24 @@ def test_rendered_scans_of_the_other_source_are_named(renders):
         f"; {folder} looks like Multi-garment renders (gmnerf-render-scans) (subject_000/ has camera folders and "
         "subject.json or body_model.npz; subject.json: dataset Multi-garment): use ns-train gm-nerf multi-garment "
         "--data ..., or leave the dataparser out to detect it")
+
+
+def test_each_dataset_config_detects_its_layout_and_auto_asks_them_in_order(tmp_path):
+    """The rules live on the parser configs (``detect``); ``_layouts.detect_folder`` asks them in DETECTION_ORDER, so
+    a ZJU-layout subject that the built-in data also claims (subject.json) is the built-in data's."""
+    from gmnerf_ns.data.parsers import _layouts
+    from gmnerf_ns.data.parsers.base import DATASET_CONFIGS
+
+    assert sorted(_layouts.DETECTION_ORDER) == sorted(_layouts.LABELS) == sorted(DATASET_CONFIGS)
+    assert all(config.dataset == name for name, config in DATASET_CONFIGS.items())
+    subject = make_zju_subject(tmp_path, 377, num_frames=1, size=16, num_vertices=60).folder
+    assert ZJUMocapDataParserConfig.detect(subject) == "CoreView_377/ has annots.npy and camera folders"
+    assert SyntheticDataParserConfig.detect(subject) is None
+    assert _layouts.detect_folder(subject, subject) == ("zju-mocap", "CoreView_377/ has annots.npy and camera folders")
+    (subject / "subject.json").write_text(json.dumps({"dataset": "THuman2.0"}))
+    why = "CoreView_377/ has camera folders and subject.json or body_model.npz; subject.json: dataset THuman2.0"
+    assert ZJUMocapDataParserConfig.detect(subject) is not None  # the same layout ...
+    assert SyntheticDataParserConfig.detect(subject) is None and THuman2DataParserConfig.detect(subject) == why
+    assert _layouts.detect_folder(subject, subject) == ("thuman2", why)  # ... but the built-in data is asked first
+    assert _layouts.detect_folder(tmp_path, tmp_path) == ("thuman2", why)  # a root: its sub-folders as subjects
+    assert ZJUMocapDataParserConfig.detect(tmp_path) is None  # detect looks at the folder itself

@@ -1,20 +1,20 @@
-"""Which dataset a folder is laid out as, told by its files and spoken of by dataset name.
+"""Which dataset a folder is laid out as, asked of the dataset parsers, and spoken of by dataset name.
 
-The rules gmnerf-auto detects ``--data`` by (listed in gmnerf_ns/data/parsers/auto.py) and the parsers use to name
-another dataset in their errors. A dataset is its subcommand (``ns-train gm-nerf <subcommand>``, e.g. ``genebody``)
-with a label for messages (:data:`LABELS`); auto.py maps the names to parser configs. So this module imports no parser
-and every parser may import it.
+Each dataset's parser config says whether a folder is laid out as its dataset (:meth:`HumanDataParserConfig.detect`);
+:func:`detect_folder` asks them in :data:`DETECTION_ORDER`, for gmnerf-auto (gmnerf_ns/data/parsers/auto.py) and for
+the parsers' errors that name another dataset. A dataset is its subcommand (``ns-train gm-nerf <subcommand>``, e.g.
+``genebody``) with a label for messages (:data:`LABELS`). The configs are found through
+:data:`~gmnerf_ns.data.parsers.base.DATASET_CONFIGS`, so this module imports no parser and every parser may import it.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Collection, List, Optional, Tuple
 
 from gmnerf_ns.core.errors import HumanDataError
-from gmnerf_ns.data.parsers.base import DATA_ROOT_ENV
+from gmnerf_ns.data.parsers.base import DATA_ROOT_ENV, DATASET_CONFIGS
 
 ZJU = "zju-mocap"
 GENEBODY = "genebody"
@@ -46,43 +46,15 @@ CAMERA_FOLDER = re.compile(r"^Camera(?:_B| \()(\d+)\)?$")
 """ZJU-MoCap's ``Camera_B7`` or ``Camera (7)``; the number is 1-based."""
 
 
-def is_capture(folder: Path) -> bool:
-    """A folder with EasyMocap's ``intri.yml`` and ``extri.yml``."""
-    return (folder / "intri.yml").is_file() and (folder / "extri.yml").is_file()
+DETECTION_ORDER = (SYNTHETIC, THUMAN2, MULTIGARMENT, GENEBODY, EASYMOCAP, HUMMAN, MVHUMANNET, DNA_RENDERING, ZJU)
+"""The order the datasets are asked: the files of a root (split.json, genebody_split.npy) first, the built-in data
+before ZJU-MoCap (whose layout it extends), ZJU-MoCap last."""
 
 
-def is_sequence(folder: Path) -> bool:
-    """A HuMMan-Recon sequence folder: ``cameras.json`` and ``kinect_color/``."""
-    return (folder / "cameras.json").is_file() and (folder / "kinect_color").is_dir()
+def has_camera_folders(folder: Path) -> bool:
+    """A folder with ZJU-MoCap's camera folders (``Camera_B<n>``, ``Camera (<n>)``)."""
+    return folder.is_dir() and any(p.is_dir() and CAMERA_FOLDER.match(p.name) for p in folder.iterdir())
 
-
-def is_outfit(folder: Path) -> bool:
-    """An MVHumanNet outfit folder: ``camera_extrinsics.json`` and ``camera_scale.pkl``."""
-    return (folder / "camera_extrinsics.json").is_file() and (folder / "camera_scale.pkl").is_file()
-
-
-def is_main_smc(path: Path) -> bool:
-    """A main DNA-Rendering file: ``<seq>.smc`` (not ``<seq>_annots.smc``)."""
-    return path.suffix == ".smc" and path.is_file() and not path.stem.endswith("_annots")
-
-
-def is_dna_rendering(path: Path) -> bool:
-    """A main ``.smc``, a folder with ``main/*.smc``, or a folder holding main ``.smc`` files."""
-    if path.is_file():
-        return is_main_smc(path)
-    for folder in (path / "main", path):
-        if folder.is_dir() and any(is_main_smc(p) for p in folder.glob("*.smc")):
-            return True
-    return False
-
-
-MARKED = (
-    (EASYMOCAP, is_capture, "intri.yml and extri.yml"),
-    (HUMMAN, is_sequence, "cameras.json and kinect_color/"),
-    (MVHUMANNET, is_outfit, "camera_extrinsics.json and camera_scale.pkl"),
-    (DNA_RENDERING, is_dna_rendering, "DNA-Rendering .smc files"),
-)
-"""Layouts told by files of their own: (dataset, test of a subject folder, what the test looks for)."""
 
 NEAR_MISSES = (
     (EASYMOCAP, ("intri.yml",), ("extri.yml",), "an EasyMocap capture"),
@@ -93,9 +65,6 @@ NEAR_MISSES = (
 )
 """Layouts missing a file: (dataset, what a folder has that tells the dataset, what its parser also needs, what the
 folder would be)."""
-
-RENDERED_SCANS = {"THuman2.0": THUMAN2, "Multi-garment": MULTIGARMENT}
-"""``subject.json``'s ``dataset`` as gmnerf-render-scans writes it."""
 
 LOOKED_FOR = (
     "ZJU-MoCap: <subject>/annots.npy with Camera_B<n>/ or 'Camera (<n>)'/ folders (short name zju/<id> = "
@@ -113,27 +82,20 @@ NAME_THE_DATASET = "Or name the dataset: " + ", ".join(f"ns-train gm-nerf {name}
 
 
 def detect_folder(folder: Path, data: Path) -> Tuple[str, str]:
-    """(dataset, why) of an existing ``folder`` (``--data`` ``data``); raises :class:`HumanDataError` naming a
-    missing file of a layout, or what was looked for."""
-    if (folder / "split.json").is_file():
-        return _built_in(_subjects(folder), "split.json")
-    if (folder / "genebody_split.npy").is_file():
-        return GENEBODY, f"{folder}/genebody_split.npy"
-    for dataset, marked, what in MARKED:
-        if marked(folder):
-            return dataset, f"{folder.name}/ has {what}"
-    subjects = _subjects(folder)
-    for subject in subjects:
-        if all((subject / sub).is_dir() for sub in ("image", "mask", "smpl")):
-            return GENEBODY, f"{subject.name}/ has annots.npy, image/, mask/, smpl/"
-        if any(p.is_dir() and CAMERA_FOLDER.match(p.name) for p in subject.iterdir()):
-            if (subject / "subject.json").is_file() or (subject / "body_model.npz").is_file():
-                return _built_in([subject], f"{subject.name}/ has camera folders and subject.json or body_model.npz")
-            return ZJU, f"{subject.name}/ has annots.npy and camera folders"
+    """(dataset, why) of an existing ``folder`` (``--data`` ``data``): the first dataset of :data:`DETECTION_ORDER`
+    that detects the folder itself, else the first that detects one of its sub-folders (in name order) as a subject;
+    raises :class:`HumanDataError` naming a missing file of a layout, or what was looked for."""
+    configs = [DATASET_CONFIGS[name] for name in DETECTION_ORDER]
+    for config in configs:
+        why = config.detect(folder)
+        if why:
+            return config.dataset, why
     for sub in sorted(folder.iterdir()) if folder.is_dir() else []:
-        for dataset, marked, what in MARKED:
-            if sub.is_dir() and marked(sub):
-                return dataset, f"{sub.name}/ has {what}"
+        for config in configs if sub.is_dir() else ():
+            why = config.detect_subject(sub)
+            if why:
+                return config.dataset, why
+    subjects = annots_subjects(folder)
     if (folder / "manifest.json").is_file() and "gmnerf-synth" in (folder / "manifest.json").read_text(errors="replace"):
         raise HumanDataError(f"--data {data}: {folder} is an incomplete gmnerf-synth dataset (manifest.json but no "
                              "split.json: generation was interrupted); rerun the same gmnerf-synth command to finish it")
@@ -222,25 +184,10 @@ def _has(folder: Path, name: str) -> bool:
     return (folder / name).is_dir() if name.endswith("/") else (folder / name).is_file()
 
 
-def _subjects(folder: Path) -> List[Path]:
-    """``folder`` if it is a subject (has annots.npy), else its sub-folders that are."""
+def annots_subjects(folder: Path) -> List[Path]:
+    """``folder`` if it is a subject of the ZJU-MoCap-like layouts (has annots.npy), else its sub-folders that are."""
     if (folder / "annots.npy").is_file():
         return [folder]
     if not folder.is_dir():
         return []
     return [p for p in sorted(folder.iterdir()) if p.is_dir() and (p / "annots.npy").is_file()]
-
-
-def _built_in(subjects: List[Path], why: str) -> Tuple[str, str]:
-    """gmnerf-synth's humans, or rendered scans if the first subject.json says which dataset they came from."""
-    for subject in subjects:
-        path = subject / "subject.json"
-        if path.is_file():
-            try:
-                source = json.loads(path.read_text()).get("dataset")
-            except (OSError, ValueError, AttributeError):
-                continue
-            if source in RENDERED_SCANS:
-                return RENDERED_SCANS[source], f"{why}; subject.json: dataset {source}"
-            break
-    return SYNTHETIC, why

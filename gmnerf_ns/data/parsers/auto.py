@@ -8,17 +8,18 @@ So ``ns-train gm-nerf --data zju/313`` works without naming the dataparser. In t
    name against ``$GMNERF_DATA`` (default ./data) as usual.
 3. It exists under ``$GMNERF_DATA``: its folder layout is detected.
 
-Layouts (a dataset root or one subject folder; files are only stat-ed, plus one ``subject.json``; the rules live in
-gmnerf_ns/data/parsers/_layouts.py, which the parsers use too):
+Layouts (a dataset root or one subject folder; files are only stat-ed, plus one ``subject.json``): each dataset's
+parser config says whether a folder is laid out as its dataset (``detect``), and
+gmnerf_ns/data/parsers/_layouts.py asks them in a fixed order, which the parsers use too:
 
 * built-in (``gmnerf-synth``, ``gmnerf-render-scans``): ``split.json`` at the root, or a ZJU-layout subject with
   ``subject.json``/``body_model.npz``. ``subject.json``'s ``dataset`` (written by gmnerf-render-scans) tells rendered
   THuman2.0 and Multi-garment scans from gmnerf-synth's humans.
 * GeneBody: ``genebody_split.npy`` at the root, or subjects with ``annots.npy`` and ``image/``, ``mask/``, ``smpl/``.
-* ZJU-MoCap: subjects with ``annots.npy`` and ``Camera_B<n>``/``Camera (<n>)`` folders.
 * Marked by a file of their own, in the folder or its sub-folders: EasyMocap captures (your own rig: ``intri.yml`` +
   ``extri.yml``), HuMMan sequences (``cameras.json`` + ``kinect_color/``), MVHumanNet outfits
   (``camera_extrinsics.json`` + ``camera_scale.pkl``), DNA-Rendering (``main/*.smc``, ``*.smc``, or one ``.smc``).
+* ZJU-MoCap: subjects with ``annots.npy`` and ``Camera_B<n>``/``Camera (<n>)`` folders.
 
 A folder laid out as one of these but lacking a file its parser needs (an MVHumanNet outfit without
 ``camera_scale.pkl``, a GeneBody subject without ``smpl/``) is reported as that missing file; a parser pointed at
@@ -40,6 +41,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.parsers.base import (
     DATA_ROOT_ENV,
+    DATASET_CONFIGS,
     HumanDataParser,
     HumanDataParserConfig,
     data_root,
@@ -48,15 +50,7 @@ from gmnerf_ns.data.parsers.base import (
 
 from . import _layouts
 from ._layouts import LABELS, NAME_THE_DATASET, detect_folder
-from .dnarendering import DNARenderingDataParserConfig
-from .easymocap import EasyMocapDataParserConfig
-from .genebody import GeneBodyDataParserConfig
-from .humman import HuMManDataParserConfig
-from .multigarment import MultiGarmentDataParserConfig
-from .mvhumannet import MVHumanNetDataParserConfig
-from .synthetic import SyntheticDataParserConfig
-from .thuman2 import THuman2DataParserConfig
-from .zju_mocap import ZJUMocapDataParserConfig, zju_short_name
+from .zju_mocap import zju_short_name
 
 
 class Dataset(NamedTuple):
@@ -66,20 +60,7 @@ class Dataset(NamedTuple):
     label: str
 
 
-CONFIGS = {
-    _layouts.ZJU: ZJUMocapDataParserConfig,
-    _layouts.GENEBODY: GeneBodyDataParserConfig,
-    _layouts.SYNTHETIC: SyntheticDataParserConfig,
-    _layouts.THUMAN2: THuman2DataParserConfig,
-    _layouts.MULTIGARMENT: MultiGarmentDataParserConfig,
-    _layouts.EASYMOCAP: EasyMocapDataParserConfig,
-    _layouts.HUMMAN: HuMManDataParserConfig,
-    _layouts.MVHUMANNET: MVHumanNetDataParserConfig,
-    _layouts.DNA_RENDERING: DNARenderingDataParserConfig,
-}
-"""Each dataset's parser config."""
-
-DATASETS = tuple(Dataset(name, CONFIGS[name], label) for name, label in LABELS.items())
+DATASETS = tuple(Dataset(name, DATASET_CONFIGS[name], label) for name, label in LABELS.items())
 BY_NAME = {dataset.subcommand: dataset for dataset in DATASETS}
 ZJU = BY_NAME[_layouts.ZJU]
 

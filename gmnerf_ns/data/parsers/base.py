@@ -22,7 +22,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -65,6 +65,11 @@ def existing_data_path(data: Path) -> Optional[Path]:
     return None
 
 
+DATASET_CONFIGS: Dict[str, Type["HumanDataParserConfig"]] = {}
+"""Each dataset's parser config by its :attr:`~HumanDataParserConfig.dataset` name; complete once the package is
+imported (gmnerf_ns/data/parsers/__init__.py imports every dataset's module)."""
+
+
 @dataclass
 class HumanDataParserConfig(DataParserConfig):
     """Options shared by every human dataset; each dataset's config subclasses this."""
@@ -84,6 +89,27 @@ class HumanDataParserConfig(DataParserConfig):
     """Override the protocol's number of source views m."""
     max_eval_frames_per_subject: Optional[int] = None
     """Keep at most this many evenly spaced evaluation frames per held-out subject (None = all the protocol samples)."""
+    dataset: ClassVar[Optional[str]] = None
+    """The dataset a subclass reads, as ns-train names its dataparser; setting it registers the subclass in
+    :data:`DATASET_CONFIGS`, where gmnerf-auto finds its :meth:`detect`."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("dataset"):
+            DATASET_CONFIGS[cls.dataset] = cls
+
+    @classmethod
+    def detect(cls, folder: Path) -> Optional[str]:
+        """Why ``folder`` (a dataset root or one subject folder) is laid out as this dataset, else None. gmnerf-auto
+        and the parsers' "looks like another dataset" hints ask every dataset in a fixed order
+        (``_layouts.DETECTION_ORDER``); only file names are looked at."""
+        return cls.detect_subject(folder)
+
+    @classmethod
+    def detect_subject(cls, folder: Path) -> Optional[str]:
+        """Why ``folder`` is one subject of this dataset by its own files, else None; also asked of the sub-folders
+        of a folder that nothing detects (a dataset root)."""
+        return None
 
     def validate(self, prefix: str = "--") -> None:
         """Checks the numeric options' ranges before any data is read (called by ns-train; gmnerf_ns/core/options.py).

@@ -40,7 +40,7 @@ from gmnerf_ns.data.parsers.base import HumanDataParser
 from ._body_models import BodyModels, BodyParams
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, finite_array, image_size, warn
-from ._layouts import DNA_RENDERING, is_main_smc
+from ._layouts import DNA_RENDERING
 from .body_model_config import BodyModelParserConfig
 from .subject_reader import UNFIT, SkipFrame, SubjectReader
 
@@ -51,6 +51,7 @@ class DNARenderingDataParserConfig(BodyModelParserConfig):
     parameters only: --body-model-dir with smplx/SMPLX_<GENDER>.npz, the gender of the main .smc's actor by default
     (as the official loader). Extracted images and masks are cached with the posed proxies (--cache-dir)."""
 
+    dataset: ClassVar[str] = DNA_RENDERING
     same_layout: ClassVar[Tuple[str, ...]] = (DNA_RENDERING,)
     """Datasets laid out as this parser reads them (see _layouts.other_dataset)."""
     _target: Type = field(default_factory=lambda: DNARenderingDataParser)
@@ -69,6 +70,10 @@ class DNARenderingDataParserConfig(BodyModelParserConfig):
     """Multiply the posed SMPL-X by SMPLx/scale (about the world origin). The official loader ignores it."""
     opencv_pixel_centres: bool = True
     """K is an OpenCV calibration (pixel centres at integers); cx, cy get +0.5."""
+
+    @classmethod
+    def detect_subject(cls, folder: Path) -> Optional[str]:
+        return f"{folder.name}/ has DNA-Rendering .smc files" if is_dna_rendering(folder) else None
 
 
 class DNARenderingDataParser(HumanDataParser):
@@ -347,3 +352,18 @@ def annotations_of(main: Path) -> Path:
         if path.is_file():
             return path
     raise HumanDataError(f"{main}: no annotation file; expected {' or '.join(str(c) for c in candidates)}")
+
+
+def is_main_smc(path: Path) -> bool:
+    """A main DNA-Rendering file: ``<seq>.smc`` (not ``<seq>_annots.smc``)."""
+    return path.suffix == ".smc" and path.is_file() and not path.stem.endswith("_annots")
+
+
+def is_dna_rendering(path: Path) -> bool:
+    """A main ``.smc``, a folder with ``main/*.smc``, or a folder holding main ``.smc`` files."""
+    if path.is_file():
+        return is_main_smc(path)
+    for folder in (path / "main", path):
+        if folder.is_dir() and any(is_main_smc(p) for p in folder.glob("*.smc")):
+            return True
+    return False

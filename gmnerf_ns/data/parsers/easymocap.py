@@ -42,7 +42,7 @@ from ._body_models import (
 )
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, image_size, subject_folders, warn
-from ._layouts import EASYMOCAP, explain_no_subjects, is_capture
+from ._layouts import EASYMOCAP, explain_no_subjects
 from .body_model_config import BodyModelParserConfig
 from .easymocap_cameras import Camera, read_cameras
 from .subject_reader import UNFIT, SkipFrame, SubjectReader, require_files
@@ -58,6 +58,7 @@ class EasyMocapDataParserConfig(BodyModelParserConfig):
     --body-model-dir poses the output*/smpl fits (EasyMocap fits with the neutral model); without it the vertices in
     output*/vertices are used."""
 
+    dataset: ClassVar[str] = EASYMOCAP
     same_layout: ClassVar[Tuple[str, ...]] = (EASYMOCAP,)
     """Datasets laid out as this parser reads them (see _layouts.other_dataset)."""
     _target: Type = field(default_factory=lambda: EasyMocapDataParser)
@@ -79,6 +80,10 @@ class EasyMocapDataParserConfig(BodyModelParserConfig):
     """Undistort images and masks with dist_<cam> (EasyMocap captures are stored raw)."""
     opencv_pixel_centres: bool = True
     """intri.yml is an OpenCV calibration (pixel centres at integers); cx, cy get +0.5 for our records' convention."""
+
+    @classmethod
+    def detect_subject(cls, folder: Path) -> Optional[str]:
+        return f"{folder.name}/ has intri.yml and extri.yml" if is_capture(folder) else None
 
 
 class EasyMocapDataParser(HumanDataParser):
@@ -349,3 +354,8 @@ def _image_suffix(folder: Path, stem: str) -> str:
         if (folder / f"{stem}{suffix}").is_file():
             return suffix
     raise HumanDataError(f"{folder / stem}.jpg: image file is missing (also looked for .png)")
+
+
+def is_capture(folder: Path) -> bool:
+    """A folder with EasyMocap's ``intri.yml`` and ``extri.yml``."""
+    return (folder / "intri.yml").is_file() and (folder / "extri.yml").is_file()

@@ -43,6 +43,7 @@ CACHE_VERSION = 1
 class GeneBodyDataParserConfig(HumanDataParserConfig):
     """GeneBody: the dataset root (with genebody_split.npy) or one subject folder."""
 
+    dataset: ClassVar[str] = GENEBODY
     same_layout: ClassVar[Tuple[str, ...]] = (GENEBODY,)
     """Datasets laid out as this parser reads them (see _layouts.other_dataset)."""
     _target: Type = field(default_factory=lambda: GeneBodyDataParser)
@@ -59,6 +60,20 @@ class GeneBodyDataParserConfig(HumanDataParserConfig):
     """Undistort with the annotated D. GNR and the GeneBody benchmarks do not, so metrics compare raw crops."""
     crop_cache_dir: Optional[Path] = None
     """Where the mask bounding-box cache goes; None = $XDG_CACHE_HOME/gmnerf_ns/genebody_crops (~/.cache)."""
+
+    @classmethod
+    def detect(cls, folder: Path) -> Optional[str]:
+        """The root with ``genebody_split.npy``, or a subject."""
+        if (folder / "genebody_split.npy").is_file():
+            return f"{folder}/genebody_split.npy"
+        return cls.detect_subject(folder)
+
+    @classmethod
+    def detect_subject(cls, folder: Path) -> Optional[str]:
+        """A subject: ``annots.npy`` with ``image/``, ``mask/`` and ``smpl/``."""
+        if (folder / "annots.npy").is_file() and all((folder / sub).is_dir() for sub in ("image", "mask", "smpl")):
+            return f"{folder.name}/ has annots.npy, image/, mask/, smpl/"
+        return None
 
 
 class GeneBodyDataParser(HumanDataParser):

@@ -32,7 +32,7 @@ from gmnerf_ns.data.parsers.base import HumanDataParser
 from ._body_models import BodyModels, BodyParams
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, finite_array, image_size, require_key, subject_folders, warn
-from ._layouts import HUMMAN, is_sequence
+from ._layouts import HUMMAN
 from .body_model_config import BodyModelParserConfig
 from .subject_reader import UNFIT, SkipFrame, SubjectReader, require_files
 
@@ -45,6 +45,7 @@ class HuMManDataParserConfig(BodyModelParserConfig):
     """HuMMan-Recon: the release root (``pxxxxxx_axxxxxx`` sequences) or one sequence folder. HuMMan ships SMPL
     parameters only: --body-model-dir with smpl/SMPL_NEUTRAL.pkl (its toolbox poses them with the neutral model)."""
 
+    dataset: ClassVar[str] = HUMMAN
     same_layout: ClassVar[Tuple[str, ...]] = (HUMMAN,)
     """Datasets laid out as this parser reads them (see _layouts.other_dataset)."""
     _target: Type = field(default_factory=lambda: HuMManDataParser)
@@ -58,6 +59,10 @@ class HuMManDataParserConfig(BodyModelParserConfig):
     """A mask pixel is foreground when its value is above this (the matting masks are soft)."""
     opencv_pixel_centres: bool = True
     """cameras.json K is an OpenCV calibration (pixel centres at integers); cx, cy get +0.5."""
+
+    @classmethod
+    def detect_subject(cls, folder: Path) -> Optional[str]:
+        return f"{folder.name}/ has cameras.json and kinect_color/" if is_sequence(folder) else None
 
 
 class HuMManDataParser(HumanDataParser):
@@ -195,3 +200,8 @@ def _posed(models: BodyModels, path: Path) -> np.ndarray:
     params = BodyParams(model_type="smpl", betas=rows["betas"], body_pose=rows["body_pose"],
                         global_orient=rows["global_orient"], transl=rows["transl"])
     return models.pose(params)[0]
+
+
+def is_sequence(folder: Path) -> bool:
+    """A HuMMan-Recon sequence folder: ``cameras.json`` and ``kinect_color/``."""
+    return (folder / "cameras.json").is_file() and (folder / "kinect_color").is_dir()

@@ -14,6 +14,7 @@ from .synthetic import SyntheticDataParser, SyntheticDataParserConfig
 class MultiGarmentDataParserConfig(SyntheticDataParserConfig):
     """Multi-garment scans rendered on our perspective ring, SMPL proxy from registration.pkl; split from split.json."""
 
+    dataset: ClassVar[str] = MULTIGARMENT
     same_layout: ClassVar[Tuple[str, ...]] = (ZJU, SYNTHETIC, MULTIGARMENT)
     """Datasets laid out as this parser reads them (see _layouts.other_dataset): not THuman2.0 renders."""
     _target: Type = field(default_factory=lambda: MultiGarmentDataParser)

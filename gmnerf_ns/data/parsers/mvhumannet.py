@@ -37,7 +37,7 @@ from gmnerf_ns.data.parsers.base import HumanDataParser
 from ._body_models import BodyModels, easymocap_params, read_person_list
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, finite_array, image_size, read_obj_faces, subject_folders
-from ._layouts import MVHUMANNET, explain_no_subjects, is_outfit, near_miss
+from ._layouts import MVHUMANNET, explain_no_subjects, near_miss
 from ._safe_pickle import load_pickle
 from .body_model_config import BodyModelParserConfig
 from .subject_reader import UNFIT, SkipFrame, SubjectReader, require_files
@@ -49,6 +49,7 @@ class MVHumanNetDataParserConfig(BodyModelParserConfig):
     the neutral model as the dataset's own tools) poses smplx/smpl/*.json; without it the fits' meshes in
     smplx/smplx_mesh/ are used."""
 
+    dataset: ClassVar[str] = MVHUMANNET
     same_layout: ClassVar[Tuple[str, ...]] = (MVHUMANNET,)
     """Datasets laid out as this parser reads them (see _layouts.other_dataset)."""
     _target: Type = field(default_factory=lambda: MVHumanNetDataParser)
@@ -66,6 +67,10 @@ class MVHumanNetDataParserConfig(BodyModelParserConfig):
     """Image frame of fit i is frame_step * (i + 1) (the images are every 5th frame from 0005)."""
     opencv_pixel_centres: bool = True
     """The calibration puts pixel centres at integers (principal point (W-1)/2); cx, cy get +0.5."""
+
+    @classmethod
+    def detect_subject(cls, folder: Path) -> Optional[str]:
+        return f"{folder.name}/ has camera_extrinsics.json and camera_scale.pkl" if is_outfit(folder) else None
 
 
 class MVHumanNetDataParser(HumanDataParser):
@@ -278,3 +283,8 @@ def _first_dir(folder: Path, names: Tuple[str, ...], what: str) -> Path:
         if (folder / name).is_dir():
             return folder / name
     raise HumanDataError(f"{folder}: no {what} folder; expected {' or '.join(f'{n}/' for n in names)}")
+
+
+def is_outfit(folder: Path) -> bool:
+    """An MVHumanNet outfit folder: ``camera_extrinsics.json`` and ``camera_scale.pkl``."""
+    return (folder / "camera_extrinsics.json").is_file() and (folder / "camera_scale.pkl").is_file()

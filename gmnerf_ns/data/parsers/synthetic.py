@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Optional, Tuple, Type
 
 from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.parsers.base import DATA_ROOT_ENV, HumanDataParser, data_root
 
+from ._layouts import MULTIGARMENT, SYNTHETIC, THUMAN2, annots_subjects, has_camera_folders
 from .zju_mocap import ZJUMocapDataParser, ZJUMocapDataParserConfig, ZJUSubject
 
 
@@ -22,6 +23,7 @@ from .zju_mocap import ZJUMocapDataParser, ZJUMocapDataParserConfig, ZJUSubject
 class SyntheticDataParserConfig(ZJUMocapDataParserConfig):
     """Built-in synthetic humans written by ``gmnerf-synth`` (ZJU-MoCap layout with ground-truth meshes)."""
 
+    dataset: ClassVar[str] = SYNTHETIC
     _target: Type = field(default_factory=lambda: SyntheticDataParser)
     data: Path = Path("synthetic")
     """Dataset root (with split.json) or one subject folder; short names resolve against $GMNERF_DATA (./data)."""
@@ -29,6 +31,27 @@ class SyntheticDataParserConfig(ZJUMocapDataParserConfig):
     """Protocol preset or YAML path; the subject split comes from ``<root>/split.json``."""
     opencv_pixel_centres: bool = False
     """Our renderers store K with nerfstudio's half-pixel centres (unlike real ZJU-MoCap's OpenCV calibration)."""
+
+    @classmethod
+    def detect(cls, folder: Path) -> Optional[str]:
+        """A root with ``split.json``, or a subject; ``subject.json``'s ``dataset`` (written by gmnerf-render-scans)
+        tells rendered THuman2.0 and Multi-garment scans from gmnerf-synth's humans."""
+        if (folder / "split.json").is_file():
+            return cls._if_ours(*built_in_dataset(annots_subjects(folder), "split.json"))
+        return cls.detect_subject(folder)
+
+    @classmethod
+    def detect_subject(cls, folder: Path) -> Optional[str]:
+        """A ZJU-MoCap-layout subject with ``subject.json`` or ``body_model.npz``."""
+        if (folder / "annots.npy").is_file() and has_camera_folders(folder) and \
+                any((folder / name).is_file() for name in ("subject.json", "body_model.npz")):
+            why = f"{folder.name}/ has camera folders and subject.json or body_model.npz"
+            return cls._if_ours(*built_in_dataset([folder], why))
+        return None
+
+    @classmethod
+    def _if_ours(cls, dataset: str, why: str) -> Optional[str]:
+        return why if dataset == cls.dataset else None
 
 
 class SyntheticDataParser(ZJUMocapDataParser):
@@ -69,3 +92,23 @@ class SyntheticDataParser(ZJUMocapDataParser):
         if (folder / "meshes").is_dir():
             subject.gt_mesh_dir = folder / "meshes"
         return subject
+
+
+RENDERED_SCANS = {"THuman2.0": THUMAN2, "Multi-garment": MULTIGARMENT}
+"""``subject.json``'s ``dataset`` as gmnerf-render-scans writes it."""
+
+
+def built_in_dataset(subjects: List[Path], why: str) -> Tuple[str, str]:
+    """(dataset, why): gmnerf-synth's humans, or rendered scans if the first readable subject.json says which dataset
+    they came from."""
+    for subject in subjects:
+        path = subject / "subject.json"
+        if path.is_file():
+            try:
+                source = json.loads(path.read_text()).get("dataset")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if source in RENDERED_SCANS:
+                return RENDERED_SCANS[source], f"{why}; subject.json: dataset {source}"
+            break
+    return SYNTHETIC, why

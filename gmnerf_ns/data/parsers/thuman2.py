@@ -14,6 +14,7 @@ from .synthetic import SyntheticDataParser, SyntheticDataParserConfig
 class THuman2DataParserConfig(SyntheticDataParserConfig):
     """THuman2.0 rendered on our perspective ring, SMPL-X proxy; split from the render's split.json."""
 
+    dataset: ClassVar[str] = THUMAN2
     same_layout: ClassVar[Tuple[str, ...]] = (ZJU, SYNTHETIC, THUMAN2)
     """Datasets laid out as this parser reads them (see _layouts.other_dataset): not Multi-garment renders."""
     _target: Type = field(default_factory=lambda: THuman2DataParser)

@@ -25,7 +25,7 @@ from gmnerf_ns.data.human_record import (
 from gmnerf_ns.data.parsers.base import HumanDataParser, HumanDataParserConfig, data_root
 
 from ._files import DatasetFolder, finite_array, image_size, load_pickled_dict, require_key, warn
-from ._layouts import CAMERA_FOLDER, ZJU_LAYOUT, other_dataset
+from ._layouts import CAMERA_FOLDER, ZJU, ZJU_LAYOUT, has_camera_folders, other_dataset
 from .subject_reader import SubjectReader, require_files
 
 Camera = Tuple[np.ndarray, Optional[np.ndarray], np.ndarray, np.ndarray]
@@ -36,6 +36,7 @@ Camera = Tuple[np.ndarray, Optional[np.ndarray], np.ndarray, np.ndarray]
 class ZJUMocapDataParserConfig(HumanDataParserConfig):
     """ZJU-MoCap: ``--data zju/313`` (= ``$GMNERF_DATA/zju_mocap/CoreView_313``), a subject folder or the dataset root."""
 
+    dataset: ClassVar[str] = ZJU
     same_layout: ClassVar[Tuple[str, ...]] = ZJU_LAYOUT
     """Datasets laid out as this parser reads them (see _layouts.other_dataset): ZJU-MoCap and the built-in data."""
     _target: Type = field(default_factory=lambda: ZJUMocapDataParser)
@@ -56,6 +57,13 @@ class ZJUMocapDataParserConfig(HumanDataParserConfig):
     check_files: bool = True
     """Check (stat only) that every sampled image and vertices file exists; frames missing one are skipped with a
     warning."""
+
+    @classmethod
+    def detect_subject(cls, folder: Path) -> Optional[str]:
+        """A subject: ``annots.npy`` and camera folders."""
+        if (folder / "annots.npy").is_file() and has_camera_folders(folder):
+            return f"{folder.name}/ has annots.npy and camera folders"
+        return None
 
 
 def zju_short_name(data: Path) -> Optional[Path]:
