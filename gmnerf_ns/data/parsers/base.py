@@ -1,8 +1,10 @@
 """The shared nerfstudio dataparser for multi-view human datasets.
 
-A dataset module in ``gmnerf_ns.data.parsers`` only says where its subjects are and how one subject's files map onto
-:class:`SubjectRecord`; this base class applies the protocol (subject split, frame sampling, views) and turns the
-records into nerfstudio's :class:`DataparserOutputs`:
+A dataset module in ``gmnerf_ns.data.parsers`` only says where its subjects are (:meth:`find_subjects`), how its folders
+are recognised (:meth:`HumanDataParserConfig.detect`) and how one subject's files are read (:meth:`read_subject`, a
+:class:`SubjectReader`); this base class applies the protocol (subject split, frame sampling, views), reads every
+subject the same way (:meth:`parse_subject`) and turns the records into nerfstudio's :class:`DataparserOutputs`
+(docs/new_dataset.md):
 
 * ``image_filenames``/``cameras``: every view of every sampled frame of the training subjects (``train``), or the
   protocol's *target* views of the held-out subjects (``val``/``test``); source views are not targets at evaluation.
