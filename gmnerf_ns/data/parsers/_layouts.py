@@ -45,7 +45,6 @@ ZJU_LAYOUT = (ZJU, SYNTHETIC, THUMAN2, MULTIGARMENT)
 CAMERA_FOLDER = re.compile(r"^Camera(?:_B| \()(\d+)\)?$")
 """ZJU-MoCap's ``Camera_B7`` or ``Camera (7)``; the number is 1-based."""
 
-
 DETECTION_ORDER = (SYNTHETIC, THUMAN2, MULTIGARMENT, GENEBODY, EASYMOCAP, HUMMAN, MVHUMANNET, DNA_RENDERING, ZJU)
 """The order the datasets are asked: the files of a root (split.json, genebody_split.npy) first, the built-in data
 before ZJU-MoCap (whose layout it extends), ZJU-MoCap last."""
