@@ -16,7 +16,7 @@ silhouette in green over the view with the mask's outline in magenta (:mod:`gmne
 cameras whose silhouette and mask overlap less than ``--iou-threshold`` (intersection over union). Pictures of an
 earlier run are not overwritten without ``--force``. A wrong unit (millimetres, a wrong scale factor) stops the
 dataset parse itself with one error naming the factor that fixes it (``check_scale`` in
-``gmnerf_ns/data/human_dataparser.py``), which shows up here as the split's error.
+``gmnerf_ns/data/parsers/scale.py``), which shows up here as the split's error.
 
 The checks live in :mod:`gmnerf_ns.cli.doctor_environment` (this machine), :mod:`gmnerf_ns.cli.doctor_dataset` (the
 data) and :mod:`gmnerf_ns.cli.doctor_overlays` (the picture of the fit); :mod:`gmnerf_ns.cli.doctor_table` prints them.
