@@ -88,7 +88,8 @@ class Profile:
 
 
 def small_dataset(folder: Path) -> Path:
-    from gmnerf_ns.synth.generator import SynthConfig, generate
+    from gmnerf_ns.synth.config import SynthConfig
+    from gmnerf_ns.synth.generator import generate
 
     return generate(SynthConfig(out=folder / "synthetic", num_subjects=3, num_test_subjects=1, num_cameras=6,
                                 num_frames=1, resolution=256, progress=False))
