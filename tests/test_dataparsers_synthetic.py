@@ -55,15 +55,16 @@ def test_round_trip_half_pixel_convention(synthetic):
 
 
 def test_generator_output_parses(tmp_path):
-    generator = pytest.importorskip("gmnerf_ns.synth.generator", reason="gmnerf-synth is not there yet")
     import torch
 
     from gmnerf_ns.data.view_loader import load_view
     from gmnerf_ns.geometry.rasterize import rasterize
+    from gmnerf_ns.synth.config import SynthConfig
+    from gmnerf_ns.synth.generator import generate
 
-    config = generator.SynthConfig(out=tmp_path / "synthetic", num_subjects=2, num_test_subjects=1, num_cameras=4,
-                                   num_frames=1, resolution=32, progress=False, threads=1)
-    generator.generate(config)
+    config = SynthConfig(out=tmp_path / "synthetic", num_subjects=2, num_test_subjects=1, num_cameras=4,
+                         num_frames=1, resolution=32, progress=False, threads=1)
+    generate(config)
     parser = SyntheticDataParserConfig(data=config.out, resolution=32).setup()
     subject = parser.collect("test").subjects[0]
     assert subject.name == "subject_001" and subject.gt_mesh_dir is not None and subject.faces is not None
