@@ -16,7 +16,8 @@ from gmnerf_ns.data.parsers.multigarment import MultiGarmentDataParserConfig
 from gmnerf_ns.data.parsers.synthetic import SyntheticDataParser, SyntheticDataParserConfig
 from gmnerf_ns.data.parsers.thuman2 import THuman2DataParserConfig
 from gmnerf_ns.data.parsers.zju_mocap import ZJUMocapDataParser, ZJUMocapDataParserConfig
-from tests.fixtures_human import make_genebody, make_synthetic_dataset, make_zju_subject
+from tests.fixtures.datasets_captures import make_genebody
+from tests.fixtures.datasets_zju import make_synthetic_dataset, make_zju_subject
 
 RES = 16
 

@@ -16,7 +16,7 @@ import torch
 from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.parsers import smpl_proxy
 from gmnerf_ns.data.parsers._body_models import BodyModels, create_body_model, read_body_model
-from tests.test_safe_pickle import Payload
+from tests.fixtures.hostile_pickle import Payload
 
 smplx = pytest.importorskip("smplx")
 JOINTS = {"smpl": 24, "smplh": 52, "smplx": 55}

@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from tests.runs import shared_run, tiny_config
-from tests.test_reliability import checkpoints, expect_clean_exit, make_data, ns_train, saved_config, tiny
+from tests.fixtures.shared_run import shared_run, tiny_config
+from tests.fixtures.training_runs import checkpoints, expect_clean_exit, make_data, ns_train, saved_config, tiny
 
 
 class Payload:

@@ -17,8 +17,9 @@ from gmnerf_ns.data.parsers._body_models import easymocap_params
 from gmnerf_ns.data.parsers.auto import AutoDataParserConfig
 from gmnerf_ns.data.parsers.easymocap import EasyMocapDataParser, EasyMocapDataParserConfig
 from gmnerf_ns.data.parsers.easymocap_cameras import read_cameras
-from tests.fake_body_model import install_fake_smplx
-from tests.fixtures_human import easymocap_json, fraction_in_masks, make_easymocap_capture, write_opencv_yaml
+from tests.fixtures.body_model import install_fake_smplx
+from tests.fixtures.datasets_captures import easymocap_json, make_easymocap_capture, write_opencv_yaml
+from tests.fixtures.person import fraction_in_masks
 
 RES = 48  # fixtures store 48 x 40 images: the output keeps their 40 px height (never upsampled)
 
@@ -353,12 +354,12 @@ def test_vertex_count_that_does_not_match_the_faces(tmp_path, fake_smplx):
 @pytest.mark.parametrize("fits", ["vertices", "smpl"])
 def test_trains_without_naming_the_dataparser(tmp_path, monkeypatch, fits):
     """``ns-train gm-nerf-small --data <capture> --max-num-iterations 2`` (with ``gmnerf-auto --body-model-dir`` for
-    SMPL parameters, posed by the fake body model), shrunk as tests/runs.py does."""
+    SMPL parameters, posed by the fake body model), shrunk as tests/fixtures/shared_run.py does."""
     import tyro
     from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
     from nerfstudio.scripts.train import train_loop
 
-    from tests.runs import tiny_config
+    from tests.fixtures.shared_run import tiny_config
 
     capture = make_easymocap_capture(tmp_path / "data", num_frames=2, fits=(fits,))
     args = ["gm-nerf-small", "--data", str(capture.folder), "--max-num-iterations", "2"]

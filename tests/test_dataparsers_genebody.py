@@ -13,7 +13,8 @@ from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import HumanDataWarning, load_vertices
 from gmnerf_ns.data.parsers.genebody import GeneBodyDataParserConfig, gnr_crop
 from gmnerf_ns.data.view_loader import load_view
-from tests.fixtures_human import GENEBODY_UNITS, make_genebody, nerfstudio_pixel, project, ray_miss_distance
+from tests.fixtures.datasets_captures import GENEBODY_UNITS, make_genebody
+from tests.fixtures.person import nerfstudio_pixel, project, ray_miss_distance
 
 RES = 32
 ALL_VIEWS = list(range(48))

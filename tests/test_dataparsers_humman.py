@@ -12,8 +12,9 @@ from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import HumanDataWarning, load_vertices
 from gmnerf_ns.data.parsers.auto import AutoDataParserConfig
 from gmnerf_ns.data.parsers.humman import HuMManDataParser, HuMManDataParserConfig
-from tests.fake_body_model import install_fake_smplx
-from tests.fixtures_human import fraction_in_masks, make_humman
+from tests.fixtures.body_model import install_fake_smplx
+from tests.fixtures.datasets_captures import make_humman
+from tests.fixtures.person import fraction_in_masks
 
 RES = 36
 

@@ -14,8 +14,9 @@ from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import HumanDataWarning, load_vertices
 from gmnerf_ns.data.parsers.auto import AutoDataParserConfig
 from gmnerf_ns.data.parsers.mvhumannet import MVHumanNetDataParser, MVHumanNetDataParserConfig
-from tests.fake_body_model import install_fake_smplx
-from tests.fixtures_human import fraction_in_masks, make_mvhumannet
+from tests.fixtures.body_model import install_fake_smplx
+from tests.fixtures.datasets_captures import make_mvhumannet
+from tests.fixtures.person import fraction_in_masks
 
 RES = 36
 

@@ -25,14 +25,8 @@ from gmnerf_ns.data.parsers.multigarment import MultiGarmentDataParserConfig
 from gmnerf_ns.data.parsers.thuman2 import THuman2DataParserConfig
 from gmnerf_ns.data.view_loader import load_view
 from gmnerf_ns.geometry._reference import reference_rasterize
-from tests.fixtures_human import (
-    make_fake_smpl,
-    make_fake_smplx,
-    make_multigarment,
-    make_thuman2,
-    project,
-    write_obj,
-)
+from tests.fixtures.datasets_scans import make_fake_smpl, make_fake_smplx, make_multigarment, make_thuman2
+from tests.fixtures.person import project, write_obj
 
 RING = RingConfig(num_views=8, resolution=32, supersample=1)
 

@@ -13,7 +13,8 @@ from gmnerf_ns.data.human_record import load_vertices
 from gmnerf_ns.data.parsers.auto import AutoDataParserConfig
 from gmnerf_ns.data.parsers.synthetic import SyntheticDataParserConfig
 from gmnerf_ns.data.protocol import available_protocols, load_protocol
-from tests.fixtures_human import make_synthetic_dataset, nerfstudio_pixel, project, ray_miss_distance
+from tests.fixtures.datasets_zju import make_synthetic_dataset
+from tests.fixtures.person import nerfstudio_pixel, project, ray_miss_distance
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from gmnerf_ns.data.human_record import HumanDataWarning, load_vertices
 from gmnerf_ns.data.parsers.zju_mocap import ZJUMocapDataParserConfig
 from gmnerf_ns.data.view_loader import load_view
 from gmnerf_ns.geometry.camera_math import project_points
-from tests.fixtures_human import make_zju_subject, nerfstudio_pixel, person_mask, project, ray_miss_distance
+from tests.fixtures.datasets_zju import make_zju_subject
+from tests.fixtures.person import nerfstudio_pixel, person_mask, project, ray_miss_distance
 
 RES = 32  # fixtures store 64 x 64 images: ratio 0.5 as NHP's 1024 -> 512
 

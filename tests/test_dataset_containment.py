@@ -13,7 +13,7 @@ from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.parsers._files import DatasetFolder, inside_root
 from gmnerf_ns.data.parsers.easymocap import EasyMocapDataParserConfig
 from gmnerf_ns.data.parsers.mvhumannet import MVHumanNetDataParserConfig
-from tests.fixtures_human import make_easymocap_capture, make_mvhumannet
+from tests.fixtures.datasets_captures import make_easymocap_capture, make_mvhumannet
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import List
 from gmnerf_ns.cli.pretrained import PretrainedRun, write_run
 from gmnerf_ns.core.checkpoints import list_checkpoints, model_weights, read_checkpoint
 from gmnerf_ns.training.method_configs import gm_nerf_small
-from tests.runs import make_tiny_data
+from tests.fixtures.shared_run import make_tiny_data
 
 ROOT = Path(__file__).resolve().parent.parent
 NS_TRAIN = Path(sys.executable).with_name("ns-train")

@@ -13,7 +13,8 @@ import pytest
 import torch
 import yaml
 
-from tests.test_reliability import checkpoints, doctor, make_data, ns_train, tiny
+from tests.fixtures.doctor import doctor
+from tests.fixtures.training_runs import checkpoints, make_data, ns_train, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 NS_TRAIN = Path(sys.executable).with_name("ns-train")

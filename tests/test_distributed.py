@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.test_reliability import make_data, tiny
+from tests.fixtures.training_runs import make_data, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_SEED = 100

@@ -10,7 +10,7 @@ from rich.console import Console
 from gmnerf_ns.cli.doctor import run_checks
 from gmnerf_ns.cli.doctor_options import DoctorConfig
 from gmnerf_ns.cli.doctor_table import render
-from tests.fixtures_human import make_genebody, make_mvhumannet
+from tests.fixtures.datasets_captures import make_genebody, make_mvhumannet
 
 
 def doctor(data):

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.fixtures_human import make_synthetic_dataset, make_zju_subject
+from tests.fixtures.datasets_zju import make_synthetic_dataset, make_zju_subject
 
 RES = 48
 

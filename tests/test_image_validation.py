@@ -13,7 +13,8 @@ from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import HumanDataWarning
 from gmnerf_ns.data.parsers.synthetic import SyntheticDataParserConfig
 from gmnerf_ns.data.view_loader import jpeg_problem, load_view
-from tests.test_reliability import checkpoints, copy_data, doctor, make_data, ns_train, tiny
+from tests.fixtures.doctor import doctor
+from tests.fixtures.training_runs import checkpoints, copy_data, make_data, ns_train, tiny
 
 
 @pytest.fixture(scope="module")

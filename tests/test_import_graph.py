@@ -5,15 +5,15 @@ path in the repository (no package-dir mapping)."""
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
 import tomllib
 
+from tests.fixtures.import_graph import import_graph, module_files
+
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ((ROOT / "gmnerf_ns", "gmnerf_ns"),)
 
 LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("cli",),  # the gmnerf-* commands
@@ -27,34 +27,6 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
 )
 """Top to bottom; the packages of a tuple are peers, which may not import each other. The package root
 (``gmnerf_ns/__init__.py``, the version) is below them all."""
-
-
-def module_files() -> Dict[str, Path]:
-    modules = {}
-    for folder, package in PACKAGES:
-        for path in folder.rglob("*.py"):
-            parts = [p for p in path.relative_to(folder).with_suffix("").parts if p != "__init__"]
-            modules[".".join([package, *parts])] = path
-    return modules
-
-
-def import_graph(modules: Dict[str, Path]) -> Dict[str, Set[str]]:
-    """Module -> the gmnerf-ns modules it imports anywhere in its text (top level or inside functions)."""
-    graph: Dict[str, Set[str]] = {name: set() for name in modules}
-    for name, path in modules.items():
-        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        for node in ast.walk(ast.parse(path.read_text())):
-            targets: List[str] = []
-            if isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parts = package.split(".")
-                    base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
-                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
-            elif isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            graph[name].update(t for t in targets if t in modules and t != name)
-    return graph
 
 
 def cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:

@@ -13,8 +13,8 @@ from gmnerf_ns.data.parsers.multigarment import MultiGarmentDataParserConfig
 from gmnerf_ns.data.parsers.synthetic import SyntheticDataParserConfig
 from gmnerf_ns.data.parsers.thuman2 import THuman2DataParserConfig
 from gmnerf_ns.data.parsers.zju_mocap import ZJUMocapDataParserConfig
-from tests.fixtures_human import make_synthetic_dataset, make_zju_subject
-from tests.test_import_graph import import_graph, module_files
+from tests.fixtures.datasets_zju import make_synthetic_dataset, make_zju_subject
+from tests.fixtures.import_graph import import_graph, module_files
 
 PACKAGE = "gmnerf_ns.data.parsers"
 SPLIT = {"protocol": "synthetic", "train_subjects": ("subject_000",), "test_subjects": ("subject_001",)}

@@ -15,7 +15,7 @@ from gmnerf_ns.model.losses import PerceptualLossConfig
 from gmnerf_ns.model.rays import ray_box_intersection
 from gmnerf_ns.model.sources import proxy_depth_maps, vertex_visibility
 from gmnerf_ns.model.volume import grid_shape, normalize_points, splat_to_grid
-from tests.scene import cylinder_sources, nerfstudio_camera, target_image
+from tests.fixtures.scene import cylinder_sources, nerfstudio_camera, target_image
 
 
 def small_model(**overrides) -> GMNeRFModel:

@@ -1,5 +1,6 @@
-"""The worked example of docs/new_dataset.md (tests/new_dataset_example.py) parses a tiny turntable capture through
-the shared base class into records and nerfstudio's DataparserOutputs, and the document shows that code verbatim."""
+"""The worked example of docs/new_dataset.md (tests/fixtures/new_dataset_example.py) parses a tiny turntable capture
+through the shared base class into records and nerfstudio's DataparserOutputs, and the document shows that code
+verbatim."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 
 from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import HumanDataWarning
-from tests.fixtures_human import ellipsoid_points, person_image, person_mask, ring_cameras, write_gray, write_rgb
-from tests.new_dataset_example import TurntableDataParser, TurntableDataParserConfig
+from tests.fixtures.new_dataset_example import TurntableDataParser, TurntableDataParserConfig
+from tests.fixtures.person import ellipsoid_points, person_image, person_mask, ring_cameras, write_gray, write_rgb
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = (40, 32)
@@ -92,7 +93,7 @@ def test_the_base_class_fails_when_no_frame_is_left_and_checks_the_faces(tmp_pat
 
 
 def test_the_document_shows_the_tested_example_verbatim():
-    code = (ROOT / "tests" / "new_dataset_example.py").read_text()
+    code = (ROOT / "tests" / "fixtures" / "new_dataset_example.py").read_text()
     doc = (ROOT / "docs" / "new_dataset.md").read_text()
     assert f"```python\n{code}```" in doc
     assert "new_dataset.md" in (ROOT / "docs" / "datasets.md").read_text()

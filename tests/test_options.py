@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures_human import make_synthetic_dataset
+from tests.fixtures.datasets_zju import make_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 NS_TRAIN = Path(sys.executable).with_name("ns-train")

@@ -9,12 +9,12 @@ import torch
 from nerfstudio.scripts.eval import ComputePSNR
 from nerfstudio.utils.eval_utils import eval_setup
 
-from tests.runs import shared_run
+from tests.fixtures.shared_run import shared_run
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    return shared_run(tmp_path_factory)  # one tiny run (tests/runs.py) shared with the tool tests
+    return shared_run(tmp_path_factory)  # one tiny run (tests/fixtures/shared_run.py) shared with the tool tests
 
 
 def test_training_writes_a_checkpoint_that_loads(trained_run):

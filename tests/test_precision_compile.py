@@ -21,7 +21,7 @@ from gmnerf_ns.model import gmnerf_model
 from gmnerf_ns.model.gmnerf_model import GMNeRFModel, GMNeRFModelConfig
 from gmnerf_ns.model.losses import PerceptualLossConfig
 from gmnerf_ns.model.precision import CompileError, compile_errors, compile_modules
-from tests.scene import cylinder_sources, nerfstudio_camera, target_image
+from tests.fixtures.scene import cylinder_sources, nerfstudio_camera, target_image
 
 PATCH = (0, 0, 32, 32)
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.fixtures_human import make_synthetic_dataset, synthetic_datamanager
+from tests.fixtures.datasets_zju import make_synthetic_dataset, synthetic_datamanager
 
 CAMERAS = [f"Camera_B{k}" for k in range(1, 9)]
 

@@ -21,7 +21,7 @@ from gmnerf_ns.cli.pretrained import (
     write_run,
 )
 from gmnerf_ns.core.checkpoints import CheckpointError, list_checkpoints, model_weights, read_checkpoint
-from tests.runs import shared_run
+from tests.fixtures.shared_run import shared_run
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import evenly_spaced
 from gmnerf_ns.data.parsers.synthetic import SyntheticDataParserConfig
 from gmnerf_ns.data.protocol import available_protocols, load_protocol
-from tests.fixtures_human import make_synthetic_dataset, synthetic_datamanager
+from tests.fixtures.datasets_zju import make_synthetic_dataset, synthetic_datamanager
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ The kill/resume runs are real processes (``python -m tests.test_reliability trai
 
 from __future__ import annotations
 
-import copy
 import errno
 import io
 import json
@@ -28,35 +27,20 @@ import torch
 import tyro
 import yaml
 
-from tests.fixtures_human import make_synthetic_dataset
+from tests.fixtures.doctor import doctor
+from tests.fixtures.training_runs import (
+    SAVE_EVERY,
+    STEPS,
+    checkpoints,
+    copy_data,
+    expect_clean_exit,
+    make_data,
+    ns_train,
+    saved_config,
+    tiny,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS, SAVE_EVERY = 6, 2
-
-
-def tiny(data: Path, out: Path, timestamp: str = "run", steps: int = STEPS, save_every: int = SAVE_EVERY):
-    """``gm-nerf-small`` shrunk to about a second per step (48-px images, 8 samples, 16^3 volume)."""
-    from gmnerf_ns.training.method_configs import gm_nerf_small
-
-    config = copy.deepcopy(gm_nerf_small.config)
-    config.output_dir, config.experiment_name, config.timestamp = out, "tiny", timestamp
-    config.vis = "tensorboard"
-    config.max_num_iterations, config.steps_per_save = steps, save_every
-    config.steps_per_eval_batch, config.steps_per_eval_image, config.steps_per_eval_all_images = 2, 3, 1_000_000
-    dm = config.pipeline.datamanager
-    dm.data = dm.dataparser.data = data
-    dm.patch_size = 32
-    dm.dataparser.resolution, dm.dataparser.num_input_views = 48, 3
-    model = config.pipeline.model
-    model.num_samples, model.volume_resolution, model.eval_num_rays_per_chunk = 8, 16, 1024
-    return config
-
-
-def make_data(root: Path) -> Path:
-    make_synthetic_dataset(root, subjects=(0, 1, 2), test=(2,), num_frames=2, num_vertices=600)
-    return root
-
-
 @dataclass
 class DriverArgs:
     """One training process of the kill/resume tests."""
@@ -128,10 +112,6 @@ def losses(log: Path) -> Dict[int, Dict[str, float]]:
         entry = json.loads(line)
         out[entry.pop("step")] = entry
     return out
-
-
-def checkpoints(run: Path) -> List[Path]:
-    return sorted((run / "nerfstudio_models").glob("*"))
 
 
 def run_dir(out: Path) -> Path:
@@ -209,26 +189,6 @@ def data(tmp_path_factory) -> Path:
     return make_data(tmp_path_factory.mktemp("bad") / "data")
 
 
-def copy_data(data: Path, tmp_path: Path) -> Path:
-    shutil.copytree(data, tmp_path / "data")
-    return tmp_path / "data"
-
-
-def ns_train(config) -> None:
-    from nerfstudio.scripts.train import main
-
-    main(config)
-
-
-def expect_clean_exit(config, match: str):
-    from gmnerf_ns.core.errors import CleanExit
-
-    with pytest.raises(CleanExit, match=match) as info:
-        ns_train(config)
-    assert str(info.value).startswith("gmnerf error: ") and "\n" not in str(info.value)
-    return info.value.error
-
-
 def test_unknown_subject_lists_the_available_ones(data, tmp_path):
     from gmnerf_ns.core.errors import HumanDataError
 
@@ -284,10 +244,6 @@ def finished_run(tmp_path_factory, data) -> Path:
     config = tiny(data, tmp_path_factory.mktemp("finished") / "out", steps=2, save_every=2)
     ns_train(config)
     return config.get_base_dir()
-
-
-def saved_config(run: Path):
-    return yaml.load((run / "config.yml").read_text(), Loader=yaml.Loader)
 
 
 def test_an_existing_run_is_not_overwritten(finished_run, tmp_path):
@@ -648,23 +604,6 @@ def test_a_full_disk_while_ns_eval_writes_its_renders_is_one_line(finished_run, 
     with pytest.raises(CleanExit, match=r"eval_img_0000\.png: not written, the disk is full") as info:
         pipeline.get_average_eval_image_metrics(output_path=tmp_path / "renders")
     assert "\n" not in str(info.value)
-
-
-def doctor(data: Path, **kwargs):
-    """(exit status, {(item, status)}, every row's details and the printed text as one whitespace-normalised string)."""
-    from rich.console import Console
-
-    from gmnerf_ns.cli.doctor import run_checks
-    from gmnerf_ns.cli.doctor_options import DoctorConfig
-    from gmnerf_ns.cli.doctor_table import render
-
-    kwargs.setdefault("overlay_subjects", 0)  # overlay pictures: tests/test_doctor_overlays.py
-    config = DoctorConfig(data=data, resolution=48, num_input_views=3, sample_views=0, sample_frames=0, **kwargs)
-    rows = run_checks(config)
-    console = Console(file=io.StringIO(), width=160)
-    render(rows, console)
-    text = " ".join([r.detail for r in rows] + console.file.getvalue().split())
-    return int(any(r.status == "error" for r in rows)), {(r.item, r.status) for r in rows}, text
 
 
 def test_doctor_passes_a_good_dataset(data):

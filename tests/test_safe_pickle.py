@@ -16,17 +16,8 @@ import pytest
 
 from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.parsers._files import load_pickled_dict
-from tests.fixtures_human import make_synthetic_dataset
-
-
-class Payload:
-    """Unpickling this calls ``call(argument)``: with the unrestricted loaders, it creates the marker file."""
-
-    def __init__(self, call, argument: str):
-        self.call, self.argument = call, argument
-
-    def __reduce__(self):
-        return self.call, (self.argument,)
+from tests.fixtures.datasets_zju import make_synthetic_dataset
+from tests.fixtures.hostile_pickle import Payload
 
 
 def payloads(marker: Path):

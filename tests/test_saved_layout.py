@@ -2,9 +2,9 @@
 module layout (``gmnerf_ns.pipeline.GMNeRFPipelineConfig``, ``gmnerf_ns.dataparsers.auto.AutoDataParserConfig``, ...),
 which the YAML guard reads from their new modules (``MOVED_MODULES`` of :mod:`gmnerf_ns.training.nerfstudio_patches`).
 
-``tests/data/config_v0_1/`` holds config.yml files written by that layout: a tiny finished ``gm-nerf-small`` run
-(``run/config.yml``, relative paths ``data`` and ``outputs``), the ``gm-nerf`` and ``gm-nerf-finetune`` method configs,
-and every registered dataparser config (``dataparsers.yml``).
+``tests/fixtures/data/config_v0_1/`` holds config.yml files written by that layout: a tiny finished ``gm-nerf-small``
+run (``run/config.yml``, relative paths ``data`` and ``outputs``), the ``gm-nerf`` and ``gm-nerf-finetune`` method
+configs, and every registered dataparser config (``dataparsers.yml``).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from gmnerf_ns.training.nerfstudio_patches import MOVED_MODULES, install_yaml_gu
 from gmnerf_ns.training.pipeline import GMNeRFPipelineConfig
 from gmnerf_ns.training.schedulers import FloatExponentialDecayScheduler
 from gmnerf_ns.training.trainer import GMNeRFTrainerConfig
-from tests.runs import shared_run
+from tests.fixtures.shared_run import shared_run
 
-OLD = Path(__file__).parent / "data" / "config_v0_1"
+OLD = Path(__file__).parent / "fixtures" / "data" / "config_v0_1"
 
 
 def renamed(text: str) -> str:

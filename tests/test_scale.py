@@ -21,7 +21,7 @@ from typing import Dict, List
 import pytest
 import torch
 
-from tests.fixtures_human import make_synthetic_dataset, synthetic_datamanager
+from tests.fixtures.datasets_zju import make_synthetic_dataset, synthetic_datamanager
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECT_COUNTS = (4, 16, 64)

@@ -12,7 +12,7 @@ import torch
 
 from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import FrameRecord, SubjectRecord, load_subject_vertices
-from tests.fixtures_human import make_synthetic_dataset
+from tests.fixtures.datasets_zju import make_synthetic_dataset
 
 FACES = np.array([[0, 1, 2], [2, 3, 5]], dtype=np.int32)  # index vertices 0..5
 

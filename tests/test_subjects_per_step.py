@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures_human import make_synthetic_dataset, synthetic_datamanager
+from tests.fixtures.datasets_zju import make_synthetic_dataset, synthetic_datamanager
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +198,7 @@ def test_the_option_is_range_checked_in_one_line():
 def pipeline(small_data, tmp_path_factory):
     """A tiny gm-nerf-small pipeline with 2 samples per step of 16-px patches (no workers: the draws happen where the
     test asks)."""
-    from tests.runs import tiny_config
+    from tests.fixtures.shared_run import tiny_config
 
     config = tiny_config(small_data, tmp_path_factory.mktemp("run"))
     config.pipeline.datamanager.num_workers = 0

@@ -13,7 +13,7 @@ from nerfstudio.utils.eval_utils import eval_setup
 
 from gmnerf_ns.data.protocol import protocol_dir
 from gmnerf_ns.eval import evaluation, geometry
-from tests.runs import TEST_SUBJECT, shared_eval, shared_pipeline, shared_run
+from tests.fixtures.shared_run import TEST_SUBJECT, shared_eval, shared_pipeline, shared_run
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import trimesh
 
 from gmnerf_ns.cli.export_mesh import ExportMesh
 from gmnerf_ns.cli.report import Report
-from tests.runs import TEST_SUBJECT, shared_eval, shared_run
+from tests.fixtures.shared_run import TEST_SUBJECT, shared_eval, shared_run
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from nerfstudio.scripts import render as ns_render
 
 from gmnerf_ns.cli import render
 from gmnerf_ns.training.conditioning import choose_subject, frame_schedule, with_condition
-from tests.required import missing
-from tests.runs import TEST_SUBJECT, shared_pipeline, shared_run
+from tests.fixtures.required import missing
+from tests.fixtures.shared_run import TEST_SUBJECT, shared_pipeline, shared_run
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ from nerfstudio.viewer.utils import parse_object
 from nerfstudio.viewer.viewer_elements import ViewerControl, ViewerElement
 
 from gmnerf_ns.training.viewer import GMNeRFViewerControls
-from tests.browser import Browser, find_chromium
-from tests.required import missing
-from tests.runs import TEST_SUBJECT, make_tiny_data, shared_pipeline, tiny_config
+from tests.fixtures.browser import Browser, find_chromium
+from tests.fixtures.required import missing
+from tests.fixtures.shared_run import TEST_SUBJECT, make_tiny_data, shared_pipeline, tiny_config
 
 
 class FakeViewer:
@@ -92,7 +92,8 @@ def canvas_person(shot: np.ndarray) -> bool:
 def test_live_training_viewer_shows_a_person_in_chromium(tmp_path):
     if find_chromium() is None:
         missing("chromium (apt-get install chromium)")
-    # the tiny config (tests/runs.py) with the viewer on: passed as a file, so no CLI flag spelling is involved
+    # the tiny config (tests/fixtures/shared_run.py) with the viewer on: passed as a file, so no CLI flag spelling is
+    # involved
     config = tiny_config(make_tiny_data(tmp_path / "data"), tmp_path / "outputs", steps=200)
     port = free_port()
     config.vis = "viewer"

@@ -17,7 +17,7 @@ from gmnerf_ns.synth.body import BodyModel
 from gmnerf_ns.synth.config import SynthConfig, SynthError
 from gmnerf_ns.synth.generator import generate
 from gmnerf_ns.synth.misfit import degrade_mask
-from tests.fixtures_human import make_synthetic_dataset, synthetic_datamanager
+from tests.fixtures.datasets_zju import make_synthetic_dataset, synthetic_datamanager
 
 TINY = dict(num_subjects=4, num_test_subjects=1, num_cameras=4, num_frames=1, resolution=48, progress=False,
             supersample=1)
