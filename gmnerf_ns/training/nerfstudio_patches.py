@@ -1,7 +1,8 @@
 """Every change gmnerf-ns makes to nerfstudio's (and PyYAML's) global state, each applied explicitly by its caller.
 
-Importing this module changes nothing (``tests/test_patches.py`` checks it). Each patch works around one behaviour of
-nerfstudio 1.1.5 (the version pinned in pyproject.toml); on an upgrade, check each one and drop those that are fixed.
+Importing this module changes nothing (``tests/training/test_nerfstudio_patches.py`` checks it). Each patch works
+around one behaviour of nerfstudio 1.1.5 (the version pinned in pyproject.toml); on an upgrade, check each one and drop
+those that are fixed.
 
 1. **YAML guard** (:func:`install_yaml_guard`; applied when nerfstudio's plugin discovery loads a ``gm-nerf*`` entry
    point, see :mod:`gmnerf_ns.training.method_configs`, and by the gm-nerf tools before they read a config.yml).

@@ -16,7 +16,8 @@
 #   4. writes $OUT/summary.txt, $OUT/summary.json (benchmarks/throughput/ns_train_timing.py per run) and
 #      $OUT/logs.tar.gz (logs, nvidia-smi samples, event files, configs, profile JSONs), even after a failure.
 #
-# Dry mode on a CPU (tests/test_gpu_kit.py): GPU_KIT_DEVICE=cpu GPU_KIT_INSTALL=0 with the small settings below.
+# Dry mode on a CPU (tests/benchmarks/test_gpu_kit.py): GPU_KIT_DEVICE=cpu GPU_KIT_INSTALL=0 with the small settings
+# below.
 # Knobs (environment): OUT (required; the device machine sets it), GPU_KIT_WORK (/tmp/gpu_kit), GPU_KIT_DIR (.gpu_kit),
 # GPU_KIT_DEVICE (cuda), GPU_KIT_PYTHON (python3), GPU_KIT_INSTALL (1; 0 = use GPU_KIT_PYTHON's packages as they are),
 # GPU_KIT_DEADLINE (450 s: no stage starts after it, each stage's timeout ends by it), GPU_KIT_STAGES
