@@ -116,7 +116,7 @@ def test_quick_run_json_has_every_system_with_finite_metrics(quick_run):
     assert "warm" in render_target["measured"] and "cold" in render_target["measured"]
     psnr_targets = [t["target"] for t in doc["targets"] if t["target"].startswith("held-out PSNR")]
     assert any(NO_PROXY in t for t in psnr_targets) and any("nerfacto" in t for t in psnr_targets)
-    assert any(NO_ATTENTION in t for t in psnr_targets)  # issue #5's claim: geometry-guided attention vs naive mean
+    assert any(NO_ATTENTION in t for t in psnr_targets)  # geometry-guided attention vs naive mean
 
     assert len(doc["targets"]) == 5
     for target in doc["targets"]:

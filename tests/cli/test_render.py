@@ -112,7 +112,7 @@ def test_plain_ns_render_dataset(config, tmp_path, tmp_path_factory):
     camera, _ = pipeline.datamanager.eval_image(0)
     if "grad_rays" in pipeline.model.get_outputs_for_camera(camera):
         pytest.xfail("GMNeRFModel.get_outputs_for_camera returns the training-only 1-D 'grad_rays', which "
-                     "ns-render dataset tries to save as an image (needs the model change in the issue #6 report)")
+                     "ns-render dataset tries to save as an image")
     ns_render.DatasetRender(load_config=config, output_path=tmp_path / "renders", image_format="png").main()
     assert len(sorted((tmp_path / "renders" / "test" / "rgb").rglob("*.png"))) == 10
 

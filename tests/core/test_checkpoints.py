@@ -1,4 +1,4 @@
-"""Checkpoints (issue #13, items 2 and 7): read only as tensors and numbers, never while a pipeline is built, so a
+"""Checkpoints: read only as tensors and numbers, never while a pipeline is built, so a
 crafted ``--pipeline.pretrained-checkpoint`` runs no code and a fine-tuned run no longer needs the checkpoint it
 started from; the 2 newest checkpoints are kept, so a corrupt latest one falls back to the one before, bit-exactly."""
 

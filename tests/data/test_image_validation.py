@@ -1,4 +1,4 @@
-"""A truncated JPEG is an error naming the file (issue #13, item 3): ``cv2.imread`` decodes one without an error,
+"""A truncated JPEG is an error naming the file: ``cv2.imread`` decodes one without an error,
 filling the missing part with grey, so ``gmnerf-doctor`` said "ok" and training learnt from it."""
 
 from __future__ import annotations

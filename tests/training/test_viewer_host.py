@@ -1,4 +1,4 @@
-"""The viewer of every gm-nerf method listens on the loopback interface only (issue #13, item 4): it has no
+"""The viewer of every gm-nerf method listens on the loopback interface only: it has no
 authentication, and anyone who reaches its port can watch and steer the run."""
 
 from __future__ import annotations

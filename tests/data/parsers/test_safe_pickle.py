@@ -1,5 +1,5 @@
 """Dataset pickles (``annots.npy``, ``.pkl``) load as dicts, lists, strings, numbers and numpy arrays, and never run
-code: a crafted file is refused with one line naming the file and the forbidden global (issue #13, item 1)."""
+code: a crafted file is refused with one line naming the file and the forbidden global."""
 
 from __future__ import annotations
 
