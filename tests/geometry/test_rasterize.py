@@ -9,21 +9,8 @@ import torch
 
 from gmnerf_ns.geometry.camera_math import project_points, world_to_camera
 from gmnerf_ns.geometry.rasterize import area_downsample, coverage_mask, interpolate, rasterize, scale_intrinsics
-from gmnerf_ns.synth.body import BodyModel
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensor ops on shared CPUs: one torch thread avoids thread-pool spin-waits (restored afterwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def body() -> BodyModel:
-    return BodyModel.load(dtype=torch.float64)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _camera(f: float = 10.0, c: float = 5.0) -> torch.Tensor:

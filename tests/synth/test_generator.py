@@ -16,7 +16,7 @@ from gmnerf_ns.cli.synth import main as cli_main
 from gmnerf_ns.geometry.camera_math import project_points
 from gmnerf_ns.model.sources import SourceViews, proxy_depth_maps, vertex_visibility
 from gmnerf_ns.synth import writer
-from gmnerf_ns.synth.body import DEFAULT_ASSET, SMPL_PARENTS, BodyModel
+from gmnerf_ns.synth.body import DEFAULT_ASSET, SMPL_PARENTS
 from gmnerf_ns.synth.config import SynthConfig, SynthError
 from gmnerf_ns.synth.generator import generate
 from gmnerf_ns.synth.subject import subject_rng
@@ -33,18 +33,7 @@ def tree_bytes(root: Path) -> Dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensor ops on shared CPUs: one torch thread avoids thread-pool spin-waits (restored afterwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def body() -> BodyModel:
-    return BodyModel.load(dtype=torch.float64)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,11 +24,6 @@ TINY = dict(num_subjects=4, num_test_subjects=1, num_cameras=4, num_frames=1, re
 
 
 @pytest.fixture(scope="module")
-def body() -> BodyModel:
-    return BodyModel.load(dtype=torch.float64)
-
-
-@pytest.fixture(scope="module")
 def exact(tmp_path_factory, body) -> Path:
     return generate(SynthConfig(out=tmp_path_factory.mktemp("world") / "exact", **TINY), body=body)
 

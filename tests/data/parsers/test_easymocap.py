@@ -117,12 +117,6 @@ def test_folder_of_captures(tmp_path):
     assert [s.name for s in parser.collect("test").subjects] == ["bob"]
 
 
-@pytest.fixture
-def fake_smplx(monkeypatch, tmp_path):
-    """``smplx.create`` replaced by a fake; empty model files where smplx expects them (no real SMPL here)."""
-    return install_fake_smplx(monkeypatch, tmp_path / "body_models")
-
-
 def test_smpl_parameters_are_posed_the_easymocap_way(tmp_path, fake_smplx):
     capture = make_easymocap_capture(tmp_path, fits=("smpl",))
     fake_smplx.template = capture.template

@@ -12,17 +12,10 @@ from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import HumanDataWarning, load_vertices
 from gmnerf_ns.data.parsers.auto import AutoDataParserConfig
 from gmnerf_ns.data.parsers.humman import HuMManDataParser, HuMManDataParserConfig
-from tests.fixtures.body_model import install_fake_smplx
 from tests.fixtures.datasets_captures import make_humman
 from tests.fixtures.person import fraction_in_masks
 
 RES = 36
-
-
-@pytest.fixture
-def fake_smplx(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return install_fake_smplx(monkeypatch, tmp_path / "body_models")
 
 
 def parse(data, fake, split="train", **kwargs):
