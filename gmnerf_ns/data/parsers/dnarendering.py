@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Literal, Optional, Sequence, Tuple, Type
 
 import numpy as np
 from nerfstudio.utils.rich_utils import CONSOLE

@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
+from typing import Callable, ClassVar, Dict, List, Literal, Optional, Sequence, Tuple, Type
 
 import numpy as np
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -33,18 +33,13 @@ from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import FrameRecord, ViewRecord
 from gmnerf_ns.data.parsers.base import HumanDataParser
 
-from ._body_models import (
-    TEMPLATE_SIZES,
-    BodyModels,
-    easymocap_params,
-    easymocap_vertices,
-    read_person_list,
-)
+from ._body_models import TEMPLATE_SIZES, BodyModels
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, image_size, subject_folders, warn
 from ._layouts import EASYMOCAP, explain_no_subjects
 from .body_model_config import BodyModelParserConfig
 from .easymocap_cameras import Camera, read_cameras
+from .easymocap_params import easymocap_params, easymocap_vertices, read_person_list
 from .subject_reader import UNFIT, SkipFrame, SubjectReader, require_files
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import ClassVar, Dict, List, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -34,12 +34,13 @@ from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import FrameRecord, ViewRecord, check_camera
 from gmnerf_ns.data.parsers.base import HumanDataParser
 
-from ._body_models import BodyModels, easymocap_params, read_person_list
+from ._body_models import BodyModels
 from ._derived import DerivedFiles, common_frame
 from ._files import DatasetFolder, finite_array, image_size, read_obj_faces, subject_folders
 from ._layouts import MVHUMANNET, explain_no_subjects, near_miss
 from ._safe_pickle import load_pickle
 from .body_model_config import BodyModelParserConfig
+from .easymocap_params import easymocap_params, read_person_list
 from .subject_reader import UNFIT, SkipFrame, SubjectReader, require_files
 
 

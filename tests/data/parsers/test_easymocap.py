@@ -13,10 +13,10 @@ import torch
 
 from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import HumanDataWarning, load_vertices
-from gmnerf_ns.data.parsers._body_models import easymocap_params
 from gmnerf_ns.data.parsers.auto import AutoDataParserConfig
 from gmnerf_ns.data.parsers.easymocap import EasyMocapDataParser, EasyMocapDataParserConfig
 from gmnerf_ns.data.parsers.easymocap_cameras import read_cameras
+from gmnerf_ns.data.parsers.easymocap_params import easymocap_params
 from tests.fixtures.body_model import install_fake_smplx
 from tests.fixtures.datasets_captures import easymocap_json, make_easymocap_capture, write_opencv_yaml
 from tests.fixtures.person import fraction_in_masks
