@@ -20,6 +20,7 @@ from nerfstudio.utils.eval_utils import eval_setup
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from gmnerf_ns.cli.run_config import require_config
+from gmnerf_ns.core.checkpoints import full_disk_ends
 from gmnerf_ns.eval import geometry
 from gmnerf_ns.training.conditioning import ConditioningError, choose_frames, choose_subject
 
@@ -72,7 +73,9 @@ class ExportMesh:
 def entrypoint() -> None:
     """Console script ``gmnerf-export-mesh``."""
     tyro.extras.set_accent_color("bright_yellow")
-    tyro.cli(ExportMesh).main()
+    command = tyro.cli(ExportMesh)
+    with full_disk_ends("gmnerf-export-mesh"):
+        command.main()
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from typing_extensions import Annotated
 
 from gmnerf_ns.cli.run_config import require_config
+from gmnerf_ns.core.checkpoints import full_disk_ends
 from gmnerf_ns.geometry.cameras import framing, orbit_cameras
 from gmnerf_ns.training.conditioning import (
     ConditioningError,
@@ -308,7 +309,9 @@ Commands = Union[
 def entrypoint() -> None:
     """Console script ``gmnerf-render``."""
     tyro.extras.set_accent_color("bright_yellow")
-    tyro.cli(Commands).main()
+    command = tyro.cli(Commands)
+    with full_disk_ends("gmnerf-render"):
+        command.main()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from nerfstudio.utils.eval_utils import eval_setup
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from gmnerf_ns.cli.run_config import require_config
+from gmnerf_ns.core.checkpoints import full_disk_ends
 from gmnerf_ns.eval import evaluation
 from gmnerf_ns.eval.evaluation import IMAGE_METRICS, SETTINGS, ViewResult
 
@@ -225,7 +226,9 @@ img{{max-width:100%}}</style></head>
 def entrypoint() -> None:
     """Console script ``gmnerf-report``."""
     tyro.extras.set_accent_color("bright_yellow")
-    tyro.cli(Report).main()
+    report = tyro.cli(Report)
+    with full_disk_ends("gmnerf-report"):
+        report.main()
 
 
 if __name__ == "__main__":

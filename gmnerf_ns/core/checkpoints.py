@@ -223,6 +223,21 @@ def full_disk_is_one_error(path: Path, kept: str = "nothing was changed") -> Ite
                             "space there and run again") from err
 
 
+@contextlib.contextmanager
+def full_disk_ends(tool: str) -> Iterator[None]:
+    """Ends a command with one line when a write anywhere inside it meets a full disk or quota: the file, and what to
+    do, instead of a traceback from whichever library was writing (PIL, matplotlib, trimesh, nerfstudio)."""
+    try:
+        yield
+    except DiskFullError as err:
+        raise SystemExit(f"{tool}: {err}") from None
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise SystemExit(f"{tool}: {err.filename or 'an output file'}: not written, the disk is full "
+                         f"({os.strerror(err.errno)}); free some space there and run again") from None
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to ``path`` so that a reader (or a crash) only ever sees the old file or the complete new one.
 

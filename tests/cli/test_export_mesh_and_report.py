@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import sys
 from pathlib import Path
 
 import imageio.v2 as imageio
 import pytest
 import trimesh
 
+from gmnerf_ns.cli import export_mesh, report
 from gmnerf_ns.cli.export_mesh import ExportMesh
 from gmnerf_ns.cli.report import Report
+from gmnerf_ns.core.checkpoints import DiskFullError, full_disk_ends
 from tests.fixtures.shared_run import TEST_SUBJECT, shared_eval, shared_run
 
 
@@ -60,3 +65,42 @@ def test_report_from_an_ns_eval_json(config, tmp_path, tmp_path_factory):
     out = Report(load_config=config, output_dir=tmp_path / "report", eval_json=eval_json, num_examples=1).main()
     assert (out / "report.png").is_file() and (out / "report.html").is_file()
     assert json.loads((out / "metrics.json").read_text())["results"] == json.loads(eval_json.read_text())["results"]
+
+
+def _disk_full(path) -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def test_a_full_disk_ends_a_command_with_one_line():
+    with pytest.raises(SystemExit) as stop:
+        with full_disk_ends("gmnerf-x"):
+            raise _disk_full("/out/a.png")
+    assert stop.value.code == (f"gmnerf-x: /out/a.png: not written, the disk is full ({os.strerror(errno.ENOSPC)}); "
+                               "free some space there and run again")
+    with pytest.raises(SystemExit, match=r"^gmnerf-x: /out/b.json: not written"):
+        with full_disk_ends("gmnerf-x"):
+            raise DiskFullError("/out/b.json: not written, the disk is full")
+    with pytest.raises(PermissionError):  # other OS errors are not a full disk
+        with full_disk_ends("gmnerf-x"):
+            raise PermissionError(errno.EACCES, "Permission denied", "/out/c.png")
+
+
+def test_report_and_export_mesh_on_a_full_disk_are_one_line(config, tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    out = tmp_path / "report"
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, path, *a, **k: (_ for _ in ()).throw(
+        _disk_full(path)))
+    monkeypatch.setattr(sys, "argv", ["gmnerf-report", "--load-config", str(config), "--output-dir", str(out),
+                                      "--num-examples", "1"])
+    with pytest.raises(SystemExit) as stop:
+        report.entrypoint()
+    assert str(stop.value.code).startswith(f"gmnerf-report: {out / 'report.png'}: not written, the disk is full")
+
+    mesh = tmp_path / "mesh.ply"
+    monkeypatch.setattr(export_mesh.geometry, "write_mesh", lambda m, path: (_ for _ in ()).throw(_disk_full(path)))
+    monkeypatch.setattr(sys, "argv", ["gmnerf-export-mesh", "--load-config", str(config), "--output-path", str(mesh),
+                                      "--resolution", "8", "--threshold", "1e-3"])
+    with pytest.raises(SystemExit) as stop:
+        export_mesh.entrypoint()
+    assert str(stop.value.code).startswith(f"gmnerf-export-mesh: {mesh}: not written, the disk is full")
