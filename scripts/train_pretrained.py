@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,36 @@ def checkpoint_step(path: Path) -> int:
     return int(match.group(1))
 
 
+class TrainingClock:
+    """Adds this session's training time to ``train_seconds.txt`` every :data:`CLOCK_SECONDS` and at the end, so the
+    total survives a session that is killed; a resumed run goes on counting from the file."""
+
+    def __init__(self, path: Path):
+        self.path, self.stop = path, threading.Event()
+
+    def write(self) -> None:
+        if self.path.parent.is_dir():  # ns-train creates the run folder
+            self.path.write_text(f"{self.before + time.time() - self.start:.0f}\n")
+
+    def tick(self) -> None:
+        while not self.stop.wait(CLOCK_SECONDS):
+            self.write()
+
+    def __enter__(self) -> "TrainingClock":
+        self.before = float(self.path.read_text()) if self.path.exists() else 0.0
+        self.start = time.time()
+        threading.Thread(target=self.tick, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.write()
+
+
+CLOCK_SECONDS = 60.0
+"""How often :class:`TrainingClock` writes the time so far."""
+
+
 TOOLS = {"ns-train": "nerfstudio.scripts.train", "gmnerf-synth": "gmnerf_ns.cli.synth"}
 """Tools run as modules of this interpreter, whatever the console scripts' shebangs say."""
 
@@ -144,15 +175,9 @@ def main(recipe: Recipe) -> None:
         run(["gmnerf-synth", "--out", str(recipe.world), *shlex.split(recipe.world_options), "--workers",
              str(recipe.workers), "--skip-if-complete"])
     if recipe.only in (None, "train"):
-        seconds = recipe.run_dir / "train_seconds.txt"  # summed over the sessions of a resumed run
-        before = float(seconds.read_text()) if seconds.exists() else 0.0
         recipe.take_checkpoint()
-        start = time.time()
-        try:
+        with TrainingClock(recipe.run_dir / "train_seconds.txt"):
             run(recipe.train_command(resume=bool(recipe.checkpoints())))
-        finally:
-            if recipe.run_dir.is_dir():
-                seconds.write_text(f"{before + time.time() - start:.0f}\n")
     if recipe.only in (None, "export"):
         from gmnerf_ns.cli.pretrained import export_weights
 

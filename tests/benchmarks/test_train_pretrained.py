@@ -115,3 +115,29 @@ def test_sigterm_stops_the_tool_too(tmp_path):
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail("the tool kept running after the recipe was stopped")
+
+
+def test_training_time_is_written_while_training_and_summed_over_sessions(tmp_path, monkeypatch):
+    path = tmp_path / "run" / "train_seconds.txt"
+    path.parent.mkdir()
+    monkeypatch.setattr(recipe_module, "CLOCK_SECONDS", 0.02)
+    with recipe_module.TrainingClock(path):
+        for _ in range(200):  # a session killed now keeps what is written so far
+            if path.exists():
+                break
+            time.sleep(0.01)
+        assert path.exists()
+
+    class FakeTime:
+        now = 1000.0
+
+        def time(self) -> float:
+            return self.now
+
+    fake = FakeTime()
+    monkeypatch.setattr(recipe_module, "time", fake)
+    monkeypatch.setattr(recipe_module, "CLOCK_SECONDS", 3600.0)
+    path.write_text("100\n")  # earlier sessions
+    with recipe_module.TrainingClock(path):
+        fake.now += 30.0
+    assert path.read_text() == "130\n"
