@@ -26,7 +26,8 @@ import errno
 import os
 import pickle
 import re
-from pathlib import Path
+import sys
+from pathlib import Path, PurePath
 from typing import Any, Dict, Iterator, List, Literal, Tuple
 
 import torch
@@ -236,6 +237,40 @@ def full_disk_ends(tool: str) -> Iterator[None]:
             raise
         raise SystemExit(f"{tool}: {err.filename or 'an output file'}: not written, the disk is full "
                          f"({os.strerror(err.errno)}); free some space there and run again") from None
+
+
+def install_full_disk_message() -> None:
+    """Prints a full disk that ends any command uncaught (ns-eval's ``--output-path`` JSON, ns-render's frames) as one
+    line naming the file, instead of a traceback; the exit status stays 1. Installed when nerfstudio discovers the
+    gm-nerf methods, as the YAML guard is. Idempotent."""
+    previous = sys.excepthook
+    if getattr(previous, "_gmnerf", False):
+        return
+
+    def hook(kind, value, tb) -> None:
+        if not (isinstance(value, OSError) and value.errno in (errno.ENOSPC, errno.EDQUOT)):
+            previous(kind, value, tb)
+            return
+        sys.stderr.write(f"{Path(sys.argv[0]).name}: {_written_file(value, tb)}: not written, the disk is full "
+                         f"({os.strerror(value.errno)}); free some space there and run again\n")
+
+    hook._gmnerf = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
+def _written_file(error: OSError, tb) -> str:
+    """The file a failed write was for: the error's own, else the innermost ``pathlib.Path`` method's (its write
+    methods report none when the final flush fails)."""
+    if error.filename:
+        return str(error.filename)
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        if isinstance(frame.f_locals.get("self"), PurePath):
+            return str(frame.f_locals["self"])
+    return "an output file"
 
 
 def atomic_save(obj: Any, path: Path) -> None:

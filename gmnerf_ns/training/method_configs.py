@@ -15,6 +15,7 @@ from __future__ import annotations
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from gmnerf_ns.core.checkpoints import install_full_disk_message
 from gmnerf_ns.data.datamanager import GMNeRFDataManagerConfig
 from gmnerf_ns.data.parsers.auto import AutoDataParserConfig
 from gmnerf_ns.model.encoder import ImageEncoderConfig
@@ -122,13 +123,15 @@ def __getattr__(name: str) -> MethodSpecification:
     """The method specification the entry point ``gmnerf_ns.training.method_configs:<name>`` names, after installing
     the YAML guard (patch 1 of :mod:`gmnerf_ns.training.nerfstudio_patches`), so that ns-eval and ns-render report a
     config.yml of another gmnerf-ns version as one :class:`~gmnerf_ns.core.errors.IncompatibleConfigError` and refuse
-    one that would run code, the fast listing of nerfstudio's external methods (patch 4) and the loopback default of
-    ``ns-viewer`` (patch 5)."""
+    one that would run code, the fast listing of nerfstudio's external methods (patch 4), the loopback default of
+    ``ns-viewer`` (patch 5) and the one-line message for a full disk
+    (:func:`~gmnerf_ns.core.checkpoints.install_full_disk_message`)."""
     if name not in _SPECS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     install_yaml_guard()
     install_fast_external_methods()
     install_local_viewer_default()
+    install_full_disk_message()
     return _SPECS[name]
 
 

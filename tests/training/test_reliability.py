@@ -606,6 +606,34 @@ def test_a_full_disk_while_ns_eval_writes_its_renders_is_one_line(finished_run, 
     assert "\n" not in str(info.value)
 
 
+NS_EVAL_ON_A_FULL_DISK = """
+import pathlib, sys
+config, out = sys.argv[1:]
+real = pathlib.Path.write_text
+def write_text(self, data, *args, **kwargs):  # the JSON goes to /dev/full, a device that is always full
+    if self == pathlib.Path(out):
+        with open("/dev/full", "w") as handle:
+            handle.write(data)
+    return real(self, data, *args, **kwargs)
+pathlib.Path.write_text = write_text
+sys.argv = ["ns-eval", "--load-config", config, "--output-path", out]
+from nerfstudio.scripts.eval import entrypoint
+entrypoint()
+"""
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device that is always full")
+def test_a_full_disk_while_ns_eval_writes_its_json_is_one_line(finished_run, tmp_path):
+    """ns-eval's own ``--output-path`` is written by nerfstudio: the message comes from the hook discovery installs."""
+    out = tmp_path / "eval.json"
+    done = subprocess.run([sys.executable, "-c", NS_EVAL_ON_A_FULL_DISK, str(finished_run / "config.yml"), str(out)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (f"ns-eval: {out}: not written, the disk is full "
+                                                     f"({os.strerror(errno.ENOSPC)}); free some space there and run again")
+
+
 def test_doctor_passes_a_good_dataset(data):
     code, rows, text = doctor(data)
     assert code == 0, text
