@@ -28,7 +28,8 @@ import numpy as np
 
 from gmnerf_ns.core.errors import HumanDataError
 
-from ._safe_pickle import MIN_LIMIT, DatasetUnpickler, load_npz
+from ._safe_numpy import load_npz
+from ._safe_pickle import MIN_LIMIT, DatasetUnpickler
 
 REGISTRATION_SITES = {
     "smpl": "https://smpl.is.tue.mpg.de (register, download SMPL; smplx needs chumpy-free pkl files)",

@@ -13,7 +13,8 @@ from PIL import Image
 from gmnerf_ns.core.errors import HumanDataError
 from gmnerf_ns.data.human_record import HumanDataWarning
 
-from ._safe_pickle import load_npy, load_pickle
+from ._safe_numpy import load_npy
+from ._safe_pickle import load_pickle
 
 
 def warn(message: str) -> None:
