@@ -211,6 +211,17 @@ def _partial_name(path: Path) -> Path:
     return path.parent.parent / f".{path.parent.name}-{path.name}.partial-{os.getpid()}"
 
 
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+"""The OS errors of a full disk or quota."""
+
+
+def _not_written(path: object, code: int, kept: str = "") -> str:
+    """The one line for a file a full disk stopped: which file, why, what is intact (``kept``), what to do."""
+    if kept:
+        return f"{path}: not written, the disk is full ({os.strerror(code)}); {kept}. Free some space there and run again"
+    return f"{path}: not written, the disk is full ({os.strerror(code)}); free some space there and run again"
+
+
 @contextlib.contextmanager
 def full_disk_is_one_error(path: Path, kept: str = "nothing was changed") -> Iterator[None]:
     """Turns a full disk or quota (``ENOSPC``/``EDQUOT``) while ``path`` is written into a :class:`DiskFullError`
@@ -218,10 +229,9 @@ def full_disk_is_one_error(path: Path, kept: str = "nothing was changed") -> Ite
     try:
         yield
     except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if err.errno not in FULL_DISK:
             raise
-        raise DiskFullError(f"{path}: not written, the disk is full ({os.strerror(err.errno)}); {kept}. Free some "
-                            "space there and run again") from err
+        raise DiskFullError(_not_written(path, err.errno, kept)) from err
 
 
 @contextlib.contextmanager
@@ -233,10 +243,9 @@ def full_disk_ends(tool: str) -> Iterator[None]:
     except DiskFullError as err:
         raise SystemExit(f"{tool}: {err}") from None
     except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if err.errno not in FULL_DISK:
             raise
-        raise SystemExit(f"{tool}: {err.filename or 'an output file'}: not written, the disk is full "
-                         f"({os.strerror(err.errno)}); free some space there and run again") from None
+        raise SystemExit(f"{tool}: {_not_written(err.filename or 'an output file', err.errno)}") from None
 
 
 def install_full_disk_message() -> None:
@@ -248,11 +257,10 @@ def install_full_disk_message() -> None:
         return
 
     def hook(kind, value, tb) -> None:
-        if not (isinstance(value, OSError) and value.errno in (errno.ENOSPC, errno.EDQUOT)):
+        if not (isinstance(value, OSError) and value.errno in FULL_DISK):
             previous(kind, value, tb)
             return
-        sys.stderr.write(f"{Path(sys.argv[0]).name}: {_written_file(value, tb)}: not written, the disk is full "
-                         f"({os.strerror(value.errno)}); free some space there and run again\n")
+        sys.stderr.write(f"{Path(sys.argv[0]).name}: {_not_written(_written_file(value, tb), value.errno)}\n")
 
     hook._gmnerf = True  # type: ignore[attr-defined]
     sys.excepthook = hook

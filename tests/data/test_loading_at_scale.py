@@ -117,13 +117,6 @@ def test_datamanager_memory_does_not_grow_with_subjects(many_subjects):
 # ----------------------------------------------------------------------------------------------------------------------
 # Background decoding
 # ----------------------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("decode") / "data"
-    make_synthetic_dataset(data, subjects=(0, 1, 2), test=(2,), num_frames=2, num_vertices=600)
-    return data
-
-
 def _signature(batch) -> tuple:
     return (batch["image_idx"], batch["patch"], batch["sources"].camera_indices, batch["sources"].frame_id,
             float(batch["image"].sum()), float(batch["sources"].images.sum()))

@@ -11,20 +11,12 @@ from __future__ import annotations
 import copy
 import random
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.fixtures.datasets_zju import make_synthetic_dataset, synthetic_datamanager
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("per_step") / "data"
-    make_synthetic_dataset(data, subjects=(0, 1, 2), test=(2,), num_frames=2, num_vertices=600)
-    return data
+from tests.fixtures.datasets_zju import synthetic_datamanager
 
 
 def _signature(batch) -> tuple:
