@@ -1,19 +1,21 @@
-"""The recipe of the pretrained ``gm-nerf-small`` that ships in the package (``gmnerf-pretrained``).
+"""The recipe of the pretrained models that ship in the package (``gmnerf-pretrained``).
 
 Three steps, each skipped when its output exists:
 
 1. ``world``: generate the training world with ``gmnerf-synth`` (160 people, rigs of 6 to 16 cameras, varied
    distances, heights, zoom and aspect, varied lighting and body shapes, proxies misfit from exact to 0.08 rad of pose
-   noise with shape error and offsets, masks off by up to a pixel). Seed 100: the evaluation suite uses other seeds.
-2. ``train``: ``ns-train gm-nerf-small`` on it with the default misfit-robust training (proxy jitter, 3 to 6 source
+   noise with shape error and offsets, masks off by up to a pixel; 256 px for ``gm-nerf-small``, 512 px for
+   ``gm-nerf``). Seed 100: the evaluation suite uses other seeds.
+2. ``train``: ``ns-train <method>`` on it with the default misfit-robust training (proxy jitter, 3 to 6 source
    views), ``--steps`` steps with the learning-rate decay stretched over them.
 3. ``export``: the final checkpoint's model weights as an fp16 state dict plus a JSON recipe card, into
-   ``gmnerf_ns/assets/pretrained/``.
+   ``gmnerf_ns/assets/pretrained/<method>.{pt,json}``.
 
-Usage (2 CPU cores: about 5 minutes for the world, then about 0.5 s per step)::
+Usage (gm-nerf-small on 2 CPU cores: a few minutes for the world, then about 0.25 s per step)::
 
     python scripts/train_pretrained.py --steps 8000
     python scripts/train_pretrained.py --steps 8000 --only export     # re-export a finished run
+    python scripts/train_pretrained.py --method gm-nerf --world data/world-512 --device cuda --steps 40000
 
 Run again with the same options, a stopped run resumes from its newest checkpoint, exactly as if never stopped;
 ``train_seconds`` sums the sessions. Under ``nice -n 19`` it takes only the CPU time other work leaves.
@@ -38,18 +40,22 @@ import tyro
 
 ROOT = Path(__file__).resolve().parent.parent
 WORLD_OPTIONS = (
-    "--num-cameras 6 --max-num-cameras 16 --num-frames 3 --resolution 256 "
+    "--num-cameras 6 --max-num-cameras 16 --num-frames 3 "
     "--camera-distance 2.2 4.2 --camera-height 0.3 2.6 --zoom-out 0.75 1.0 --aspect 0.8 1.25 --light-variety 1 "
     "--shape-variety 0.5 --proxy-pose-noise 0.08 --proxy-shape-error 0.25 --proxy-offset 0.03 --misfit-per-subject "
     "--mask-error 1 --seed 100"
 )
-"""``gmnerf-synth`` options of the training world, besides its numbers of people."""
+"""``gmnerf-synth`` options of the training world, besides its numbers of people and its resolution."""
+RESOLUTIONS = {"gm-nerf-small": 256, "gm-nerf": 512}
+"""Image height of each method's training world: the resolution the method renders at by default."""
 
 
 @dataclass
 class Recipe:
-    """Generate the training world, train gm-nerf-small on it, export the shipped weights."""
+    """Generate the training world, train the method on it, export the shipped weights."""
 
+    method: Literal["gm-nerf-small", "gm-nerf"] = "gm-nerf-small"
+    """Method to pretrain (gm-nerf: 512-px world, for a GPU)."""
     world: Path = Path("data/world")
     """Where the training world is (or is generated)."""
     runs: Path = Path("outputs")
@@ -70,7 +76,7 @@ class Recipe:
     """Steps between checkpoints (a stopped run resumes from the newest)."""
     resume_from: Optional[Path] = None
     """A checkpoint of this run trained elsewhere (the GPU kit returns one) to continue from, when it is newer than
-    the run's own newest."""
+    the run's own newest; for one returned in parts, the first (``step-N.ckpt.part-0``)."""
     only: Optional[Literal["world", "train", "export"]] = None
     """Run one step only."""
     export_to: Path = ROOT / "gmnerf_ns" / "assets" / "pretrained"
@@ -78,22 +84,23 @@ class Recipe:
 
     @property
     def run_dir(self) -> Path:
-        return self.runs / "pretrained" / "gm-nerf-small" / f"world-seed{self.seed}-{self.steps}"
+        return self.runs / "pretrained" / self.method / f"world-seed{self.seed}-{self.steps}"
 
     @property
     def world_options(self) -> str:
-        return f"--num-subjects {self.subjects} --num-test-subjects {self.test_subjects} {WORLD_OPTIONS}"
+        return (f"--num-subjects {self.subjects} --num-test-subjects {self.test_subjects} "
+                f"--resolution {RESOLUTIONS[self.method]} {WORLD_OPTIONS}")
 
     def train_command(self, resume: bool = False) -> list:
         """The ns-train command; ``resume`` continues the run from its newest checkpoint (exact resume)."""
         decay = [f"--optimizers.{group}.scheduler.max-steps {self.steps}" for group in ("encoder", "fields", "renderer")]
         return shlex.split(
-            f"ns-train gm-nerf-small --data {self.world} --output-dir {self.runs} --experiment-name pretrained "
+            f"ns-train {self.method} --data {self.world} --output-dir {self.runs} --experiment-name pretrained "
             f"--timestamp world-seed{self.seed}-{self.steps} --max-num-iterations {self.steps} "
             f"--steps-per-save {self.steps_per_save} "
             f"--steps-per-eval-batch 500 --steps-per-eval-image 2500 --vis tensorboard "
             f"--pipeline.datamanager.seed {self.seed} " + " ".join(decay)
-            + (f" --machine.device-type {self.device}" if self.device != "cpu" else "")
+            + (f" --machine.device-type {self.device}" if (self.device, self.method) != ("cpu", "gm-nerf-small") else "")
             + (f" --load-dir {self.run_dir / 'nerfstudio_models'}" if resume else "")
         )
 
@@ -102,17 +109,25 @@ class Recipe:
         return sorted((self.run_dir / "nerfstudio_models").glob("step-*.ckpt"), key=checkpoint_step)
 
     def take_checkpoint(self) -> None:
-        """Copies :attr:`resume_from` into the run's checkpoints when it is newer than the run's newest."""
+        """Copies :attr:`resume_from` (joining its parts) into the run's checkpoints when it is newer than the run's
+        newest."""
         if self.resume_from is None:
             return
         if not self.resume_from.is_file():
             sys.exit(f"--resume-from {self.resume_from}: file not found")
+        name, parts = checkpoint_parts(self.resume_from)
         own = self.checkpoints()
-        if own and checkpoint_step(own[-1]) >= checkpoint_step(self.resume_from):
+        if own and checkpoint_step(own[-1]) >= checkpoint_step(Path(name)):
             print(f"{self.resume_from}: the run's own {own[-1].name} is as new; kept", flush=True)
             return
         (self.run_dir / "nerfstudio_models").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.resume_from, self.run_dir / "nerfstudio_models" / self.resume_from.name)
+        target = self.run_dir / "nerfstudio_models" / name
+        partial = target.with_suffix(".partial")
+        with partial.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as piece:
+                    shutil.copyfileobj(piece, out)
+        partial.replace(target)  # never a half-joined checkpoint under a checkpoint's name
 
 
 def checkpoint_step(path: Path) -> int:
@@ -121,6 +136,18 @@ def checkpoint_step(path: Path) -> int:
     if match is None:
         sys.exit(f"{path}: not a checkpoint name (step-<number>.ckpt)")
     return int(match.group(1))
+
+
+def checkpoint_parts(path: Path) -> tuple:
+    """(checkpoint name, files holding it in order) of a checkpoint file or of the first of its parts
+    (``step-N.ckpt.part-0``, as the GPU kit returns a checkpoint over 16 MiB)."""
+    match = re.fullmatch(r"(step-\d+\.ckpt)\.part-0", path.name)
+    if match is None:
+        return path.name, [path]
+    parts = sorted(path.parent.glob(f"{match.group(1)}.part-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    if [int(p.name.rsplit("-", 1)[1]) for p in parts] != list(range(len(parts))):
+        sys.exit(f"--resume-from {path}: parts missing (found {', '.join(p.name for p in parts)})")
+    return match.group(1), parts
 
 
 class TrainingClock:
@@ -188,14 +215,15 @@ def main(recipe: Recipe) -> None:
             seconds.write_text(f"{elapsed:.0f}\n")
         card = {
             "recipe": "scripts/train_pretrained.py",
-            "command": f"python scripts/train_pretrained.py --steps {recipe.steps} --subjects {recipe.subjects} "
-                       f"--seed {recipe.seed}",
+            "command": f"python scripts/train_pretrained.py --method {recipe.method} --steps {recipe.steps} "
+                       f"--subjects {recipe.subjects} --seed {recipe.seed}",
             "world": f"gmnerf-synth {recipe.world_options}",
-            "train": shlex.join(Recipe(steps=recipe.steps, subjects=recipe.subjects, seed=recipe.seed).train_command()),
+            "train": shlex.join(Recipe(method=recipe.method, steps=recipe.steps, subjects=recipe.subjects,
+                                       seed=recipe.seed, device=recipe.device).train_command()),
             "train_seconds": int(float(seconds.read_text())) if seconds.exists() else None,
-            "machine": "2 CPU cores (shared), torch CPU",
+            "machine": "2 CPU cores (shared), torch CPU" if recipe.device == "cpu" else f"torch {recipe.device}",
         }
-        path = export_weights(recipe.run_dir / "config.yml", recipe.export_to, card)
+        path = export_weights(recipe.run_dir / "config.yml", recipe.export_to, card, method=recipe.method)
         print(json.dumps(card, indent=2))
         print(f"exported {path}")
 

@@ -49,6 +49,17 @@ def test_train_command_resumes_and_names_the_device(tmp_path):
     assert "--machine.device-type" not in recipe_module.Recipe().train_command()  # gm-nerf-small trains on the CPU
 
 
+def test_gm_nerf_is_pretrained_on_a_512_px_world_of_its_own():
+    recipe = recipe_module.Recipe(method="gm-nerf", world=Path("data/world-512"), steps=40000, device="cuda")
+    command = recipe.train_command()
+    assert command[:2] == ["ns-train", "gm-nerf"]
+    assert command[command.index("--machine.device-type") + 1] == "cuda"
+    assert "--resolution 512 " in recipe.world_options and "--resolution 256" not in recipe.world_options
+    assert "--resolution 256 " in recipe_module.Recipe().world_options
+    assert recipe.run_dir.parts[-2:] == ("gm-nerf", "world-seed0-40000")
+    on_cpu = recipe_module.Recipe(method="gm-nerf").train_command()  # gm-nerf's own default device is auto
+    assert on_cpu[on_cpu.index("--machine.device-type") + 1] == "cpu"
+
 def test_a_returned_checkpoint_is_taken_only_when_newer(tmp_path):
     elsewhere = tmp_path / "returned"
     recipe = recipe_module.Recipe(runs=tmp_path / "runs", steps=40000)
@@ -70,6 +81,24 @@ def test_a_returned_checkpoint_is_taken_only_when_newer(tmp_path):
     with pytest.raises(SystemExit, match="not a checkpoint name"):
         recipe_module.checkpoint_step(elsewhere / "latest.ckpt")
 
+
+def test_a_checkpoint_returned_in_parts_is_joined_in_order(tmp_path):
+    elsewhere = tmp_path / "returned"
+    elsewhere.mkdir()
+    for index, text in enumerate(["ab", "cd", "e"] + ["f"] * 9):  # part-10 and part-11 sort after part-9
+        (elsewhere / f"step-000004000.ckpt.part-{index}").write_text(text)
+    recipe = recipe_module.Recipe(runs=tmp_path / "runs", steps=40000,
+                                  resume_from=elsewhere / "step-000004000.ckpt.part-0")
+    recipe.take_checkpoint()
+    assert [p.name for p in recipe.checkpoints()] == ["step-000004000.ckpt"]
+    assert recipe.checkpoints()[0].read_text() == "abcde" + "f" * 9
+    assert not list((recipe.run_dir / "nerfstudio_models").glob("*.partial"))
+
+    (elsewhere / "step-000004000.ckpt.part-1").unlink()
+    recipe = recipe_module.Recipe(runs=tmp_path / "runs2", resume_from=elsewhere / "step-000004000.ckpt.part-0")
+    with pytest.raises(SystemExit, match="parts missing"):
+        recipe.take_checkpoint()
+    assert not recipe.checkpoints()
 
 def test_checkpoints_sort_by_step_not_by_name(tmp_path):
     recipe = recipe_module.Recipe(runs=tmp_path / "runs")

@@ -144,3 +144,51 @@ def test_a_device_this_machine_lacks_is_one_line(tmp_path_factory, tmp_path, mon
         err = capsys.readouterr().err
         assert re.fullmatch(f"gmnerf-pretrained: {message}\n", err), err
     assert not out.exists()
+
+
+def test_gm_nerf_weights_build_a_gm_nerf_run(tmp_path_factory, tmp_path, monkeypatch):
+    """A weights file names its method: gm-nerf weights give a gm-nerf run (its encoder, volume and 512-px default),
+    loaded tensor for tensor."""
+    from nerfstudio.data.scene_box import SceneBox
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from gmnerf_ns.training.method_configs import gm_nerf
+
+    monkeypatch.setenv("GMNERF_OFFLINE", "1")  # ResNet-18 from scratch: no download here
+    model = gm_nerf.config.pipeline.model.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])),
+                                                num_train_data=1, metadata={})
+    generator = torch.Generator().manual_seed(0)
+    weights = {k: torch.randn(v.shape, generator=generator).half() if v.is_floating_point() else v
+               for k, v in model.state_dict().items()}
+    path = tmp_path / "gm-nerf.pt"
+    torch.save({"format": 1, "method_name": "gm-nerf", "step": 123, "weights": weights}, path)
+    assert read_weights(path)["method_name"] == "gm-nerf"
+
+    data = shared_run(tmp_path_factory).parent.parent.parent.parent / "data"
+    config_path = write_run(PretrainedRun(data=data, output_dir=tmp_path / "out", weights=path, resolution=48,
+                                          method="gm-nerf-small"))  # --method is for the shipped files only
+    assert config_path.parent.parent.name == "gm-nerf"
+    config, pipeline, checkpoint, step = eval_setup(config_path, test_mode="test")
+    assert config.method_name == "gm-nerf" and step == 123
+    assert pipeline.model.config.encoder.backbone == "resnet18"
+    for key, value in pipeline.model.state_dict().items():
+        torch.testing.assert_close(value, weights[key].float() if weights[key].is_floating_point() else weights[key])
+    assert read_checkpoint(checkpoint)["gmnerf"]["method_name"] == "gm-nerf"
+
+
+def test_a_method_whose_weights_do_not_ship_is_one_line(tmp_path, monkeypatch, capsys):
+    import gmnerf_ns.cli.pretrained as pretrained
+
+    monkeypatch.setattr(pretrained, "default_weights", lambda method="gm-nerf-small": tmp_path / f"{method}.pt")
+    monkeypatch.setattr(sys, "argv", ["gmnerf-pretrained", "--data", str(tmp_path), "--method", "gm-nerf"])
+    with pytest.raises(SystemExit) as info:
+        entrypoint()
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gmnerf-pretrained: no pretrained gm-nerf ships with this version") and err.count("\n") == 1
+    assert "--method gm-nerf-small" in err
+
+    other = tmp_path / "other.pt"
+    torch.save({"format": 1, "method_name": "nerfacto", "step": 1, "weights": {}}, other)
+    with pytest.raises(CheckpointError, match="weights of method 'nerfacto'"):
+        read_weights(other)

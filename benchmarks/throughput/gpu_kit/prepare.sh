@@ -8,16 +8,17 @@
 #   bash benchmarks/throughput/gpu_kit/prepare.sh
 #
 # Knobs (environment): GPU_KIT_DIR (default .gpu_kit), GPU_KIT_PYTHON_VERSION (3.12), GPU_KIT_EXTRA (more packages,
-# e.g. "tensorboard" if the image lacks it), GPU_KIT_LIMIT_MB (50), GPU_KIT_BUILD_PYTHON (.venv/bin/python),
-# GPU_KIT_RESUME_RUN (the pretrained run whose newest checkpoint the pretrain stage resumes from;
-# outputs/pretrained/gm-nerf-small/world-seed0-40000).
+# e.g. "tensorboard" if the image lacks it), GPU_KIT_LIMIT_MB (56), GPU_KIT_BUILD_PYTHON (.venv/bin/python),
+# GPU_KIT_PRETRAIN_METHOD (gm-nerf-small) and GPU_KIT_PRETRAIN_STEPS (40000): the pretrained run whose newest
+# checkpoint the pretrain stage resumes from (GPU_KIT_RESUME_RUN, default outputs/pretrained/METHOD/world-seed0-STEPS);
+# one over 16 MiB (gm-nerf's) is carried without Adam's moments, to keep the call under 64 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 ROOT=$(pwd)
 KIT=${GPU_KIT_DIR:-$ROOT/.gpu_kit}
 PYV=${GPU_KIT_PYTHON_VERSION:-3.12}
 PY=${GPU_KIT_BUILD_PYTHON:-$ROOT/.venv/bin/python}
-LIMIT_MB=${GPU_KIT_LIMIT_MB:-50}
+LIMIT_MB=${GPU_KIT_LIMIT_MB:-56}
 HERE=benchmarks/throughput/gpu_kit
 mkdir -p "$KIT/wheels" "$KIT/stub"
 
@@ -35,12 +36,19 @@ echo '"""Empty stand-in: fpsample has no python 3.12 wheel; nerfstudio imports i
   > "$KIT/stub/fpsample.py"
 
 # The pretrain stage goes on from this machine's newest checkpoint of the pretrained run, if there is one.
-RUN=${GPU_KIT_RESUME_RUN:-$ROOT/outputs/pretrained/gm-nerf-small/world-seed0-40000}
+METHOD=${GPU_KIT_PRETRAIN_METHOD:-gm-nerf-small}
+RUN=${GPU_KIT_RESUME_RUN:-$ROOT/outputs/pretrained/$METHOD/world-seed0-${GPU_KIT_PRETRAIN_STEPS:-40000}}
 NEWEST=$(ls "$RUN"/nerfstudio_models/step-*.ckpt 2>/dev/null | sort -V | tail -n 1)
 rm -rf "$KIT/resume"
 if [ -n "$NEWEST" ]; then
-  mkdir -p "$KIT/resume" && cp "$NEWEST" "$KIT/resume/"
-  echo "[prepare] the pretrain stage resumes from $NEWEST"
+  mkdir -p "$KIT/resume"
+  if [ "$(stat -c %s "$NEWEST")" -gt $((16 * 1048576)) ]; then
+    "$PY" "$HERE/checkpoint_parts.py" compact "$NEWEST" "$KIT/resume/$(basename "$NEWEST")" > /dev/null
+    echo "[prepare] the pretrain stage resumes from $NEWEST (without Adam's moments)"
+  else
+    cp "$NEWEST" "$KIT/resume/"
+    echo "[prepare] the pretrain stage resumes from $NEWEST"
+  fi
 fi
 
 kit_bytes=$(du -sb "$KIT" | cut -f1)
@@ -54,8 +62,9 @@ fi
 REL=$(realpath --relative-to="$ROOT" "$KIT")
 case $REL in ..*) echo "[prepare] done; $KIT is outside the repository, so a run call cannot carry it"; exit 0 ;; esac
 PREFIX=""; [ "$REL" = .gpu_kit ] || PREFIX="GPU_KIT_DIR=$REL "
+METHOD_PREFIX=""; [ "$METHOD" = gm-nerf-small ] || METHOD_PREFIX="GPU_KIT_PRETRAIN_METHOD=$METHOD "
 cat <<EOF
 [prepare] ready. On a session with a lent accelerator, make ONE device call (run.sh ends by about 460 s):
-  run(command="${PREFIX}bash $HERE/run.sh", carry=["$REL"], timeout_s=500)
+  run(command="${PREFIX}${METHOD_PREFIX}bash $HERE/run.sh", carry=["$REL"], timeout_s=500)
 It writes summary.txt, summary.json and logs.tar.gz under \$OUT (README: "GPU kit").
 EOF
