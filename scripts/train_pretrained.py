@@ -77,8 +77,9 @@ class Recipe:
     resume_from: Optional[Path] = None
     """A checkpoint of this run trained elsewhere (the GPU kit returns one) to continue from, when it is newer than
     the run's own newest; for one returned in parts, the first (``step-N.ckpt.part-0``)."""
-    only: Optional[Literal["world", "train", "export"]] = None
-    """Run one step only."""
+    only: Optional[Literal["world", "train", "export", "take"]] = None
+    """Run one step only; ``take`` only puts --resume-from into the run's checkpoints (to carry it back to the GPU kit
+    without training here)."""
     export_to: Path = ROOT / "gmnerf_ns" / "assets" / "pretrained"
     """Folder of the shipped weights and recipe card."""
 
@@ -198,6 +199,9 @@ def run(command: list) -> None:
 
 
 def main(recipe: Recipe) -> None:
+    if recipe.only == "take":
+        recipe.take_checkpoint()
+        return
     if recipe.only in (None, "world"):
         run(["gmnerf-synth", "--out", str(recipe.world), *shlex.split(recipe.world_options), "--workers",
              str(recipe.workers), "--skip-if-complete"])

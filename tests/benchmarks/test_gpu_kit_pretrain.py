@@ -21,7 +21,8 @@ def _pretrain(tmp_path: Path, name: str, kit: Path, seconds: int = 400, **extra_
     (work / "logs").mkdir(parents=True)
     out.mkdir(parents=True)
     env = {**os.environ, "PY": sys.executable, "REPO": str(ROOT), "KIT": str(kit), "WORK": str(work), "OUT": str(out),
-           "DEVICE": "cpu", "GPU_KIT_PRETRAIN_STEPS": "4", "GPU_KIT_PRETRAIN_SUBJECTS": "3",
+           "DEVICE": "cpu", "GPU_KIT_PRETRAIN_METHOD": "gm-nerf-small", "GPU_KIT_PRETRAIN_STEPS": "4",
+           "GPU_KIT_PRETRAIN_SUBJECTS": "3",
            "GPU_KIT_PRETRAIN_TEST_SUBJECTS": "1", "GPU_KIT_PRETRAIN_SAVE": "2",
            "GPU_KIT_PRETRAIN_WORKERS": "1", "OMP_NUM_THREADS": "1", **extra_env}
     result = subprocess.run(["bash", str(PRETRAIN), str(seconds)], env=env, capture_output=True, text=True, check=False,
@@ -62,7 +63,8 @@ def test_run_sh_ends_with_the_pretrain_stage(tmp_path):
     env = {**os.environ, "OUT": str(out), "GPU_KIT_WORK": str(work), "GPU_KIT_DEVICE": "cpu", "GPU_KIT_INSTALL": "0",
            "GPU_KIT_PYTHON": sys.executable, "GPU_KIT_STAGES": "pretrain", "GPU_KIT_DIR": str(tmp_path / "kit"),
            "GPU_KIT_SMALL_RESOLUTION": "48", "GPU_KIT_SUBJECTS": "2", "GPU_KIT_FRAMES": "1",
-           "GPU_KIT_PRETRAIN_STEPS": "2", "GPU_KIT_PRETRAIN_SUBJECTS": "3", "GPU_KIT_PRETRAIN_TEST_SUBJECTS": "1",
+           "GPU_KIT_PRETRAIN_METHOD": "gm-nerf-small", "GPU_KIT_PRETRAIN_STEPS": "2", "GPU_KIT_PRETRAIN_SUBJECTS": "3",
+           "GPU_KIT_PRETRAIN_TEST_SUBJECTS": "1",
            "GPU_KIT_PRETRAIN_SAVE": "2", "GPU_KIT_PRETRAIN_WORKERS": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(["bash", str(ROOT / "benchmarks" / "throughput" / "gpu_kit" / "run.sh")], env=env,
                             capture_output=True, text=True, check=False, timeout=600)

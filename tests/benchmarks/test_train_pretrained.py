@@ -87,9 +87,9 @@ def test_a_checkpoint_returned_in_parts_is_joined_in_order(tmp_path):
     elsewhere.mkdir()
     for index, text in enumerate(["ab", "cd", "e"] + ["f"] * 9):  # part-10 and part-11 sort after part-9
         (elsewhere / f"step-000004000.ckpt.part-{index}").write_text(text)
-    recipe = recipe_module.Recipe(runs=tmp_path / "runs", steps=40000,
+    recipe = recipe_module.Recipe(runs=tmp_path / "runs", steps=40000, only="take", world=tmp_path / "no-world",
                                   resume_from=elsewhere / "step-000004000.ckpt.part-0")
-    recipe.take_checkpoint()
+    recipe_module.main(recipe)  # --only take: no world, no training
     assert [p.name for p in recipe.checkpoints()] == ["step-000004000.ckpt"]
     assert recipe.checkpoints()[0].read_text() == "abcde" + "f" * 9
     assert not list((recipe.run_dir / "nerfstudio_models").glob("*.partial"))

@@ -9,7 +9,7 @@
 #
 # Knobs (environment): GPU_KIT_DIR (default .gpu_kit), GPU_KIT_PYTHON_VERSION (3.12), GPU_KIT_EXTRA (more packages,
 # e.g. "tensorboard" if the image lacks it), GPU_KIT_LIMIT_MB (56), GPU_KIT_BUILD_PYTHON (.venv/bin/python),
-# GPU_KIT_PRETRAIN_METHOD (gm-nerf-small) and GPU_KIT_PRETRAIN_STEPS (40000): the pretrained run whose newest
+# GPU_KIT_PRETRAIN_METHOD (gm-nerf) and GPU_KIT_PRETRAIN_STEPS (40000): the pretrained run whose newest
 # checkpoint the pretrain stage resumes from (GPU_KIT_RESUME_RUN, default outputs/pretrained/METHOD/world-seed0-STEPS);
 # one over 16 MiB (gm-nerf's) is carried without Adam's moments, to keep the call under 64 MiB.
 set -euo pipefail
@@ -36,7 +36,7 @@ echo '"""Empty stand-in: fpsample has no python 3.12 wheel; nerfstudio imports i
   > "$KIT/stub/fpsample.py"
 
 # The pretrain stage goes on from this machine's newest checkpoint of the pretrained run, if there is one.
-METHOD=${GPU_KIT_PRETRAIN_METHOD:-gm-nerf-small}
+METHOD=${GPU_KIT_PRETRAIN_METHOD:-gm-nerf}
 RUN=${GPU_KIT_RESUME_RUN:-$ROOT/outputs/pretrained/$METHOD/world-seed0-${GPU_KIT_PRETRAIN_STEPS:-40000}}
 NEWEST=$(ls "$RUN"/nerfstudio_models/step-*.ckpt 2>/dev/null | sort -V | tail -n 1)
 rm -rf "$KIT/resume"
@@ -62,7 +62,7 @@ fi
 REL=$(realpath --relative-to="$ROOT" "$KIT")
 case $REL in ..*) echo "[prepare] done; $KIT is outside the repository, so a run call cannot carry it"; exit 0 ;; esac
 PREFIX=""; [ "$REL" = .gpu_kit ] || PREFIX="GPU_KIT_DIR=$REL "
-METHOD_PREFIX=""; [ "$METHOD" = gm-nerf-small ] || METHOD_PREFIX="GPU_KIT_PRETRAIN_METHOD=$METHOD "
+METHOD_PREFIX=""; [ "$METHOD" = gm-nerf ] || METHOD_PREFIX="GPU_KIT_PRETRAIN_METHOD=$METHOD "
 cat <<EOF
 [prepare] ready. On a session with a lent accelerator, make ONE device call (run.sh ends by about 460 s):
   run(command="${PREFIX}${METHOD_PREFIX}bash $HERE/run.sh", carry=["$REL"], timeout_s=500)

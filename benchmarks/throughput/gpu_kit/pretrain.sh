@@ -8,14 +8,14 @@
 #
 #   pretrain.sh SECONDS      (run.sh's environment: PY, REPO, KIT, WORK, OUT, DEVICE)
 #
-# Knobs (environment): GPU_KIT_PRETRAIN_METHOD (gm-nerf-small; gm-nerf trains on a 512-px world),
+# Knobs (environment): GPU_KIT_PRETRAIN_METHOD (gm-nerf, on a 512-px world; gm-nerf-small's v2 run is finished),
 # GPU_KIT_PRETRAIN_STEPS (40000), GPU_KIT_PRETRAIN_SUBJECTS (320) and GPU_KIT_PRETRAIN_TEST_SUBJECTS (8): the run (its
 # learning-rate schedule and world; they must match the carried checkpoint's run); GPU_KIT_PRETRAIN_SAVE (250 steps
 # between checkpoints); GPU_KIT_PRETRAIN_WORKERS (world generation processes, default: the CPU count);
 # GPU_KIT_MAX_BYTES (16 MiB: the largest file returned).
 set -u
 LIMIT=${1:?seconds}
-METHOD=${GPU_KIT_PRETRAIN_METHOD:-gm-nerf-small}
+METHOD=${GPU_KIT_PRETRAIN_METHOD:-gm-nerf}
 STEPS=${GPU_KIT_PRETRAIN_STEPS:-40000}
 SUBJECTS=${GPU_KIT_PRETRAIN_SUBJECTS:-320}
 TEST_SUBJECTS=${GPU_KIT_PRETRAIN_TEST_SUBJECTS:-8}

@@ -10,7 +10,7 @@
 #      profile  benchmarks/throughput/profile_step.py for both methods on the same data
 #      extras   gm-nerf --pipeline.model.autocast bf16; gm-nerf-small --pipeline.datamanager.subjects-per-step 4;
 #               gm-nerf --pipeline.model.compile-networks True
-#      pretrain all the time left: trains a pretrained run (pretrain.sh; GPU_KIT_PRETRAIN_METHOD, default gm-nerf-small),
+#      pretrain all the time left: trains a pretrained run (pretrain.sh; GPU_KIT_PRETRAIN_METHOD, default gm-nerf),
 #               resuming from the checkpoint carried in $KIT/resume/, and returns its newest checkpoint in $OUT
 #      nvidia-smi samples the GPU every 200 ms during each ns-train run;
 #   4. writes $OUT/summary.txt, $OUT/summary.json (benchmarks/throughput/ns_train_timing.py per run) and
