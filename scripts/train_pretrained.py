@@ -111,7 +111,8 @@ class Recipe:
 
     def take_checkpoint(self) -> None:
         """Copies :attr:`resume_from` (joining its parts) into the run's checkpoints when it is newer than the run's
-        newest."""
+        newest, with the ``train_seconds.txt`` beside it (the training time up to that checkpoint, summed over
+        machines)."""
         if self.resume_from is None:
             return
         if not self.resume_from.is_file():
@@ -129,6 +130,9 @@ class Recipe:
                 with part.open("rb") as piece:
                     shutil.copyfileobj(piece, out)
         partial.replace(target)  # never a half-joined checkpoint under a checkpoint's name
+        seconds = self.resume_from.parent / "train_seconds.txt"  # the time it took, sent beside it
+        if seconds.is_file():
+            shutil.copyfile(seconds, self.run_dir / "train_seconds.txt")
 
 
 def checkpoint_step(path: Path) -> int:

@@ -42,12 +42,17 @@ def test_trains_returns_its_checkpoint_and_the_next_run_resumes_from_it(tmp_path
     saved = work / "logs" / "pretrain"
     assert (saved / "config.yml").is_file() and float((saved / "train_seconds.txt").read_text()) > 0
 
+    first_seconds = float((out / "train_seconds.txt").read_text())
+    assert first_seconds > 0
+
     (kit / "resume").mkdir(parents=True)
     shutil.copy(returned[0], kit / "resume")
+    shutil.copy(out / "train_seconds.txt", kit / "resume")  # as prepare.sh carries them
     out2, stdout2, logs2, _ = _pretrain(tmp_path, "second", kit)  # a fresh machine: nothing of the first run there
     assert "from step-000000003.ckpt" in stdout2
     assert "nothing left to train" in logs2  # resumed at the end of the 4-step schedule, not started over
     assert [p.name for p in out2.glob("step-*.ckpt")] == ["step-000000003.ckpt"]
+    assert float((out2 / "train_seconds.txt").read_text()) >= first_seconds  # summed over both machines
 
 
 def test_too_little_time_left_after_the_world_trains_nothing(tmp_path):
@@ -71,7 +76,7 @@ def test_run_sh_ends_with_the_pretrain_stage(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "returned step-000000001.ckpt" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == ["logs.tar.gz", "step-000000001.ckpt", "summary.json",
-                                                     "summary.txt"]
+                                                     "summary.txt", "train_seconds.txt"]
     with tarfile.open(out / "logs.tar.gz") as archive:
         names = archive.getnames()
     assert "logs/pretrain/config.yml" in names and "logs/pretrain/train_seconds.txt" in names
@@ -88,7 +93,7 @@ def test_a_checkpoint_over_the_file_limit_comes_back_without_moments_in_parts_an
 
     limit = 1_000_000
     out, stdout, _, work = _pretrain(tmp_path, "first", tmp_path / "kit", GPU_KIT_MAX_BYTES=str(limit))
-    parts = sorted(p.name for p in out.iterdir())
+    parts = sorted(p.name for p in out.glob("step-*"))
     assert len(parts) >= 2 and parts == [f"step-000000003.ckpt.part-{i}" for i in range(len(parts))], stdout
     assert all((out / p).stat().st_size <= limit for p in parts) and f"returned {parts[-1]}" in stdout
     run = next((work / "pretrain" / "pretrained" / "gm-nerf-small").iterdir())

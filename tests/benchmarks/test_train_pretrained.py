@@ -89,8 +89,10 @@ def test_a_checkpoint_returned_in_parts_is_joined_in_order(tmp_path):
         (elsewhere / f"step-000004000.ckpt.part-{index}").write_text(text)
     recipe = recipe_module.Recipe(runs=tmp_path / "runs", steps=40000, only="take", world=tmp_path / "no-world",
                                   resume_from=elsewhere / "step-000004000.ckpt.part-0")
+    (elsewhere / "train_seconds.txt").write_text("1234\n")  # the training time so far, sent beside it
     recipe_module.main(recipe)  # --only take: no world, no training
     assert [p.name for p in recipe.checkpoints()] == ["step-000004000.ckpt"]
+    assert (recipe.run_dir / "train_seconds.txt").read_text() == "1234\n"
     assert recipe.checkpoints()[0].read_text() == "abcde" + "f" * 9
     assert not list((recipe.run_dir / "nerfstudio_models").glob("*.partial"))
 

@@ -49,6 +49,7 @@ if [ -n "$NEWEST" ]; then
     cp "$NEWEST" "$KIT/resume/"
     echo "[prepare] the pretrain stage resumes from $NEWEST"
   fi
+  [ ! -f "$RUN/train_seconds.txt" ] || cp "$RUN/train_seconds.txt" "$KIT/resume/"  # the time so far goes on counting
 fi
 
 kit_bytes=$(du -sb "$KIT" | cut -f1)

@@ -4,7 +4,7 @@
 # this machine's newest there), and returns the newest checkpoint in $OUT so that the next run, here or on the CPU
 # (train_pretrained.py --resume-from), goes on from it. A checkpoint over 16 MiB (gm-nerf's) comes back without
 # Adam's moments, in parts if still too large (checkpoint_parts.py pack); every other one comes back whole, and the
-# resume is exact.
+# resume is exact. train_seconds.txt (the training time, summed over machines) goes with the checkpoint both ways.
 #
 #   pretrain.sh SECONDS      (run.sh's environment: PY, REPO, KIT, WORK, OUT, DEVICE)
 #
@@ -45,3 +45,4 @@ cp "$RUN"/config.yml "$RUN"/train_seconds.txt "$RUN"/events.out.tfevents.* "$WOR
 RETURNED=$("$PY" "$(dirname "$0")/checkpoint_parts.py" pack "$NEWEST" "$OUT" --max-bytes "$MAX_BYTES") \
   || { say "$(basename "$NEWEST") could not be packed for return"; exit 1; }
 for file in $RETURNED; do say "returned $(basename "$file") ($(( $(stat -c %s "$file") / 1048576 )) MiB)"; done
+cp "$RUN/train_seconds.txt" "$OUT/" 2>/dev/null && say "training time so far: $(cat "$OUT/train_seconds.txt") s"
