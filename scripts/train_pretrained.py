@@ -2,7 +2,7 @@
 
 Three steps, each skipped when its output exists:
 
-1. ``world``: generate the training world with ``gmnerf-synth`` (160 people, rigs of 6 to 16 cameras, varied
+1. ``world``: generate the training world with ``gmnerf-synth`` (320 people, rigs of 6 to 16 cameras, varied
    distances, heights, zoom and aspect, varied lighting and body shapes, proxies misfit from exact to 0.08 rad of pose
    noise with shape error and offsets, masks off by up to a pixel; 256 px for ``gm-nerf-small``, 512 px for
    ``gm-nerf``). Seed 100: the evaluation suite uses other seeds.
@@ -13,8 +13,8 @@ Three steps, each skipped when its output exists:
 
 Usage (gm-nerf-small on 2 CPU cores: a few minutes for the world, then about 0.25 s per step)::
 
-    python scripts/train_pretrained.py --steps 8000
-    python scripts/train_pretrained.py --steps 8000 --only export     # re-export a finished run
+    python scripts/train_pretrained.py                   # the shipped gm-nerf-small: 40,000 steps, 320 people
+    python scripts/train_pretrained.py --only export     # re-export a finished run
     python scripts/train_pretrained.py --method gm-nerf --world data/world-512 --device cuda --steps 40000
 
 Run again with the same options, a stopped run resumes from its newest checkpoint, exactly as if never stopped;
@@ -60,9 +60,9 @@ class Recipe:
     """Where the training world is (or is generated)."""
     runs: Path = Path("outputs")
     """ns-train output folder."""
-    steps: int = 8000
+    steps: int = 40000
     """Training steps (the learning rate decays over all of them)."""
-    subjects: int = 160
+    subjects: int = 320
     """People in the training world."""
     test_subjects: int = 8
     """Of these, people held out (evaluated during training, never trained on)."""
