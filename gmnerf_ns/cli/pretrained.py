@@ -29,7 +29,7 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional
+from typing import Any, Dict, Literal, Optional, get_args
 
 import torch
 import tyro
@@ -48,9 +48,9 @@ from gmnerf_ns.core.checkpoints import (
 )
 from gmnerf_ns.core.device import check_device
 
-PRETRAINED_METHODS = ("gm-nerf-small", "gm-nerf")
-"""Methods that can have pretrained weights; ``gm-nerf-small`` is the default and always ships."""
 PretrainedMethod = Literal["gm-nerf-small", "gm-nerf"]
+"""Methods that can have pretrained weights; ``gm-nerf-small`` is the default and always ships."""
+PRETRAINED_METHODS = get_args(PretrainedMethod)
 WEIGHTS_FORMAT = 1
 """Version of the shipped weights file's layout."""
 
