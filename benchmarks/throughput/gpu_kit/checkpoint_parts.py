@@ -47,13 +47,11 @@ def pack(source: Path, out_dir: Path, max_bytes: int = MAX_BYTES) -> List[Path]:
     """The files to return for checkpoint ``source``: itself if it fits ``max_bytes``, else its compact form, split
     into parts of at most ``max_bytes`` when still too large."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    if source.stat().st_size <= max_bytes:
-        target = out_dir / source.name
-        target.write_bytes(source.read_bytes())
-        return [target]
-    buffer = io.BytesIO()
-    torch.save(compact_state(read_checkpoint(source)), buffer)
-    data = buffer.getvalue()
+    data = source.read_bytes()
+    if len(data) > max_bytes:
+        buffer = io.BytesIO()
+        torch.save(compact_state(read_checkpoint(source)), buffer)
+        data = buffer.getvalue()
     if len(data) <= max_bytes:
         target = out_dir / source.name
         target.write_bytes(data)
